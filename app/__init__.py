@@ -1,0 +1,179 @@
+"""Clamor: a self-hosted email action for trade unions.
+
+``create_app`` builds the Flask app; plugins import ``hookimpl`` from here.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+
+from .campaigns import load_campaigns
+from .delivery import DeliveryWorker
+from .extensions import babel, csrf, db, limiter, migrate
+from .hookspecs import hookimpl
+from .plugins import check_delivery_config, collect_backends, create_plugin_manager, filter_callers
+
+__all__ = ["create_app", "hookimpl", "ConfigError"]
+
+#: The checkout: instance/, translations/ and the example campaign live here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; start-up stops with this message."""
+
+
+@dataclass
+class Clamor:
+    """Per-app state, kept in ``app.extensions["clamor"]``."""
+
+    plugin_manager: object
+    #: name -> DeliveryBackend subclass, from every plugin.
+    backends: dict
+    #: slug -> Campaign, from instance/campaigns/.
+    campaigns: dict
+    #: hook name -> caller limited to the enabled spam filters.
+    filters: dict
+    default_slug: str | None
+    worker: DeliveryWorker | None = None
+    start_worker: bool = field(default=False)
+
+    def default_campaign(self):
+        return self.campaigns.get(self.default_slug) if self.default_slug else None
+
+    def ensure_worker(self):
+        """Start the in-process delivery thread if this app runs one and it is not running."""
+        if self.start_worker:
+            self.worker.start_thread()
+
+    def wake_worker(self):
+        """Let the in-process delivery thread (if any) look for work now."""
+        if self.start_worker:
+            self.worker.start_thread()
+            self.worker.wake()
+
+
+def default_instance_path():
+    """``CLAMOR_INSTANCE_PATH`` if set, else ``instance/`` in the checkout."""
+    return Path(os.environ.get("CLAMOR_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
+
+
+def create_app(test_config=None, instance_path=None):
+    """Build the app: defaults, then instance/config.py, then CLAMOR_* env, then ``test_config``.
+
+    Raises :class:`ConfigError`, :class:`app.campaigns.CampaignError` or
+    :class:`app.plugins.PluginError` when the deployment cannot work.
+    """
+    instance_path = Path(instance_path).resolve() if instance_path else default_instance_path()
+    app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
+    app.config.from_object("app.config")
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("CLAMOR")
+    if test_config:
+        app.config.update(test_config)
+    _finish_config(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+    app.extensions["clamor"] = _make_state(app)
+
+    from . import cli, errors, public
+    from .security import add_security_headers
+
+    app.register_blueprint(public.bp)
+    errors.init_app(app)
+    app.after_request(add_security_headers)
+    # The delivery thread starts with the first request, not at import, so
+    # that CLI commands and gunicorn's master process never run one.
+    app.before_request(app.extensions["clamor"].ensure_worker)
+    cli.init_app(app)
+    return app
+
+
+def _select_locale():
+    from .i18n import select_locale
+
+    return select_locale()
+
+
+def _finish_config(app):
+    config = app.config
+    if not config.get("SECRET_KEY"):
+        if not (app.debug or app.testing):
+            raise ConfigError(
+                "SECRET_KEY is not set. Run `clamor init` (it writes one into "
+                f"{app.instance_path}/config.py) or set CLAMOR_SECRET_KEY."
+            )
+        config["SECRET_KEY"] = "insecure-development-key"
+    config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PROJECT_ROOT / "translations"))
+    if not config.get("SQLALCHEMY_DATABASE_URI"):
+        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'clamor.sqlite3'}"
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # The busy timeout must be in force before anything else touches the
+        # file (switching to WAL included), or a second process starting on a
+        # fresh database fails with "database is locked".
+        options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.setdefault("connect_args", {}).setdefault("timeout", 30)
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    if not config.get("OUTBOX_DIR"):
+        config["OUTBOX_DIR"] = str(Path(app.instance_path) / "outbox")
+    if config["DELIVERY_WORKER"] not in ("thread", "external"):
+        raise ConfigError(f"DELIVERY_WORKER must be 'thread' or 'external', not {config['DELIVERY_WORKER']!r}")
+    for key in ("DELIVERY", "LANGUAGES", "SPAM_FILTERS"):
+        expected = dict if key == "DELIVERY" else (list, tuple)
+        if not isinstance(config[key], expected):
+            raise ConfigError(f"{key} has the wrong type: {config[key]!r}")
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _make_state(app):
+    config = app.config
+    pm = create_plugin_manager(app)
+    backends = collect_backends(pm)
+    check_delivery_config(config["DELIVERY"], backends)
+    campaigns = load_campaigns(Path(app.instance_path) / "campaigns", config["LANGUAGES"])
+    for campaign in campaigns.values():
+        for target in campaign.targets:
+            if target.channel not in config["DELIVERY"]:
+                raise ConfigError(
+                    f"{campaign.path}: target {target.name!r} is reached by {target.channel}, "
+                    f"but DELIVERY has no backend for {target.channel!r}."
+                )
+    default_slug = config["DEFAULT_CAMPAIGN"]
+    if default_slug and default_slug not in campaigns:
+        raise ConfigError(f"DEFAULT_CAMPAIGN is {default_slug!r}, but instance/campaigns/ has no such campaign.")
+    if not default_slug and campaigns:
+        open_ones = [slug for slug, c in campaigns.items() if c.is_open]
+        default_slug = (open_ones or list(campaigns))[0]
+    state = Clamor(
+        plugin_manager=pm,
+        backends=backends,
+        campaigns=campaigns,
+        filters=filter_callers(pm, config["SPAM_FILTERS"]),
+        default_slug=default_slug,
+        start_worker=config["DELIVERY_WORKER"] == "thread" and not app.testing,
+    )
+    state.worker = DeliveryWorker(app)
+    return state

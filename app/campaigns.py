@@ -1,0 +1,226 @@
+"""Campaign files: ``instance/campaigns/<slug>.toml``, loaded and validated.
+
+A campaign is data an organiser edits by hand, so every problem is reported
+with the file and the key at fault, and the app refuses to serve a campaign
+that does not validate (``clamor campaign check`` shows the same message).
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+STATUSES = ("open", "closed")
+TOP_KEYS = {"slug", "status", "default_language", "languages", "goal", "sender", "targets", "text"}
+TARGET_KEYS = {"name", "email", "fax", "language"}
+#: key -> (type, required) for each language's text.
+TEXT_KEYS = {
+    "title": (str, True),
+    "short_name": (str, True),
+    "partners": (list, False),
+    "body": (list, True),
+    "subject": (str, True),
+    "letter": (str, True),
+}
+
+
+class CampaignError(ValueError):
+    """A campaign file is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Someone a letter is sent to. ``key`` identifies it in Delivery rows."""
+
+    name: str
+    email: str | None = None
+    fax: str | None = None
+    #: The language letters to this target are written in; None: the
+    #: campaign's default language.
+    language: str | None = None
+
+    @property
+    def channel(self):
+        return "fax" if self.fax else "email"
+
+    @property
+    def key(self):
+        return self.fax or self.email
+
+    @property
+    def address(self):
+        return self.email or self.fax
+
+
+@dataclass(frozen=True)
+class CampaignText:
+    """The campaign's words in one language."""
+
+    title: str
+    short_name: str
+    body: list
+    subject: str
+    letter: str
+    partners: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    slug: str
+    status: str
+    default_language: str
+    languages: list
+    targets: list
+    texts: dict
+    goal: int | None = None
+    sender: str = ""
+    path: Path | None = None
+
+    @property
+    def is_open(self):
+        return self.status == "open"
+
+    def text(self, language):
+        """Return the :class:`CampaignText` in ``language``, else in the default language."""
+        return self.texts.get(language) or self.texts[self.default_language]
+
+    def letter_language(self, target):
+        """The language a letter to ``target`` is written in."""
+        return target.language or self.default_language
+
+
+def load_campaign(path, known_languages=None):
+    """Parse and validate one campaign file; raise :class:`CampaignError` if it is wrong."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"{path}: not valid TOML: {exc}") from exc
+
+    def fail(key, message):
+        raise CampaignError(f"{path}: {key}: {message}")
+
+    for key in sorted(set(data) - TOP_KEYS):
+        fail(key, "unknown key (a typo?)")
+    for key in ("slug", "default_language", "languages", "targets", "text"):
+        if key not in data:
+            fail(key, "missing")
+
+    slug = data["slug"]
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        fail("slug", "must be lower-case letters, digits and hyphens")
+    if path.suffix == ".toml" and path.stem != slug:
+        fail("slug", f"is {slug!r} but the file is named {path.name!r}; they must match")
+    status = data.get("status", "open")
+    if status not in STATUSES:
+        fail("status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
+
+    languages = data["languages"]
+    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
+        fail("languages", "must be a non-empty list of language codes")
+    if known_languages is not None:
+        for lang in languages:
+            if lang not in known_languages:
+                fail("languages", f"{lang!r} is not in LANGUAGES ({', '.join(known_languages)})")
+    default_language = data["default_language"]
+    if default_language not in languages:
+        fail("default_language", f"{default_language!r} is not in languages")
+
+    goal = data.get("goal")
+    if goal is not None and (not isinstance(goal, int) or isinstance(goal, bool) or goal < 1):
+        fail("goal", "must be a positive whole number")
+    sender = data.get("sender", "")
+    if not isinstance(sender, str):
+        fail("sender", "must be a string")
+
+    targets = _load_targets(data["targets"], languages, fail)
+    texts = _load_texts(data["text"], languages, fail)
+    return Campaign(
+        slug=slug,
+        status=status,
+        default_language=default_language,
+        languages=list(languages),
+        targets=targets,
+        texts=texts,
+        goal=goal,
+        sender=sender,
+        path=path,
+    )
+
+
+def _load_targets(raw, languages, fail):
+    if not isinstance(raw, list) or not raw:
+        fail("targets", "must list at least one target ([[targets]] tables)")
+    targets, keys = [], set()
+    for i, item in enumerate(raw, 1):
+        where = f"targets[{i}]"
+        if not isinstance(item, dict):
+            fail(where, "must be a table with name and email (or fax)")
+        for key in sorted(set(item) - TARGET_KEYS):
+            fail(f"{where}.{key}", "unknown key (a typo?)")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            fail(f"{where}.name", "missing")
+        email, fax = item.get("email"), item.get("fax")
+        if bool(email) == bool(fax):
+            fail(where, "needs exactly one of email or fax")
+        if email is not None:
+            try:
+                email = validate_email(email, check_deliverability=False).normalized
+            except (EmailNotValidError, TypeError) as exc:
+                fail(f"{where}.email", f"{email!r} is not an email address ({exc})")
+        if fax is not None and (not isinstance(fax, str) or sum(c.isdigit() for c in fax) < 6):
+            fail(f"{where}.fax", f"{fax!r} is not a fax number")
+        language = item.get("language")
+        if language is not None and language not in languages:
+            fail(f"{where}.language", f"{language!r} is not one of the campaign's languages")
+        target = Target(name=name.strip(), email=email, fax=fax, language=language)
+        if target.key in keys:
+            fail(where, f"{target.key} is listed twice")
+        keys.add(target.key)
+        targets.append(target)
+    return targets
+
+
+def _load_texts(raw, languages, fail):
+    if not isinstance(raw, dict):
+        fail("text", "must hold one table per language ([text.fr] …)")
+    texts = {}
+    for lang in languages:
+        section = raw.get(lang)
+        if not isinstance(section, dict):
+            fail(f"text.{lang}", "missing: every language in languages needs its text")
+        for key in sorted(set(section) - set(TEXT_KEYS)):
+            fail(f"text.{lang}.{key}", "unknown key (a typo?)")
+        values = {}
+        for key, (kind, required) in TEXT_KEYS.items():
+            value = section.get(key)
+            if value is None:
+                if required:
+                    fail(f"text.{lang}.{key}", "missing")
+                continue
+            if not isinstance(value, kind) or (kind is list and not all(isinstance(x, str) for x in value)):
+                fail(f"text.{lang}.{key}", "must be " + ("a list of strings" if kind is list else "a string"))
+            if required and not value or (kind is str and not value.strip()):
+                fail(f"text.{lang}.{key}", "is empty")
+            values[key] = value.strip() if kind is str else [x.strip() for x in value]
+        texts[lang] = CampaignText(**values)
+    for lang in sorted(set(raw) - set(languages)):
+        fail(f"text.{lang}", "is not in languages")
+    return texts
+
+
+def load_campaigns(folder, known_languages=None):
+    """Return ``{slug: Campaign}`` for every ``*.toml`` in ``folder`` (sorted by slug)."""
+    folder = Path(folder)
+    campaigns = {}
+    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+        campaign = load_campaign(path, known_languages)
+        campaigns[campaign.slug] = campaign
+    return campaigns

@@ -1,0 +1,90 @@
+"""Default settings.
+
+Order of precedence, lowest first: the values in this module, then
+``instance/config.py``, then ``CLAMOR_*`` environment variables (parsed as JSON
+where they can be, so ``CLAMOR_SMTP_PORT=2525`` is an int and
+``CLAMOR_DELIVERY='{"email": "smtp"}'`` a dict), then the ``test_config`` passed
+to :func:`app.create_app`. Every key is described in the README.
+"""
+
+#: Signs sessions, CSRF tokens and the number question. ``clamor init`` writes a
+#: random one into instance/config.py; outside debug and testing the app refuses
+#: to start without one.
+SECRET_KEY = None
+
+#: None means SQLite in the instance folder (``instance/clamor.sqlite3``).
+SQLALCHEMY_DATABASE_URI = None
+
+#: channel -> delivery backend name. Backends come from plugins.
+DELIVERY = {"email": "outbox_files"}
+
+#: The address every letter is sent from. The supporter is only in Reply-To,
+#: because a government server checking DMARC would reject mail "from" gmail.com
+#: sent by us.
+SENDER_ADDRESS = "campaigns@localhost"
+
+#: Where ``outbox_files`` writes one .eml file per letter. None: instance/outbox.
+OUTBOX_DIR = None
+
+SMTP_HOST = "localhost"
+SMTP_PORT = 25
+#: none | starttls | ssl. TLS always verifies the server's certificate.
+SMTP_SECURITY = "none"
+SMTP_USERNAME = None
+SMTP_PASSWORD = None
+SMTP_TIMEOUT = 30
+
+#: Names of the enabled spam filter plugins; a filter plugin not named here
+#: does not run.
+SPAM_FILTERS = ["number_question"]
+
+#: Flask-Limiter syntax, per client address.
+SUBMIT_RATE_LIMIT = "5 per minute; 30 per day"
+RATELIMIT_STORAGE_URI = "memory://"
+RATELIMIT_HEADERS_ENABLED = False
+
+#: thread: a delivery thread inside the web process (one small server).
+#: external: run ``clamor deliver`` as its own process (production).
+DELIVERY_WORKER = "thread"
+#: Seconds the worker sleeps when nothing is due.
+DELIVERY_POLL_SECONDS = 5
+#: How many deliveries one worker claims at a time, and for how long (seconds)
+#: before another worker may take them over.
+DELIVERY_BATCH_SIZE = 50
+DELIVERY_LEASE_SECONDS = 300
+#: A letter that failed temporarily this many times is marked failed.
+DELIVERY_MAX_ATTEMPTS = 10
+#: Backoff after a temporary failure: full jitter in [0, min(cap, base * 2**n)].
+DELIVERY_RETRY_BASE = 60
+DELIVERY_RETRY_CAP = 6 * 3600
+
+#: Longest letter a supporter may send, in characters.
+MESSAGE_MAX_LENGTH = 5000
+#: Largest request body accepted (bytes).
+MAX_CONTENT_LENGTH = 64 * 1024
+
+#: Interface languages Clamor offers; a campaign picks among them.
+LANGUAGES = ["en", "fr", "ru", "kk"]
+BABEL_DEFAULT_LOCALE = "en"
+
+#: Campaign shown at ``/<lang>/``; None: the only open campaign, else the
+#: first by slug.
+DEFAULT_CAMPAIGN = None
+
+#: Installed plugin packages (entry-point names) allowed to load; None: all.
+PLUGINS = None
+
+CONFIRM_SUPPORTER_EMAIL = False
+RETENTION_DAYS = 180
+
+#: Behind HTTPS set these two to True (see docs/deploying.md).
+SESSION_COOKIE_SECURE = False
+REMEMBER_COOKIE_SECURE = False
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+#: The CSRF token lives as long as the session: a supporter may take an hour
+#: to edit their letter.
+WTF_CSRF_TIME_LIMIT = None
+
+SQLALCHEMY_ENGINE_OPTIONS = {}

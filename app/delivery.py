@@ -1,0 +1,362 @@
+"""Letters, the delivery backend contract, and the worker that sends them.
+
+Nothing is sent inside a web request. A signature stores one ``Delivery`` row
+per target; a worker (a thread in the web process, or ``clamor deliver``)
+claims due rows with a lease, builds each :class:`Letter` in the letter's own
+language, and hands it to the backend that config ``DELIVERY`` names for the
+target's channel. A letter accepted is a letter delivered or visibly failed.
+"""
+
+import logging
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from babel import Locale
+from flask import current_app
+from flask_babel import force_locale
+from sqlalchemy import or_, select, update
+
+from .extensions import db
+from .models import Delivery, Signature, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class TemporaryFailure(Exception):
+    """The letter could not be sent now; try again later.
+
+    ``retry_after``: seconds the provider asked us to wait, or None.
+    """
+
+    def __init__(self, reason, retry_after=None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentFailure(Exception):
+    """The letter can never be sent as it is (a refused recipient, bad credentials)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a backend returns when it accepted a letter."""
+
+    #: The provider's id for the message (Mailgun's id, the SMTP queue reply …).
+    provider_id: str = ""
+    accepted_at: datetime = field(default_factory=utcnow)
+    #: A note for organisers, e.g. "queued for faxing".
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One finished letter to one target: plain strings only, already translated."""
+
+    delivery_id: int
+    campaign: str
+    language: str
+    channel: str
+    from_name: str
+    from_address: str
+    reply_to_name: str
+    reply_to_address: str
+    to_name: str
+    #: The target's email address, or its fax number for the fax channel.
+    to_address: str
+    subject: str
+    body: str
+    message_id: str
+    date: datetime
+
+    def as_email(self, to_address=None):
+        """Return the letter as an :class:`EmailMessage` (policy default).
+
+        ``to_address`` overrides the recipient (a fax gateway's address).
+        Header values are built from structured objects, and the email package
+        refuses CR or LF in them, so a supporter's name cannot add a header.
+        """
+        msg = EmailMessage()
+        msg["From"] = Address(display_name=self.from_name, addr_spec=self.from_address)
+        msg["Reply-To"] = Address(display_name=self.reply_to_name, addr_spec=self.reply_to_address)
+        msg["To"] = Address(display_name=self.to_name, addr_spec=to_address or self.to_address)
+        msg["Subject"] = self.subject
+        msg["Date"] = format_datetime(self.date.replace(tzinfo=UTC))
+        msg["Message-ID"] = self.message_id
+        msg["Content-Language"] = self.language
+        msg.set_content(self.body)
+        return msg
+
+
+class DeliveryBackend:
+    """Base class for a way of sending letters. Plugins subclass it.
+
+    A backend is made once per worker batch with the app's config, sends any
+    number of letters, and is closed at the end of the batch.
+    """
+
+    #: The name config ``DELIVERY`` uses to pick this backend.
+    name = ""
+    #: A human name for organisers.
+    verbose_name = ""
+
+    def __init__(self, config):
+        """Read this backend's own keys from ``config`` (the Flask config)."""
+        self.config = config
+
+    def send(self, letter):
+        """Send ``letter`` and return a :class:`Receipt`.
+
+        Raise :class:`TemporaryFailure` when trying again later may work, and
+        :class:`PermanentFailure` when it never will. Any other exception counts
+        as temporary.
+        """
+        raise NotImplementedError
+
+    def close(self):
+        """Release connections; called after each batch."""
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def one_line(value):
+    """Collapse every run of whitespace (CR and LF included) into one space."""
+    return _SPACES.sub(" ", value or "").strip()
+
+
+def new_message_id(sender_address):
+    """A fresh Message-ID on the sender's domain; stored once per delivery."""
+    return make_msgid(domain=sender_address.rpartition("@")[2] or "localhost")
+
+
+def country_name(code, language):
+    """The name of ISO country ``code`` in ``language`` (CLDR), or "" for none."""
+    if not code:
+        return ""
+    return Locale.parse(language).territories.get(code, code)
+
+
+def build_letter(delivery, campaign, config):
+    """Build the :class:`Letter` for ``delivery`` in the language of its target.
+
+    The supporter's text is sent as written; the subject and the signature block
+    are rendered inside ``force_locale`` of the letter's language, never the
+    worker's default.
+    """
+    signature = delivery.signature
+    target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
+    to_name = target.name if target else ""
+    language = campaign.letter_language(target) if target else campaign.default_language
+    with force_locale(language):
+        text = campaign.text(language)
+        block = [
+            one_line(signature.name),
+            one_line(signature.organisation),
+            country_name(signature.country, language),
+            signature.email,
+        ]
+        body = signature.message.strip() + "\n\n" + "\n".join(line for line in block if line) + "\n"
+        return Letter(
+            delivery_id=delivery.id,
+            campaign=campaign.slug,
+            language=language,
+            channel=delivery.channel,
+            from_name=f"{one_line(signature.name)} via {one_line(text.short_name)}",
+            from_address=config["SENDER_ADDRESS"],
+            reply_to_name=one_line(signature.name),
+            reply_to_address=signature.email,
+            to_name=to_name,
+            to_address=delivery.target_key,
+            subject=one_line(text.subject),
+            body=body,
+            message_id=delivery.message_id,
+            date=utcnow(),
+        )
+
+
+def retry_delay(attempts, config, retry_after=None):
+    """Seconds to wait after the ``attempts``-th failed try: full jitter, capped.
+
+    A provider's ``retry_after`` is a floor.
+    """
+    ceiling = min(config["DELIVERY_RETRY_CAP"], config["DELIVERY_RETRY_BASE"] * 2 ** max(attempts - 1, 0))
+    delay = random.uniform(0, ceiling)
+    return max(delay, retry_after or 0)
+
+
+def claim_due(limit, lease_seconds):
+    """Atomically claim up to ``limit`` due deliveries and return their ids.
+
+    One ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``:
+    PostgreSQL skips rows another worker holds; SQLite has no row locks (the
+    clause is not rendered) and serialises writers, so the statement is atomic
+    there as well. A lease that ran out (its worker died) is due again.
+    """
+    now = utcnow()
+    due = (
+        select(Delivery.id)
+        .where(
+            or_(
+                (Delivery.status == "pending") & (Delivery.next_attempt_at <= now),
+                (Delivery.status == "sending") & (Delivery.lease_until < now),
+            )
+        )
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(
+            status="sending",
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=Delivery.attempts + 1,
+        )
+        .returning(Delivery.id),
+        execution_options={"synchronize_session": False},
+    )
+    ids = sorted(claimed.scalars())
+    db.session.commit()
+    return ids
+
+
+def deliver_due(app=None, limit=None):
+    """Claim due deliveries, send them, record each outcome. Return how many were claimed.
+
+    Needs an app context.
+    """
+    app = app or current_app._get_current_object()
+    config = app.config
+    state = app.extensions["clamor"]
+    ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
+    if not ids:
+        return 0
+    backends = {}
+    try:
+        for delivery in db.session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)):
+            _deliver_one(delivery, state, config, backends)
+            db.session.commit()
+    finally:
+        for backend in backends.values():
+            try:
+                backend.close()
+            except Exception:
+                log.exception("closing delivery backend %s failed", backend.name)
+        db.session.remove()
+    return len(ids)
+
+
+def _deliver_one(delivery, state, config, backends):
+    campaign = state.campaigns.get(delivery.signature.campaign)
+    backend_name = config["DELIVERY"].get(delivery.channel)
+    try:
+        if campaign is None:
+            raise PermanentFailure(f"campaign {delivery.signature.campaign!r} is no longer configured")
+        if backend_name is None:
+            raise TemporaryFailure(f"no backend configured for channel {delivery.channel!r} (config DELIVERY)")
+        backend = backends.get(backend_name)
+        if backend is None:
+            backend = backends[backend_name] = state.backends[backend_name](config)
+        delivery.backend = backend_name
+        receipt = backend.send(build_letter(delivery, campaign, config))
+    except PermanentFailure as exc:
+        _fail(delivery, state, exc)
+    except Exception as exc:
+        if not isinstance(exc, TemporaryFailure):
+            log.exception("delivery %s: unexpected error, will retry", delivery.id)
+            exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
+        if delivery.attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
+            _fail(delivery, state, exc)
+        else:
+            delivery.status = "pending"
+            delivery.lease_until = None
+            delivery.last_error = str(exc)
+            delay = retry_delay(delivery.attempts, config, exc.retry_after)
+            delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            log.warning("delivery %s: temporary failure, retry in %.0fs: %s", delivery.id, delay, exc)
+    else:
+        delivery.status = "sent"
+        delivery.lease_until = None
+        delivery.sent_at = receipt.accepted_at
+        delivery.provider_id = receipt.provider_id
+        delivery.last_error = receipt.note
+        log.info("delivery %s sent by %s", delivery.id, backend_name)
+        _notify(state, "letter_sent", delivery=delivery, receipt=receipt)
+
+
+def _fail(delivery, state, exc):
+    delivery.status = "failed"
+    delivery.lease_until = None
+    delivery.last_error = str(exc) or type(exc).__name__
+    log.error("delivery %s failed: %s", delivery.id, delivery.last_error)
+    _notify(state, "letter_failed", delivery=delivery, error=exc)
+
+
+def _notify(state, hook, **kwargs):
+    try:
+        getattr(state.plugin_manager.hook, hook)(**kwargs)
+    except Exception:
+        log.exception("a %s hook raised; the delivery's status stands", hook)
+
+
+def queue_deliveries(signature, campaign, config, status="pending"):
+    """Add one Delivery per target of ``campaign`` to ``signature`` (not committed)."""
+    for target in campaign.targets:
+        signature.deliveries.append(
+            Delivery(
+                target_key=target.key,
+                channel=target.channel,
+                status=status,
+                message_id=new_message_id(config["SENDER_ADDRESS"]),
+            )
+        )
+
+
+class DeliveryWorker:
+    """Runs :func:`deliver_due` in a loop until stopped; ``wake()`` skips the wait.
+
+    Used as a daemon thread inside the web process (``DELIVERY_WORKER =
+    "thread"``) and in the foreground by ``clamor deliver``.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.thread = None
+
+    def wake(self):
+        self._wake.set()
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+
+    def run_forever(self):
+        poll = self.app.config["DELIVERY_POLL_SECONDS"]
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                with self.app.app_context():
+                    claimed = deliver_due(self.app)
+            except Exception:
+                log.exception("delivery worker: batch failed; trying again shortly")
+                claimed = 0
+            if not claimed:
+                self._wake.wait(poll)
+
+    def start_thread(self):
+        """Start the loop in a daemon thread unless it is running already."""
+        if self.thread is None or not self.thread.is_alive():
+            with self._lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(target=self.run_forever, name="clamor-delivery", daemon=True)
+                    self.thread.start()

@@ -1,0 +1,51 @@
+"""Error pages: translated, friendly, never a stack trace."""
+
+import logging
+
+from flask import render_template
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+#: status -> (title, explanation) shown to the visitor.
+MESSAGES = {
+    400: (_l("Something was wrong with that request"), _l("Please go back and try again.")),
+    403: (_l("This action is not possible"), _l("This campaign does not accept signatures any more.")),
+    404: (_l("Page not found"), _l("There is no page at this address. Check the link, or start from the campaign page.")),
+    405: (_l("This action is not possible"), _l("Please go back and try again.")),
+    413: (_l("Too much text"), _l("What you sent is too long. Please shorten your message and send it again.")),
+    429: (_l("Please wait a moment"), _l("Too many letters were sent from your connection. Please wait a little and try again.")),
+    500: (_l("Something went wrong on our side"), _l("Your letter may not have been stored. Please try again in a few minutes.")),
+}
+CSRF_MESSAGE = (
+    _l("Your form has expired"),
+    _l("For your security the form can only be sent from this site, within one visit. "
+       "Please go back, reload the page and send your letter again."),
+)
+
+
+def render_error(status, title, explanation):
+    return render_template("error.html", status=status, title=title, explanation=explanation), status
+
+
+def handle_http_error(error):
+    title, explanation = MESSAGES.get(error.code, (error.name, ""))
+    return render_error(error.code, title, explanation)
+
+
+def handle_csrf_error(error):
+    log.info("CSRF check failed: %s", error.description)
+    return render_error(400, *CSRF_MESSAGE)
+
+
+def handle_unexpected_error(error):
+    log.exception("unhandled error")
+    return render_error(500, *MESSAGES[500])
+
+
+def init_app(app):
+    app.register_error_handler(CSRFError, handle_csrf_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(InternalServerError, handle_unexpected_error)

@@ -1,0 +1,101 @@
+"""The action form a supporter fills in.
+
+The field names (``name``, ``email``, ``organisation``, ``country``,
+``message``, ``opt_in``) are a contract: integrations and tests post them.
+Spam filters add their own fields through the ``extend_action_form`` hook.
+"""
+
+import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import EmailField, RadioField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from .i18n import country_choices
+
+#: The fields the page lays out itself; any other field came from a plugin.
+CORE_FIELDS = ("name", "email", "organisation", "country", "message", "opt_in")
+
+#: Characters a letter may contain that are otherwise control characters.
+LETTER_WHITESPACE = {"\n", "\r", "\t"}
+
+
+def no_control_characters(allowed=frozenset()):
+    """Validator: refuse control characters (CR, LF, NUL …) except those ``allowed``."""
+
+    def check(form, field):
+        if any(unicodedata.category(c) == "Cc" and c not in allowed for c in field.data or ""):
+            raise ValidationError(_l("Please remove line breaks and control characters."))
+
+    return check
+
+
+def valid_email(form, field):
+    """Validator: a syntactically valid address (no DNS look-up); stores it normalised."""
+    try:
+        field.data = validate_email(field.data or "", check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise ValidationError(_l("Please enter a valid email address.")) from None
+
+
+class ActionForm(FlaskForm):
+    """The fields every campaign asks for. Use :func:`make_action_form`."""
+
+    name = StringField(
+        _l("Name"),
+        validators=[DataRequired(_l("Please enter your name.")), Length(max=200), no_control_characters()],
+        render_kw={"autocomplete": "name", "maxlength": 200},
+    )
+    email = EmailField(
+        _l("Email"),
+        validators=[DataRequired(_l("Please enter your email address.")), Length(max=320), valid_email],
+        render_kw={"autocomplete": "email", "maxlength": 320},
+    )
+    organisation = StringField(
+        _l("Union/organisation"),
+        validators=[Optional(), Length(max=200), no_control_characters()],
+        render_kw={"autocomplete": "organization", "maxlength": 200},
+    )
+    country = SelectField(_l("Your country"), validators=[Optional()], validate_choice=True)
+    message = TextAreaField(_l("Your message"))
+    opt_in = RadioField(
+        _l("I want to receive other urgent alerts"),
+        choices=[SelectChoice("yes", _l("Yes")), SelectChoice("no", _l("No"))],
+        default="no",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.country.choices = [SelectChoice("", _l("Choose…"))] + [SelectChoice(*c) for c in country_choices()]
+
+
+def make_action_form(campaign, language, filters):
+    """Return a fresh :class:`ActionForm` subclass for ``campaign``.
+
+    The letter is pre-filled in ``language``; ``filters`` is the
+    ``extend_action_form`` caller of the enabled spam filters.
+    """
+    max_length = current_app.config["MESSAGE_MAX_LENGTH"]
+
+    class CampaignActionForm(ActionForm):
+        message = TextAreaField(
+            _l("Your message"),
+            default=campaign.text(language).letter,
+            validators=[
+                DataRequired(_l("Please write your message.")),
+                Length(max=max_length, message=_l("Your message is too long (%(max)d characters at most).")),
+                no_control_characters(LETTER_WHITESPACE),
+            ],
+            render_kw={"rows": 14, "maxlength": max_length},
+        )
+
+    filters(form_class=CampaignActionForm, campaign=campaign)
+    return CampaignActionForm
+
+
+def extra_fields(form):
+    """The fields plugins added, in the order they were declared."""
+    return [field for field in form if field.name not in CORE_FIELDS and field.name != "csrf_token"]

@@ -1,0 +1,77 @@
+"""Every hook a Clamor plugin can implement.
+
+Plugins import one name, ``from app import hookimpl``, and mark functions with
+it; the function's name picks the hook. docs/plugins.md has a section for each
+hook below, and a test fails when one is missing.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("clamor")
+hookimpl = pluggy.HookimplMarker("clamor")
+
+
+@hookspec
+def register_delivery_backends():
+    """Return a list of :class:`app.delivery.DeliveryBackend` subclasses.
+
+    Called once at start-up. The core keeps a registry by each class's
+    ``name``; configuration ``DELIVERY`` picks one backend per channel by that
+    name. Returning None or ``[]`` registers nothing. Two classes with the same
+    name, or a ``DELIVERY`` entry naming no registered class, stop start-up.
+    """
+
+
+@hookspec
+def extend_action_form(form_class, campaign):
+    """Add fields to the action form before it is drawn or validated.
+
+    :param form_class: a fresh subclass of :class:`app.forms.ActionForm`, made
+        for this request only; set new fields on it with ``setattr``.
+    :param campaign: the :class:`app.campaigns.Campaign` being signed.
+
+    Only enabled spam filters (config ``SPAM_FILTERS``) are called. The return
+    value is ignored. A field's own validators run with the form's; their
+    messages are shown beside the field, in the page's language.
+    """
+
+
+@hookspec
+def check_submission(submission, campaign):
+    """Give a verdict on a submission whose form already validated.
+
+    :param submission: an :class:`app.spam.Submission` (the cleaned fields, the
+        bound form, the page language and a keyed hash of the client address).
+    :param campaign: the :class:`app.campaigns.Campaign` being signed.
+
+    Return None for no objection, ``Verdict.reject(reason)`` to send the form
+    back with ``reason`` shown and nothing stored, or ``Verdict.hold(reason)`` to
+    store the signature as held: its letters go out only after a moderator
+    approves. ``reason`` should be a lazy-translated string. Every enabled filter
+    is called (not first-result); the strictest verdict wins and every reason is
+    logged. A filter that raises is a bug: the submission is held, not lost.
+    """
+
+
+@hookspec
+def letter_sent(delivery, receipt):
+    """Called after a backend accepted a letter.
+
+    :param delivery: the :class:`app.models.Delivery`, already marked sent.
+    :param receipt: the backend's :class:`app.delivery.Receipt`.
+
+    The return value is ignored; an exception is logged and does not undo the
+    delivery.
+    """
+
+
+@hookspec
+def letter_failed(delivery, error):
+    """Called when a letter is given up on for good (status ``failed``).
+
+    :param delivery: the :class:`app.models.Delivery`, already marked failed,
+        with ``last_error`` set.
+    :param error: the exception that ended it.
+
+    The return value is ignored; an exception is logged.
+    """

@@ -1,0 +1,128 @@
+"""Build the plugin manager and the delivery backend registry.
+
+Built-in plugins in ``plugins/`` are registered exactly like third-party ones:
+from :data:`DEFAULT_PLUGINS`, then installed packages through the entry-point
+group ``clamor.plugins`` (limited by config ``PLUGINS``), then single-file
+plugins dropped into ``instance/plugins/``. A plugin that fails to import stops
+start-up, and so does a misspelt hook implementation (``check_pending``).
+"""
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+from pathlib import Path
+
+import pluggy
+
+from . import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "clamor.plugins"
+
+#: The built-in plugins, by module. The registered name is the last part.
+DEFAULT_PLUGINS = (
+    "plugins.outbox_files",
+    "plugins.smtp",
+    "plugins.number_question",
+)
+
+#: Hooks through which a spam filter acts; only filters named in config
+#: ``SPAM_FILTERS`` are called for them.
+FILTER_HOOKS = ("extend_action_form", "check_submission")
+
+
+class PluginError(RuntimeError):
+    """A plugin or the configuration that names plugins is wrong; start-up stops."""
+
+
+def create_plugin_manager(app):
+    """Return a pluggy manager with every plugin this deployment loads registered."""
+    pm = pluggy.PluginManager("clamor")
+    pm.add_hookspecs(hookspecs)
+    for dotted in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(dotted), name=dotted.rsplit(".", 1)[1])
+    _load_entry_points(pm, app.config["PLUGINS"])
+    _load_instance_plugins(pm, Path(app.instance_path) / "plugins")
+    pm.check_pending()
+    return pm
+
+
+def _load_entry_points(pm, allowed):
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and ep.name not in allowed:
+            log.info("plugin %s is installed but not in PLUGINS; not loaded", ep.name)
+            continue
+        if pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        pm.register(plugin, name=ep.name)
+
+
+def _load_instance_plugins(pm, folder):
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"clamor_instance_plugins.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise PluginError(f"plugin file {path} failed to load: {exc}") from exc
+        pm.register(module, name=path.stem)
+
+
+def collect_backends(pm):
+    """Return ``{name: backend class}`` from every ``register_delivery_backends``.
+
+    Raises :class:`PluginError` on a duplicate or missing name.
+    """
+    registry = {}
+    for classes in pm.hook.register_delivery_backends():
+        for cls in classes or ():
+            name = getattr(cls, "name", None)
+            if not name:
+                raise PluginError(f"delivery backend {cls!r} has no name")
+            if name in registry and registry[name] is not cls:
+                raise PluginError(
+                    f"two delivery backends are called {name!r}: "
+                    f"{registry[name].__module__} and {cls.__module__}"
+                )
+            registry[name] = cls
+    return registry
+
+
+def check_delivery_config(delivery, registry):
+    """Raise :class:`PluginError` unless every channel in ``DELIVERY`` names a backend."""
+    for channel, name in delivery.items():
+        if name not in registry:
+            known = ", ".join(sorted(registry)) or "none"
+            raise PluginError(
+                f"DELIVERY[{channel!r}] names the backend {name!r}, which no plugin "
+                f"registers. Known backends: {known}."
+            )
+
+
+def filter_callers(pm, enabled):
+    """Return ``{hook name: caller}`` that call only the enabled spam filters.
+
+    A filter is any plugin implementing one of :data:`FILTER_HOOKS`. Raises
+    :class:`PluginError` when ``enabled`` names a plugin that is not a filter.
+    """
+    filters = {
+        impl.plugin_name
+        for hook in FILTER_HOOKS
+        for impl in getattr(pm.hook, hook).get_hookimpls()
+    }
+    unknown = [name for name in enabled if name not in filters]
+    if unknown:
+        raise PluginError(
+            f"SPAM_FILTERS names {', '.join(map(repr, unknown))}, which no plugin provides. "
+            f"Known filters: {', '.join(sorted(filters)) or 'none'}."
+        )
+    disabled = [pm.get_plugin(name) for name in filters - set(enabled)]
+    return {hook: pm.subset_hook_caller(hook, remove_plugins=disabled) for hook in FILTER_HOOKS}

@@ -1,0 +1,1 @@
+"""Clamor's built-in plugins, registered exactly as third-party ones are."""

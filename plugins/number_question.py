@@ -1,0 +1,66 @@
+"""Spam filter ``number_question``: "Enter the number 5120 here".
+
+Each time the form is drawn it shows a fresh 4-digit number, as text in the
+label so screen readers read it, and carries it signed (itsdangerous) in a
+hidden field: the server keeps no state, and nobody can forge an answer.
+"""
+
+import secrets
+
+from flask import current_app
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from itsdangerous import BadData, URLSafeTimedSerializer
+from markupsafe import Markup
+from wtforms import StringField
+from wtforms.fields.core import Label
+from wtforms.validators import ValidationError
+from wtforms.widgets import TextInput
+
+from app import hookimpl
+
+FIELD_NAME = "number_question"
+#: How long a drawn form stays answerable (seconds).
+MAX_AGE = 24 * 3600
+
+
+def _serializer():
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="clamor.number_question")
+
+
+class NumberQuestionInput(TextInput):
+    """The answer box (always drawn empty) and the signed number beside it."""
+
+    def __call__(self, field, **kwargs):
+        kwargs.update(value="", inputmode="numeric", autocomplete="off", maxlength=8)
+        token = Markup('<input type="hidden" name="{}" value="{}">').format(field.token_name, field.token)
+        return token + super().__call__(field, **kwargs)
+
+
+class NumberQuestionField(StringField):
+    widget = NumberQuestionInput()
+
+    def process(self, formdata, data=None, extra_filters=None):
+        super().process(formdata, data, extra_filters)
+        self.token_name = f"{self.name}-token"
+        self.expected = None
+        if formdata is not None and formdata.get(self.token_name):
+            try:
+                self.expected = _serializer().loads(formdata[self.token_name], max_age=MAX_AGE)
+            except BadData:
+                self.expected = None
+        # Drawn again (after an error too), the form asks a new number.
+        self.number = f"{1000 + secrets.randbelow(9000)}"
+        self.token = _serializer().dumps(self.number)
+        self.label = Label(self.id, _("Stop spam! Enter the number %(number)s here:", number=self.number))
+
+    def pre_validate(self, form):
+        if self.expected is None:
+            raise ValidationError(_l("This form has expired. Please enter the new number shown."))
+        if (self.data or "").strip() != self.expected:
+            raise ValidationError(_l("That is not the number shown. Please enter the number you see."))
+
+
+@hookimpl
+def extend_action_form(form_class, campaign):
+    setattr(form_class, FIELD_NAME, NumberQuestionField())

@@ -1,0 +1,45 @@
+"""Delivery backend ``outbox_files``: each letter becomes an .eml file in OUTBOX_DIR.
+
+The default, so a fresh install sends nothing anywhere: open the files with a
+mail client to see exactly what a target would receive.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from app import hookimpl
+from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+from app.models import utcnow
+
+
+class OutboxFilesBackend(DeliveryBackend):
+    name = "outbox_files"
+    verbose_name = "Files in the outbox folder (nothing is sent)"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.folder = Path(config["OUTBOX_DIR"])
+
+    def send(self, letter):
+        # No supporter data in the file name: only the time and the delivery id.
+        filename = f"{utcnow():%Y%m%dT%H%M%S}-{letter.campaign}-{letter.delivery_id}.eml"
+        try:
+            data = letter.as_email().as_bytes()
+        except ValueError as exc:
+            raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # Write then rename, so a reader never sees half a letter.
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.folder / filename)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot write to {self.folder}: {exc.strerror}") from exc
+        return Receipt(provider_id=filename)
+
+
+@hookimpl
+def register_delivery_backends():
+    return [OutboxFilesBackend]

@@ -1,0 +1,80 @@
+"""Delivery backend ``smtp``: sends each letter through an SMTP server.
+
+Settings: SMTP_HOST, SMTP_PORT, SMTP_SECURITY (none | starttls | ssl),
+SMTP_USERNAME, SMTP_PASSWORD, SMTP_TIMEOUT. TLS verifies the server's
+certificate with the system's trust store. One connection serves a whole batch.
+"""
+
+import smtplib
+import ssl
+
+from app import hookimpl
+from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+
+
+class SMTPBackend(DeliveryBackend):
+    name = "smtp"
+    verbose_name = "SMTP server"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.host = config["SMTP_HOST"]
+        self.port = int(config["SMTP_PORT"])
+        self.security = config["SMTP_SECURITY"]
+        if self.security not in ("none", "starttls", "ssl"):
+            raise PermanentFailure(f"SMTP_SECURITY must be none, starttls or ssl, not {self.security!r}")
+        self.username = config["SMTP_USERNAME"]
+        self.password = config["SMTP_PASSWORD"]
+        self.timeout = float(config["SMTP_TIMEOUT"])
+        self._connection = None
+
+    def _connect(self):
+        context = ssl.create_default_context()
+        if self.security == "ssl":
+            connection = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            if self.security == "starttls":
+                connection.starttls(context=context)
+        if self.username:
+            connection.login(self.username, self.password or "")
+        return connection
+
+    def send(self, letter):
+        try:
+            message = letter.as_email()
+        except ValueError as exc:
+            raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            self._connection.send_message(message, from_addr=letter.from_address, to_addrs=[letter.to_address])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()))
+            raise self._classify(code, reply) from exc
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            raise self._classify(exc.smtp_code, exc.smtp_error) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # A dropped connection or a timeout: as if the server said 451.
+            self.close()
+            raise TemporaryFailure(f"SMTP {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+        return Receipt(provider_id=letter.message_id)
+
+    def _classify(self, code, reply):
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        reason = f"SMTP {self.host}:{self.port} answered {code} {text}"
+        return PermanentFailure(reason) if 500 <= code < 600 else TemporaryFailure(reason)
+
+    def close(self):
+        if self._connection is not None:
+            try:
+                self._connection.quit()
+            except (smtplib.SMTPException, OSError):
+                self._connection.close()
+            self._connection = None
+
+
+@hookimpl
+def register_delivery_backends():
+    return [SMTPBackend]

@@ -1,0 +1,73 @@
+"""A supporter in a real browser: Debian's Chromium driven by Playwright."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from app.models import Signature
+from conftest import SLUG
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Chromium's own background traffic is refused on a closed network; these
+# flags keep it quiet, and --no-sandbox is needed when running as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed; `make test` installs it with apt-get")
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_supporter_signs_the_french_form_in_chromium(browser, app, live_server):
+    other_origins = []
+    page = browser.new_page(viewport={"width": 800, "height": 1200}, java_script_enabled=False)
+    page.on("request", lambda r: r.url.startswith(live_server.url) or other_origins.append(r.url))
+    page.goto(f"{live_server.url}/fr/{SLUG}/")
+    assert page.locator("h1").inner_text().startswith("Kazakhstan : Libérez")
+    page.screenshot(path=str(DOCS / "screenshot-fr.png"), full_page=True)
+
+    page.fill("#name", "Camille Martin")
+    page.fill("#email", "camille@example.org")
+    page.fill("#organisation", "Union syndicale Solidaires")
+    page.select_option("#country", "FR")
+    page.fill("#message", page.input_value("#message") + "\n\nSolidarité depuis Lyon.")
+    label = page.locator('label[for="number_question"]').inner_text()
+    page.fill("#number_question", re.search(r"\d{4}", label).group(0))
+    page.click("button[type=submit]")
+
+    page.wait_for_url(re.compile(r"/fr/.+/thanks$"))
+    assert "Merci" in page.locator("h1").inner_text()
+    assert other_origins == []
+    with app.app_context():
+        signature = Signature.query.one()
+        assert signature.name == "Camille Martin"
+        assert signature.message.endswith("Solidarité depuis Lyon.")
+        assert signature.opt_in is False
+        assert len(signature.deliveries) == 5
+    page.close()
+
+
+def test_page_reads_well_on_a_phone(browser, app, live_server):
+    page = browser.new_page(viewport={"width": 360, "height": 740}, is_mobile=True)
+    page.goto(f"{live_server.url}/fr/{SLUG}/")
+    # Nothing wider than the screen: no sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.locator("#message").bounding_box()["width"] > 280
+    page.close()

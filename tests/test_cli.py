@@ -1,0 +1,129 @@
+"""The clamor command: init, campaign check, deliver --once, export."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.campaigns import CampaignError, load_campaign
+from app.cli import main
+from app.models import Delivery
+from conftest import EXAMPLE_CAMPAIGNS, SLUG, sign
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clamor(*args, instance, env=None):
+    """Run the installed `clamor` command in a child process, as an organiser would."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLAMOR_")}
+    environment.update(CLAMOR_INSTANCE_PATH=str(instance), **(env or {}))
+    return subprocess.run(
+        [Path(sys.executable).parent / "clamor", *args], env=environment, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_init_in_an_empty_instance_folder_then_serve(tmp_path):
+    instance = tmp_path / "fresh"
+    first = clamor("init", instance=instance)
+    assert first.returncode == 0, first.stderr
+    assert "SECRET_KEY" in first.stdout
+    config = (instance / "config.py").read_text()
+    assert "SECRET_KEY = " in config
+    assert (instance / "campaigns" / f"{SLUG}.toml").exists()
+    assert (instance / "clamor.sqlite3").exists()
+
+    again = clamor("init", instance=instance)  # idempotent: same key, same data
+    assert again.returncode == 0, again.stderr
+    assert (instance / "config.py").read_text() == config
+
+    from app import create_app
+
+    os.environ["CLAMOR_INSTANCE_PATH"] = str(instance)
+    try:
+        app = create_app()
+    finally:
+        del os.environ["CLAMOR_INSTANCE_PATH"]
+    client = app.test_client()
+    root = client.get("/", headers={"Accept-Language": "fr"})
+    assert root.status_code == 302
+    page = client.get(root.headers["Location"])
+    assert page.status_code == 200
+    assert "Erzhan Elshibayev" in page.get_data(as_text=True)
+
+
+def test_app_refuses_to_start_without_secret_key(tmp_path):
+    instance = tmp_path / "nokey"
+    (instance / "campaigns").mkdir(parents=True)
+    result = clamor("deliver", "--once", instance=instance)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+    assert "clamor init" in result.stderr
+
+
+def test_environment_overrides_config(tmp_path):
+    instance = tmp_path / "env"
+    assert clamor("init", instance=instance).returncode == 0
+    result = clamor("deliver", "--once", instance=instance, env={"CLAMOR_DELIVERY": '{"email": "nope"}'})
+    assert result.returncode != 0
+    assert "DELIVERY['email'] names the backend 'nope'" in result.stderr
+
+
+def test_campaign_check_accepts_the_example():
+    result = clamor("campaign", "check", str(EXAMPLE_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
+    assert result.returncode == 0, result.stderr
+    assert f"ok: " in result.stdout
+
+
+def test_campaign_check_names_file_and_key(tmp_path):
+    broken = tmp_path / f"{SLUG}.toml"
+    text = (EXAMPLE_CAMPAIGNS / f"{SLUG}.toml").read_text()
+    broken.write_text(text.replace('email = "press@mfa.kz"', 'email = "press at mfa"'))
+    result = clamor("campaign", "check", str(broken), instance=tmp_path)
+    assert result.returncode == 1
+    assert f"{broken}: targets[3].email" in result.stderr
+    try:
+        load_campaign(broken)
+    except CampaignError as exc:
+        assert "targets[3].email" in str(exc)
+    else:
+        raise AssertionError("the broken campaign loaded")
+
+
+def test_app_refuses_an_invalid_campaign(tmp_path):
+    instance = tmp_path / "bad"
+    assert clamor("init", instance=instance).returncode == 0
+    path = instance / "campaigns" / f"{SLUG}.toml"
+    path.write_text(path.read_text().replace('default_language = "fr"', 'default_language = "de"'))
+    result = clamor("deliver", "--once", instance=instance)
+    assert result.returncode != 0
+    assert f"{path}: default_language: 'de' is not in languages" in result.stderr
+
+
+def test_deliver_once_sends_what_is_due(app, client, runner, instance_path):
+    sign(client)
+    result = runner.invoke(main, ["deliver", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "5 deliveries attempted" in result.output
+    with app.app_context():
+        assert {d.status for d in Delivery.query} == {"sent"}
+    assert len(list((instance_path / "outbox").glob("*.eml"))) == 5
+
+
+def test_export_writes_csv_of_supporters(app, client, runner):
+    sign(client, name="Anna", email="anna@example.org", opt_in="yes", country="FR")
+    sign(client, name="=HYPERLINK(\"http://evil\")", email="bob@example.org", opt_in="no", country="")
+    result = runner.invoke(main, ["export"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [r["email"] for r in rows] == ["anna@example.org", "bob@example.org"]
+    assert list(rows[0]) == ["name", "email", "organisation", "country", "language", "opt_in", "consented_at", "created_at"]
+    assert rows[0]["opt_in"] == "yes" and rows[0]["consented_at"] and rows[0]["language"] == "fr"
+    # A spreadsheet will not run a supporter's "name" as a formula.
+    assert rows[1]["name"].startswith("'=")
+
+    opt_ins = runner.invoke(main, ["export", "--campaign", SLUG, "--opt-in-only"])
+    assert [r["email"] for r in csv.DictReader(io.StringIO(opt_ins.output))] == ["anna@example.org"]
+    assert runner.invoke(main, ["export", "--campaign", "nope"]).exit_code != 0

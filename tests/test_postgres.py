@@ -1,0 +1,25 @@
+"""The same signing and delivery path on a real PostgreSQL (psycopg 3)."""
+
+import pytest
+
+from app.delivery import deliver_due
+from app.models import Delivery, Signature
+from conftest import sign
+
+pytestmark = pytest.mark.postgres
+
+
+def test_sign_and_deliver_on_postgresql(postgres_cluster, make_app, smtp_server):
+    app = make_app(
+        SQLALCHEMY_DATABASE_URI=postgres_cluster(),
+        DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port,
+    )
+    client = app.test_client()
+    assert sign(client, name="Айгүл Сәрсенова", message="Ержанды босатыңыз!").status_code == 303
+    with app.app_context():
+        assert app.extensions["sqlalchemy"].engines[None].dialect.name == "postgresql"
+        assert Signature.query.one().name == "Айгүл Сәрсенова"
+        assert deliver_due() == 5
+        assert {d.status for d in Delivery.query} == {"sent"}
+    assert len(smtp_server.inbox.envelopes) == 5
+    assert "Ержанды босатыңыз!" in smtp_server.inbox.messages[0].get_content()
