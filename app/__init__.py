@@ -173,7 +173,7 @@ def _make_state(app):
         campaigns=campaigns,
         filters=filter_callers(pm, config["SPAM_FILTERS"]),
         default_slug=default_slug,
-        start_worker=config["DELIVERY_WORKER"] == "thread" and not app.testing,
+        start_worker=config["DELIVERY_WORKER"] == "thread",
     )
     state.worker = DeliveryWorker(app)
     return state

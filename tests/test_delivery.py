@@ -1,6 +1,7 @@
 """The worker and the built-in backends, against a real SMTP server on loopback."""
 
 import email.utils
+import time
 
 import pytest
 
@@ -177,3 +178,19 @@ def test_misspelt_hook_stops_start_up(app_config, instance_path):
     )
     with pytest.raises(Exception, match="register_delivery_backend"):
         create_app(app_config, instance_path=instance_path)
+
+
+def test_thread_worker_delivers_without_a_separate_process(make_app, instance_path):
+    """The embedded default: a delivery thread in the web process, woken by a signature."""
+    app = make_app(DELIVERY_WORKER="thread", DELIVERY_POLL_SECONDS=30)
+    client = app.test_client()
+    assert sign(client).status_code == 303
+    worker = app.extensions["clamor"].worker
+    deadline = time.monotonic() + 20
+    while len(list((instance_path / "outbox").glob("*.eml"))) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    worker.thread.join(10)
+    assert len(list((instance_path / "outbox").glob("*.eml"))) == 5
+    with app.app_context():
+        assert {d.status for d in Delivery.query} == {"sent"}

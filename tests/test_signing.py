@@ -136,3 +136,14 @@ def test_country_names_follow_the_page_language(client):
     assert '<option value="DE">Allemagne</option>' in fr
     assert '<option value="DE">Германия</option>' in ru
     assert form_fields(fr)["csrf_token"]
+
+
+def test_too_large_request_gets_a_translated_413_and_stores_nothing(app, client):
+    response = sign(client, message="x" * (app.config["MAX_CONTENT_LENGTH"] + 1))
+    html = response.get_data(as_text=True)
+    assert response.status_code == 413
+    assert "Texte trop long" in html
+    assert 'href="/"' in html
+    assert "Traceback" not in html
+    with app.app_context():
+        assert counts() == (0, 0)
