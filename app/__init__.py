@@ -79,6 +79,10 @@ def create_app(test_config=None, instance_path=None):
     if test_config:
         app.config.update(test_config)
     _finish_config(app)
+    if not logging.getLogger().handlers:
+        # Worker and filter messages must reach the operator's journal. They
+        # carry ids, never a supporter's name or address.
+        logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))

@@ -74,6 +74,9 @@ DEFAULT_CAMPAIGN = None
 #: Installed plugin packages (entry-point names) allowed to load; None: all.
 PLUGINS = None
 
+#: Python logging level for Clamor's messages when nothing else configured logging.
+LOG_LEVEL = "INFO"
+
 CONFIRM_SUPPORTER_EMAIL = False
 RETENTION_DAYS = 180
 

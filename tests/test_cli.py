@@ -127,3 +127,36 @@ def test_export_writes_csv_of_supporters(app, client, runner):
     opt_ins = runner.invoke(main, ["export", "--campaign", SLUG, "--opt-in-only"])
     assert [r["email"] for r in csv.DictReader(io.StringIO(opt_ins.output))] == ["anna@example.org"]
     assert runner.invoke(main, ["export", "--campaign", "nope"]).exit_code != 0
+
+
+def test_two_gunicorn_workers_start_on_a_fresh_database(tmp_path):
+    """Both workers open the fresh SQLite file (switching it to WAL) at once: no "database is locked"."""
+    import time
+    import urllib.request
+
+    from conftest import unused_port
+
+    instance = tmp_path / "gunicorn"
+    assert clamor("init", instance=instance).returncode == 0
+    port = unused_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLAMOR_")}
+    environment.update(CLAMOR_INSTANCE_PATH=str(instance), CLAMOR_DELIVERY_POLL_SECONDS="0.05")
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        statuses = []
+        deadline = time.monotonic() + 30
+        while len(statuses) < 40 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/fr/{SLUG}/", timeout=10) as response:
+                    statuses.append(response.status)
+            except OSError:
+                time.sleep(0.1)
+        assert statuses == [200] * 40
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert "database is locked" not in stderr
+    assert "Traceback" not in stderr
