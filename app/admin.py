@@ -20,7 +20,7 @@ from wtforms.validators import DataRequired
 
 from . import moderation, tally
 from .export import export_query, iter_csv
-from .extensions import db, limiter
+from .extensions import csrf, db, limiter
 from .models import Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
 from .tokens import make_token
@@ -28,6 +28,7 @@ from .tokens import make_token
 log = logging.getLogger(__name__)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+csrf.exempt(bp)
 
 #: A werkzeug hash of nothing anyone types, checked when the account does not
 #: exist, so a wrong address takes as long as a wrong password.
@@ -53,9 +54,21 @@ def _account_key():
     return "admin-login:" + (request.form.get("email") or "").strip().lower()
 
 
+@bp.context_processor
+def _admin_helpers():
+    from flask_babel import get_locale
+
+    return {"page_language": str(get_locale() or "en")}
+
+
 @bp.before_request
 def _require_organiser():
+    # The login check comes before the CSRF check (the blueprint is exempt
+    # from the automatic one), so a POST without a session is redirected like
+    # a GET instead of answering 400.
     if request.endpoint == "admin.login":
+        if request.method == "POST":
+            csrf.protect()
         return None
     organiser_id = session.get("organiser_id")
     organiser = db.session.get(Organiser, organiser_id) if organiser_id else None
@@ -63,6 +76,8 @@ def _require_organiser():
         session.pop("organiser_id", None)
         return redirect(url_for("admin.login", next=request.full_path if request.method == "GET" else None))
     g.organiser = organiser
+    if request.method == "POST":
+        csrf.protect()
     return None
 
 

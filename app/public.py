@@ -3,7 +3,7 @@ their letter's status and the privacy statement."""
 
 import logging
 
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from sqlalchemy import update
 
@@ -231,8 +231,9 @@ def _signature_or_404(token, purpose):
     return signature, campaign
 
 
-def _private(response):
+def _private(page):
     # Pages behind a signed link: not for search engines or shared caches.
+    response = make_response(page)
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
     response.headers["Cache-Control"] = "private, no-store"
     return response
