@@ -179,7 +179,7 @@ def test_moderation_approves_and_rejects(make_app, hold_filter):
         assert {d.status for d in db.session.get(Signature, one.id).deliveries} == {"pending"}
         assert db.session.get(Signature, two.id) is None
         assert db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.signature_id == two.id)) == 0
-    assert "2 people have signed so far." in client.get(f"/fr/{SLUG}/").get_data(as_text=True).replace("2 personnes ont", "2 people have")
+    assert "2 people have signed so far." in client.get(f"/en/{SLUG}/").get_data(as_text=True)
 
 
 def test_supporters_are_paged_and_searchable(make_app):
