@@ -15,6 +15,8 @@ from email_validator import EmailNotValidError, validate_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STATUSES = ("open", "closed")
+#: Slugs that would clash with the supporters' signed-link pages (/<lang>/confirm/…).
+RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
 TOP_KEYS = {
     "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "targets", "text",
 }
@@ -130,6 +132,8 @@ def load_campaign(path, known_languages=None):
     slug = data["slug"]
     if not isinstance(slug, str) or not SLUG_RE.match(slug):
         fail("slug", "must be lower-case letters, digits and hyphens")
+    if slug in RESERVED_SLUGS:
+        fail("slug", f"{slug!r} is reserved for Clamor's own pages; choose another")
     if path.suffix == ".toml" and path.stem != slug:
         fail("slug", f"is {slug!r} but the file is named {path.name!r}; they must match")
     status = data.get("status", "open")
