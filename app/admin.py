@@ -220,7 +220,8 @@ def bar_chart(per_day, width=640, height=200):
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     top = max(counts.values())
     plot_height = height - 30
-    step = width / len(days)
+    # At least two weeks' worth of slots, so one day is a bar, not a wall.
+    step = width / max(len(days), 14)
     bars = []
     for i, day in enumerate(days):
         n = counts.get(day.isoformat(), 0)
