@@ -129,3 +129,17 @@ def test_export_writes_csv_of_supporters(app, client, runner):
     opt_ins = runner.invoke(main, ["export", "--campaign", SLUG, "--opt-in-only"])
     assert [r["email"] for r in csv.DictReader(io.StringIO(opt_ins.output))] == ["anna@example.org"]
     assert runner.invoke(main, ["export", "--campaign", "nope"]).exit_code != 0
+
+
+def test_export_gives_unsubscribe_links_when_base_url_is_set(make_app):
+    app = make_app(BASE_URL="https://act.union.test")
+    client = app.test_client()
+    sign(client, email="anna@example.org", opt_in="yes")
+    sign(client, email="bob@example.org", opt_in="no")
+    result = app.test_cli_runner().invoke(args=["export"])
+    rows = {r["email"]: r for r in csv.DictReader(io.StringIO(result.output))}
+    link = rows["anna@example.org"]["unsubscribe_url"]
+    assert link.startswith("https://act.union.test/fr/unsubscribe/")
+    assert rows["bob@example.org"]["unsubscribe_url"] == ""
+    # The link opens the page that withdraws consent.
+    assert client.get(link.removeprefix("https://act.union.test")).status_code == 200
