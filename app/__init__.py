@@ -95,10 +95,11 @@ def create_app(test_config=None, instance_path=None):
 
     app.extensions["clamor"] = _make_state(app)
 
-    from . import cli, errors, public
+    from . import admin, cli, errors, public
     from .security import add_security_headers
 
     app.register_blueprint(public.bp)
+    app.register_blueprint(admin.bp)
     errors.init_app(app)
     app.after_request(add_security_headers)
     # The delivery thread starts with the first request, not at import, so

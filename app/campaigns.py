@@ -8,13 +8,18 @@ that does not validate (``clamor campaign check`` shows the same message).
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STATUSES = ("open", "closed")
-TOP_KEYS = {"slug", "status", "default_language", "languages", "goal", "sender", "targets", "text"}
+#: Slugs that would clash with the supporters' signed-link pages (/<lang>/confirm/…).
+RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
+TOP_KEYS = {
+    "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "targets", "text",
+}
 TARGET_KEYS = {"name", "email", "fax", "language"}
 #: key -> (type, required) for each language's text.
 TEXT_KEYS = {
@@ -24,6 +29,8 @@ TEXT_KEYS = {
     "body": (list, True),
     "subject": (str, True),
     "letter": (str, True),
+    #: The privacy statement; paragraphs separated by blank lines.
+    "privacy": (str, False),
 }
 
 
@@ -65,6 +72,12 @@ class CampaignText:
     subject: str
     letter: str
     partners: list = field(default_factory=list)
+    privacy: str | None = None
+
+    @property
+    def privacy_paragraphs(self):
+        """The privacy statement split at blank lines, or [] when the file has none."""
+        return [p.strip() for p in re.split(r"\n\s*\n", self.privacy or "") if p.strip()]
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,10 @@ class Campaign:
     goal: int | None = None
     sender: str = ""
     path: Path | None = None
+    #: The day the campaign closed; retention (RETENTION_DAYS) counts from it.
+    closed_at: date | None = None
+    #: An external privacy statement, used instead of the built-in page.
+    privacy_url: str | None = None
 
     @property
     def is_open(self):
@@ -115,6 +132,8 @@ def load_campaign(path, known_languages=None):
     slug = data["slug"]
     if not isinstance(slug, str) or not SLUG_RE.match(slug):
         fail("slug", "must be lower-case letters, digits and hyphens")
+    if slug in RESERVED_SLUGS:
+        fail("slug", f"{slug!r} is reserved for Clamor's own pages; choose another")
     if path.suffix == ".toml" and path.stem != slug:
         fail("slug", f"is {slug!r} but the file is named {path.name!r}; they must match")
     status = data.get("status", "open")
@@ -139,6 +158,18 @@ def load_campaign(path, known_languages=None):
     if not isinstance(sender, str):
         fail("sender", "must be a string")
 
+    closed_at = data.get("closed_at")
+    if isinstance(closed_at, str):
+        try:
+            closed_at = date.fromisoformat(closed_at)
+        except ValueError:
+            fail("closed_at", f"{closed_at!r} is not a date (YYYY-MM-DD)")
+    if closed_at is not None and (isinstance(closed_at, datetime) or not isinstance(closed_at, date)):
+        fail("closed_at", "must be a date, e.g. closed_at = 2026-12-31")
+    privacy_url = data.get("privacy_url")
+    if privacy_url is not None and (not isinstance(privacy_url, str) or not privacy_url.startswith(("https://", "http://", "/"))):
+        fail("privacy_url", "must be an https:// address")
+
     targets = _load_targets(data["targets"], languages, fail)
     texts = _load_texts(data["text"], languages, fail)
     return Campaign(
@@ -151,6 +182,8 @@ def load_campaign(path, known_languages=None):
         goal=goal,
         sender=sender,
         path=path,
+        closed_at=closed_at,
+        privacy_url=privacy_url,
     )
 
 

@@ -1,6 +1,5 @@
 """The ``clamor`` command: ``flask --app wsgi`` with Clamor's own commands."""
 
-import csv
 import secrets
 import shutil
 import signal
@@ -14,7 +13,6 @@ from sqlalchemy import select
 
 from .campaigns import CampaignError, load_campaign
 from .extensions import db
-from .models import Signature
 
 EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "instance" / "campaigns"
 
@@ -110,43 +108,117 @@ def campaign_check(files):
         sys.exit(1)
 
 
-EXPORT_COLUMNS = ("name", "email", "organisation", "country", "language", "opt_in", "consented_at", "created_at")
-
-
 @click.command("export")
 @click.option("--campaign", "slug", help="Only this campaign.")
 @click.option("--opt-in-only", is_flag=True, help="Only supporters who asked for future alerts.")
 @with_appcontext
 def export_command(slug, opt_in_only):
-    """Write supporters as CSV to standard output, one row at a time."""
-    query = select(Signature).where(Signature.status == "accepted").order_by(Signature.id)
-    if slug:
-        if slug not in current_app.extensions["clamor"].campaigns:
-            raise click.ClickException(f"no campaign {slug!r}")
-        query = query.where(Signature.campaign == slug)
-    if opt_in_only:
-        query = query.where(Signature.opt_in.is_(True))
-    writer = csv.writer(sys.stdout)
-    writer.writerow(EXPORT_COLUMNS)
-    for signature in db.session.scalars(query.execution_options(yield_per=500)):
-        writer.writerow(
-            spreadsheet_safe(value)
-            for value in (
-                signature.name,
-                signature.email,
-                signature.organisation,
-                signature.country,
-                signature.language,
-                "yes" if signature.opt_in else "no",
-                signature.consented_at.isoformat() if signature.consented_at else "",
-                signature.created_at.isoformat(),
-            )
-        )
+    """Write supporters as CSV to standard output, one batch at a time.
+
+    Opt-in rows carry their unsubscribe link when BASE_URL is set (the
+    column is empty otherwise: a link needs the site's public address).
+    """
+    from .export import export_query, iter_csv
+
+    app = current_app._get_current_object()
+    if slug and slug not in app.extensions["clamor"].campaigns:
+        raise click.ClickException(f"no campaign {slug!r}")
+    base_url = app.config["BASE_URL"]
+    # Links are made with url_for, which needs a request: a pretend one at
+    # the public address.
+    with app.test_request_context(base_url=base_url or "http://localhost/"):
+        for chunk in iter_csv(export_query(slug, opt_in_only), _unsubscribe_url if base_url else None):
+            sys.stdout.write(chunk)
 
 
-def spreadsheet_safe(value):
-    """Prefix a quote to text a spreadsheet would run as a formula (=, +, -, @)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+def _unsubscribe_url(signature):
+    from flask import url_for
+
+    from .tokens import make_token
+
+    return url_for("public.unsubscribe", lang=signature.language, token=make_token(signature, "unsubscribe"),
+                   _external=True)
+
+
+@click.command("forget")
+@click.argument("email")
+@with_appcontext
+def forget_command(email):
+    """Remove EMAIL's signatures in every campaign (sent letters keep only target and time)."""
+    from .privacy import forget
+
+    removed = forget(email)
+    click.echo(f"removed {removed} signature(s)")
+
+
+@click.command("purge")
+@with_appcontext
+def purge_command():
+    """Apply CONFIRM_EXPIRY_DAYS and RETENTION_DAYS: delete what is no longer needed. Run daily."""
+    from .privacy import purge
+
+    report = purge(current_app.extensions["clamor"].campaigns, current_app.config)
+    click.echo(
+        f"deleted {report.expired_unconfirmed} unconfirmed signature(s), "
+        f"{report.removed} supporter(s) without opt-in after retention; "
+        f"cleared {report.letters_cleared} letter text(s)"
+    )
+
+
+@click.group("admin")
+def admin_group():
+    """Organiser accounts for the admin pages."""
+
+
+@admin_group.command("add")
+@click.argument("email")
+@click.password_option(help="Asked twice when not given.")
+@with_appcontext
+def admin_add(email, password):
+    """Create organiser EMAIL, or set a new password for it."""
+    from werkzeug.security import generate_password_hash
+
+    from .models import Organiser
+
+    email = email.strip().lower()
+    if "@" not in email:
+        raise click.ClickException(f"{email!r} is not an email address")
+    if len(password) < 10:
+        raise click.ClickException("the password must have at least 10 characters")
+    organiser = db.session.scalar(select(Organiser).where(Organiser.email == email))
+    created = organiser is None
+    if created:
+        organiser = Organiser(email=email)
+        db.session.add(organiser)
+    organiser.password_hash = generate_password_hash(password, method="scrypt")
+    db.session.commit()
+    click.echo(f"{'added' if created else 'new password for'} {email}")
+
+
+@admin_group.command("remove")
+@click.argument("email")
+@with_appcontext
+def admin_remove(email):
+    """Delete organiser EMAIL; their open sessions stop working at once."""
+    from .models import Organiser
+
+    organiser = db.session.scalar(select(Organiser).where(Organiser.email == email.strip().lower()))
+    if organiser is None:
+        raise click.ClickException(f"no organiser {email!r}")
+    db.session.delete(organiser)
+    db.session.commit()
+    click.echo(f"removed {organiser.email}")
+
+
+@admin_group.command("list")
+@with_appcontext
+def admin_list():
+    """Show every organiser and their last login."""
+    from .models import Organiser
+
+    for organiser in db.session.scalars(select(Organiser).order_by(Organiser.email)):
+        last = organiser.last_login_at.isoformat(timespec="minutes") if organiser.last_login_at else "never"
+        click.echo(f"{organiser.email}\tlast login: {last}")
 
 
 #: Commands that need no working app (init writes the SECRET_KEY the app needs).
@@ -156,5 +228,6 @@ main.add_command(campaign_group)
 
 def init_app(app):
     """Attach every command to ``app.cli``, so ``flask --app wsgi …`` has them too."""
-    for command in (init_command, campaign_group, deliver_command, export_command):
+    for command in (init_command, campaign_group, deliver_command, export_command, forget_command, purge_command,
+                    admin_group):
         app.cli.add_command(command)

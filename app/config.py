@@ -77,8 +77,21 @@ PLUGINS = None
 #: Python logging level for Clamor's messages when nothing else configured logging.
 LOG_LEVEL = "INFO"
 
+#: Ask each supporter to confirm by email before their letters go out.
 CONFIRM_SUPPORTER_EMAIL = False
+#: Unconfirmed signatures older than this are deleted by ``clamor purge``.
+CONFIRM_EXPIRY_DAYS = 7
+#: Days after a campaign's ``closed_at`` until ``clamor purge`` deletes the
+#: data of supporters who did not opt in, and every letter's text.
 RETENTION_DAYS = 180
+
+#: Failed admin logins, per client address and per account (Flask-Limiter syntax).
+ADMIN_LOGIN_RATE_LIMIT = "5 per minute"
+#: Supporters per page in the admin list.
+ADMIN_PAGE_SIZE = 50
+#: The site's public address, e.g. "https://act.example.org", for links made
+#: outside a web request (the unsubscribe column of ``clamor export``).
+BASE_URL = None
 
 #: Behind HTTPS set these two to True (see docs/deploying.md).
 SESSION_COOKIE_SECURE = False

@@ -23,7 +23,7 @@ from flask_babel import force_locale
 from sqlalchemy import or_, select, update
 
 from .extensions import db
-from .models import Delivery, Signature, utcnow
+from .models import Delivery, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ class Letter:
         msg["Subject"] = self.subject
         msg["Date"] = format_datetime(self.date.replace(tzinfo=UTC))
         msg["Message-ID"] = self.message_id
-        msg["Content-Language"] = self.language
         msg.set_content(self.body)
+        # After set_content, which drops every Content-* header set before it.
+        msg["Content-Language"] = self.language
         return msg
 
 
@@ -149,6 +150,8 @@ def build_letter(delivery, campaign, config):
     are rendered inside ``force_locale`` of the letter's language, never the
     worker's default.
     """
+    if delivery.kind == "confirmation":
+        return _confirmation_letter(delivery, campaign, config)
     signature = delivery.signature
     target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
     to_name = target.name if target else ""
@@ -178,6 +181,45 @@ def build_letter(delivery, campaign, config):
             message_id=delivery.message_id,
             date=utcnow(),
         )
+
+
+def _confirmation_letter(delivery, campaign, config):
+    # Its text was rendered in the request, in the supporter's language; the
+    # worker only wraps it, so it never translates in its own locale.
+    signature = delivery.signature
+    text = campaign.text(signature.language)
+    return Letter(
+        delivery_id=delivery.id,
+        campaign=campaign.slug,
+        language=signature.language,
+        channel=delivery.channel,
+        from_name=one_line(campaign.sender or text.short_name),
+        from_address=config["SENDER_ADDRESS"],
+        reply_to_name=one_line(campaign.sender or text.short_name),
+        reply_to_address=config["SENDER_ADDRESS"],
+        to_name=one_line(signature.name),
+        to_address=signature.email,
+        subject=one_line(delivery.subject),
+        body=delivery.body,
+        message_id=delivery.message_id,
+        date=utcnow(),
+    )
+
+
+def queue_confirmation(signature, config, subject, body):
+    """Add the confirmation email (finished ``subject`` and ``body``) to ``signature`` (not committed)."""
+    signature.deliveries.append(
+        Delivery(
+            campaign=signature.campaign,
+            kind="confirmation",
+            target_key=signature.email,
+            channel="email",
+            status="pending",
+            message_id=new_message_id(config["SENDER_ADDRESS"]),
+            subject=subject,
+            body=body,
+        )
+    )
 
 
 def retry_delay(attempts, config, retry_after=None):
@@ -254,11 +296,11 @@ def deliver_due(app=None, limit=None):
 
 
 def _deliver_one(delivery, state, config, backends):
-    campaign = state.campaigns.get(delivery.signature.campaign)
+    campaign = state.campaigns.get(delivery.campaign)
     backend_name = config["DELIVERY"].get(delivery.channel)
     try:
         if campaign is None:
-            raise PermanentFailure(f"campaign {delivery.signature.campaign!r} is no longer configured")
+            raise PermanentFailure(f"campaign {delivery.campaign!r} is no longer configured")
         if backend_name is None:
             raise TemporaryFailure(f"no backend configured for channel {delivery.channel!r} (config DELIVERY)")
         backend = backends.get(backend_name)
@@ -311,6 +353,7 @@ def queue_deliveries(signature, campaign, config, status="pending"):
     for target in campaign.targets:
         signature.deliveries.append(
             Delivery(
+                campaign=campaign.slug,
                 target_key=target.key,
                 channel=target.channel,
                 status=status,

@@ -1,4 +1,4 @@
-"""The two tables: a supporter's Signature and one Delivery per target.
+"""The tables: Signature, Delivery, the public counter, organiser accounts.
 
 Times are naive UTC (``utcnow()``) so that SQLite and PostgreSQL compare them
 the same way.
@@ -38,8 +38,12 @@ class Signature(db.Model):
     #: The interface language the supporter signed in.
     language: Mapped[str] = mapped_column(String(16))
     opt_in: Mapped[bool] = mapped_column(default=False)
-    #: Hash of the consent sentence as shown, when opt_in is true.
+    #: SHA-256 of the consent sentence exactly as shown (translated), when
+    #: opt_in is true; see :func:`app.consent.consent_version`.
     consent_version: Mapped[str | None] = mapped_column(String(64))
+    #: The language that sentence was shown in.
+    consent_language: Mapped[str | None] = mapped_column(String(16))
+    #: When consent was given; None once it is withdrawn (opt_in false).
     consented_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default="accepted")
     #: Why a spam filter held it (for moderators).
@@ -56,7 +60,15 @@ class Signature(db.Model):
 
 
 class Delivery(db.Model):
-    """One letter to one target.
+    """One letter to one target, or one confirmation email to the supporter.
+
+    ``kind``: ``letter`` (to a campaign target) or ``confirmation`` (to the
+    supporter, asking them to confirm; its finished text is in ``subject`` and
+    ``body``, rendered in the request, in the supporter's language).
+
+    A sent letter outlives its signature when the supporter is forgotten or
+    purged: ``signature_id`` becomes NULL and only campaign, target, channel,
+    status and time remain, so the dashboard's "letters sent" stays true.
 
     ``status``: ``pending`` (due at ``next_attempt_at``), ``sending`` (claimed
     by a worker until ``lease_until``), ``sent``, ``failed`` (given up; see
@@ -67,7 +79,10 @@ class Delivery(db.Model):
     __tablename__ = "delivery"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id", ondelete="CASCADE"), index=True)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id", ondelete="CASCADE"), index=True)
+    #: Copied from the signature, so an anonymous sent letter still counts.
+    campaign: Mapped[str] = mapped_column(String(64), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="letter")
     #: The target's email address or fax number, as in the campaign file.
     target_key: Mapped[str] = mapped_column(String(320))
     channel: Mapped[str] = mapped_column(String(16))
@@ -83,7 +98,42 @@ class Delivery(db.Model):
     message_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    #: For ``kind == "confirmation"`` only: the finished email.
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
 
-    signature: Mapped[Signature] = relationship(back_populates="deliveries")
+    signature: Mapped[Signature | None] = relationship(back_populates="deliveries")
 
-    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_delivery_due", "status", "next_attempt_at"),
+        Index("ix_delivery_campaign_status", "campaign", "kind", "status"),
+    )
+
+
+class CampaignTally(db.Model):
+    """The public counter: accepted signatures per campaign.
+
+    Changed in the same transaction as the signature it counts (signing,
+    approval, confirmation, forgetting), so the campaign page reads one row
+    instead of counting a million. Purging old data after a campaign closed
+    does not lower it: those people did sign. See :mod:`app.tally`.
+    """
+
+    __tablename__ = "campaign_tally"
+
+    campaign: Mapped[str] = mapped_column(String(64), primary_key=True)
+    accepted: Mapped[int] = mapped_column(default=0)
+
+
+class Organiser(db.Model):
+    """Someone who may use the admin pages. Made with ``clamor admin add``."""
+
+    __tablename__ = "organiser"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Stored lower-case; the login compares lower-case.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    #: werkzeug scrypt hash.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]

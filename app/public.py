@@ -1,18 +1,23 @@
-"""What supporters see: the campaign page, signing, the thank-you page."""
+"""What supporters see: the campaign page, signing, thanks, confirmation, unsubscribe,
+their letter's status and the privacy statement."""
 
 import logging
 
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from sqlalchemy import func, select
+from sqlalchemy import update
 
-from .delivery import queue_deliveries
-from .extensions import db, limiter
+from . import tally
+from .consent import CONSENT_SENTENCE, consent_version
+from .delivery import queue_confirmation, queue_deliveries
+from .errors import render_error
+from .extensions import csrf, db, limiter
 from .forms import extra_fields, make_action_form
 from .i18n import best_language, language_name
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
 from .spam import Submission, judge
+from .tokens import load_signature, make_token
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +73,8 @@ def index():
 
 
 def accepted_count(campaign):
-    """How many supporters have signed ``campaign`` (letters accepted)."""
-    return db.session.scalar(
-        select(func.count(Signature.id)).where(Signature.campaign == campaign.slug, Signature.status == "accepted")
-    )
+    """How many supporters have signed ``campaign`` (letters accepted): one row read, no COUNT."""
+    return tally.accepted(campaign.slug)
 
 
 @bp.route("/<lang>/", methods=["GET", "POST"], defaults={"slug": None})
@@ -87,7 +90,8 @@ def campaign_page(slug):
     error = None
     if request.method == "POST":
         if not campaign.is_open:
-            abort(403)
+            return render_error(403, _("This campaign is closed"),
+                                _("This campaign does not accept signatures any more."))
         if form.validate():
             submission = Submission(
                 name=form.name.data.strip(),
@@ -102,7 +106,10 @@ def campaign_page(slug):
             )
             verdict = judge(submission, campaign, state.filters["check_submission"])
             if verdict is None or verdict.action == "hold":
-                _store(submission, campaign, verdict)
+                signature = _store(submission, campaign, verdict)
+                # The thank-you page links to this supporter's letter, and
+                # only this browser knows which one that is.
+                session["letter"] = make_token(signature, "status")
                 state.wake_worker()
                 return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
             error = verdict.reason
@@ -117,12 +124,17 @@ def campaign_page(slug):
         extra_fields=extra_fields(form),
         error=error,
         count=accepted_count(campaign),
+        consent_sentence=CONSENT_SENTENCE,
+        privacy_url=campaign.privacy_url or url_for("public.privacy", slug=campaign.slug),
     )
 
 
 def _store(submission, campaign, verdict):
-    """Store the signature and one delivery per target in ONE transaction."""
+    """Store the signature, its deliveries, its counter change (and confirmation email) in ONE transaction."""
+    config = current_app.config
     held = verdict is not None
+    confirm = config["CONFIRM_SUPPORTER_EMAIL"]
+    status = "unconfirmed" if confirm else "held" if held else "accepted"
     signature = Signature(
         campaign=campaign.slug,
         name=submission.name,
@@ -132,32 +144,172 @@ def _store(submission, campaign, verdict):
         message=submission.message,
         language=submission.language,
         opt_in=submission.opt_in,
+        consent_version=consent_version(submission.language) if submission.opt_in else None,
+        consent_language=submission.language if submission.opt_in else None,
         consented_at=utcnow() if submission.opt_in else None,
-        status="held" if held else "accepted",
+        status=status,
+        # Kept while unconfirmed too: a held submission confirmed by its
+        # supporter then waits for a moderator.
         status_reason=str(verdict.reason) if held else "",
         client_hash=submission.client_hash,
     )
-    queue_deliveries(signature, campaign, current_app.config, status="held" if held else "pending")
+    queue_deliveries(signature, campaign, config, status="pending" if status == "accepted" else "held")
     db.session.add(signature)
+    db.session.flush()
+    if confirm:
+        subject, body = _confirmation_email(signature, campaign)
+        queue_confirmation(signature, config, subject, body)
+    if status == "accepted":
+        tally.add(campaign.slug, 1)
     db.session.commit()
     log.info("signature %s stored for %s (%s)", signature.id, campaign.slug, signature.status)
+    return signature
+
+
+def _confirmation_email(signature, campaign):
+    """(subject, body) of the confirmation email, in the request's (the supporter's) language."""
+    text = campaign.text(signature.language)
+    subject = _("Please confirm your letter: %(title)s", title=text.short_name)
+    body = render_template(
+        "email/confirm.txt",
+        signature=signature,
+        text=text,
+        days=current_app.config["CONFIRM_EXPIRY_DAYS"],
+        confirm_url=url_for("public.confirm", lang=signature.language, token=make_token(signature, "confirm"), _external=True),
+        status_url=url_for("public.letter_status", lang=signature.language, token=make_token(signature, "status"), _external=True),
+    )
+    return subject, body
+
+
+def _campaign_in_language(slug):
+    campaign = _campaign_or_404(slug)
+    if g.lang not in campaign.languages:
+        abort(404)
+    return campaign
 
 
 @bp.get("/<lang>/<slug>/thanks")
 def thanks(slug):
-    campaign = _campaign_or_404(slug)
-    if g.lang not in campaign.languages:
-        abort(404)
-    sent = db.session.scalar(
-        select(func.count(Delivery.id))
-        .join(Signature)
-        .where(Signature.campaign == campaign.slug, Delivery.status == "sent")
-    )
+    """Thanks, the counter, where to share, and a link to this supporter's letter."""
+    campaign = _campaign_in_language(slug)
+    signature = load_signature(session.get("letter", ""), "status")
+    if signature is not None and signature.campaign != campaign.slug:
+        signature = None
     return render_template(
         "thanks.html",
         campaign=campaign,
         text=campaign.text(g.lang),
         count=accepted_count(campaign),
-        letters_sent=sent,
+        signature=signature,
+        status_url=url_for("public.letter_status", token=session["letter"]) if signature else None,
         share_url=url_for("public.campaign_page", slug=campaign.slug, _external=True),
     )
+
+
+@bp.get("/<lang>/<slug>/privacy")
+def privacy(slug):
+    """The campaign's privacy statement: its own text, or the default one."""
+    campaign = _campaign_in_language(slug)
+    if campaign.privacy_url:
+        return redirect(campaign.privacy_url)
+    return render_template(
+        "privacy.html",
+        campaign=campaign,
+        text=campaign.text(g.lang),
+        retention_days=current_app.config["RETENTION_DAYS"],
+        confirm_days=current_app.config["CONFIRM_EXPIRY_DAYS"],
+    )
+
+
+def _signature_or_404(token, purpose):
+    signature = load_signature(token, purpose)
+    if signature is None:
+        abort(404)
+    campaign = _state().campaigns.get(signature.campaign)
+    if campaign is None:
+        abort(404)
+    return signature, campaign
+
+
+def _private(page):
+    # Pages behind a signed link: not for search engines or shared caches.
+    response = make_response(page)
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.route("/<lang>/confirm/<token>", methods=["GET", "POST"])
+def confirm(token):
+    """GET: a page with a button. POST (the button): confirm, and let the letters go.
+
+    A GET never confirms: mail scanners fetch every link in an email.
+    """
+    signature, campaign = _signature_or_404(token, "confirm")
+    confirmed_now = False
+    if request.method == "POST" and signature.status == "unconfirmed":
+        # Confirmation does not skip moderation: a held submission stays held.
+        if signature.status_reason:
+            signature.status = "held"
+        else:
+            signature.status = "accepted"
+            db.session.execute(
+                update(Delivery)
+                .where(Delivery.signature_id == signature.id, Delivery.kind == "letter", Delivery.status == "held")
+                .values(status="pending", next_attempt_at=utcnow())
+            )
+            tally.add(signature.campaign, 1)
+        db.session.commit()
+        log.info("signature %s confirmed (%s)", signature.id, signature.status)
+        confirmed_now = True
+        _state().wake_worker()
+    return _private(render_template(
+        "confirm.html",
+        campaign=campaign,
+        text=campaign.text(g.lang),
+        signature=signature,
+        confirmed_now=confirmed_now,
+        status_url=url_for("public.letter_status", token=make_token(signature, "status")),
+    ))
+
+
+@bp.route("/<lang>/unsubscribe/<token>", methods=["GET", "POST"])
+@csrf.exempt
+def unsubscribe(token):
+    """GET: a page with a button. POST: withdraw consent to future alerts.
+
+    The POST needs no CSRF token, because the signed link is the secret, and
+    mail clients' one-click unsubscribe (RFC 8058: ``List-Unsubscribe=One-Click``
+    posted to this URL) cannot send one.
+    """
+    signature, campaign = _signature_or_404(token, "unsubscribe")
+    done = False
+    if request.method == "POST":
+        if signature.opt_in:
+            signature.opt_in = False
+            signature.consented_at = None
+            db.session.commit()
+            log.info("signature %s withdrew consent to alerts", signature.id)
+        done = True
+    return _private(render_template(
+        "unsubscribe.html",
+        campaign=campaign,
+        text=campaign.text(g.lang),
+        signature=signature,
+        done=done or not signature.opt_in,
+    ))
+
+
+STATUS_LABELS = {"pending": "queued", "sending": "queued", "held": "queued", "sent": "sent", "failed": "failed"}
+
+
+@bp.get("/<lang>/letter/<token>")
+def letter_status(token):
+    """Where this supporter's letter is, per target: queued, sent or failed."""
+    signature, campaign = _signature_or_404(token, "status")
+    by_target = {d.target_key: d for d in signature.deliveries if d.kind == "letter"}
+    rows = [(target, STATUS_LABELS.get(by_target[target.key].status, "queued") if target.key in by_target else None)
+            for target in campaign.targets]
+    return _private(render_template(
+        "letter_status.html", campaign=campaign, text=campaign.text(g.lang), signature=signature, rows=rows,
+    ))

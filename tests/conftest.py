@@ -227,3 +227,73 @@ def postgres_cluster():
     yield new_database
     subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
+
+
+ORGANISER = "organiser@union.test"
+PASSWORD = "correct horse battery staple"
+
+#: A real spam-filter plugin (a single file in instance/plugins/) that holds
+#: any letter saying "hold me".
+HOLD_PLUGIN = '''
+from app import hookimpl
+from app.spam import Verdict
+
+
+@hookimpl
+def check_submission(submission, campaign):
+    if "hold me" in submission.message:
+        return Verdict.hold("the letter says hold me")
+'''
+
+
+@pytest.fixture
+def hold_filter(instance_path):
+    """Install the ``hold_words`` filter; returns the SPAM_FILTERS that enable it."""
+    folder = instance_path / "plugins"
+    folder.mkdir(exist_ok=True)
+    (folder / "hold_words.py").write_text(HOLD_PLUGIN)
+    return ["number_question", "hold_words"]
+
+
+def add_organiser(app, email=ORGANISER, password=PASSWORD):
+    """`clamor admin add EMAIL`, typing the password twice as an organiser would."""
+    result = app.test_cli_runner().invoke(args=["admin", "add", email], input=f"{password}\n{password}\n")
+    assert result.exit_code == 0, result.output
+    return email
+
+
+def login(client, email=ORGANISER, password=PASSWORD, **kwargs):
+    """Fill in the admin login form and post it; returns the response."""
+    page = client.get("/admin/login", **kwargs)
+    token = form_fields(page.get_data(as_text=True))["csrf_token"]
+    return client.post("/admin/login", data={"csrf_token": token, "email": email, "password": password}, **kwargs)
+
+
+def csrf_token(client, url="/admin/"):
+    """The CSRF token of this client's session, read from a page that has a form."""
+    return form_fields(client.get(url).get_data(as_text=True))["csrf_token"]
+
+
+def add_campaign(instance_path, slug, **changes):
+    """Write a copy of the example campaign as ``slug``, with top-level keys changed."""
+    import tomllib
+
+    source = (EXAMPLE_CAMPAIGNS / f"{SLUG}.toml").read_text()
+    lines = [line for line in source.splitlines() if not any(line.startswith(f"{k} =") for k in ("slug", *changes))]
+    head = [f"slug = {slug!r}".replace("'", '"')]
+    for key, value in changes.items():
+        head.append(f"{key} = {value}")
+    text = "\n".join(head + lines) + "\n"
+    tomllib.loads(text)
+    (instance_path / "campaigns" / f"{slug}.toml").write_text(text)
+
+
+def person_traces(needles):
+    """Every (table, column, value) in the database containing any of ``needles`` (any case)."""
+    found = []
+    for table in db.metadata.sorted_tables:
+        for row in db.session.execute(table.select()).mappings():
+            for column, value in row.items():
+                if value is not None and any(n.lower() in str(value).lower() for n in needles):
+                    found.append((table.name, column, value))
+    return found

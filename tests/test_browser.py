@@ -71,3 +71,47 @@ def test_page_reads_well_on_a_phone(browser, app, live_server):
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     assert page.locator("#message").bounding_box()["width"] > 280
     page.close()
+
+
+def test_organiser_logs_in_sees_chart_approves_and_downloads_csv(browser, make_app, hold_filter):
+    from conftest import LiveServer, ORGANISER, PASSWORD, add_organiser, sign
+
+    app = make_app(SPAM_FILTERS=hold_filter)
+    add_organiser(app)
+    client = app.test_client()
+    sign(client, name="Dana Accepted", email="dana@example.org", opt_in="yes")
+    sign(client, name="Held Harry", email="harry@example.org", message="please hold me")
+    other_origins = []
+    with LiveServer(app) as server:
+        context = browser.new_context(java_script_enabled=False, accept_downloads=True)
+        page = context.new_page()
+        page.on("request", lambda r: r.url.startswith(server.url) or other_origins.append(r.url))
+        page.goto(f"{server.url}/admin/{SLUG}/")
+        page.wait_for_url(re.compile(r"/admin/login"))
+        page.fill("#email", ORGANISER)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(rf"/admin/{SLUG}/$"))
+
+        chart = page.locator("svg#per-day-chart")
+        assert chart.is_visible()
+        assert chart.locator("rect.bar").count() == 1
+        assert chart.bounding_box()["width"] > 300
+        page.screenshot(path=str(DOCS / "screenshot-admin.png"), full_page=True)
+
+        page.click("text=Moderation (1)")
+        assert "Held Harry" in page.locator("main").inner_text()
+        page.click("button.approve")
+        page.wait_for_url(re.compile(r"/admin/moderation$"))
+        assert "Held Harry" not in page.locator("main").inner_text()
+
+        page.goto(f"{server.url}/admin/{SLUG}/supporters")
+        with page.expect_download() as download:
+            page.click("#export-all")
+        text = Path(download.value.path()).read_text()
+        assert text.splitlines()[0].startswith("name,email,")
+        assert "dana@example.org" in text and "harry@example.org" in text
+        assert other_origins == []
+        context.close()
+    with app.app_context():
+        assert Signature.query.filter_by(email="harry@example.org").one().status == "accepted"

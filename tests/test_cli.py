@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.campaigns import CampaignError, load_campaign
 from app.cli import main
+from app.export import EXPORT_COLUMNS
 from app.models import Delivery
 from conftest import EXAMPLE_CAMPAIGNS, SLUG, sign
 
@@ -119,7 +120,8 @@ def test_export_writes_csv_of_supporters(app, client, runner):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert [r["email"] for r in rows] == ["anna@example.org", "bob@example.org"]
-    assert list(rows[0]) == ["name", "email", "organisation", "country", "language", "opt_in", "consented_at", "created_at"]
+    assert list(rows[0]) == list(EXPORT_COLUMNS)
+    assert list(rows[0])[:6] == ["name", "email", "organisation", "country", "language", "opt_in"]
     assert rows[0]["opt_in"] == "yes" and rows[0]["consented_at"] and rows[0]["language"] == "fr"
     # A spreadsheet will not run a supporter's "name" as a formula.
     assert rows[1]["name"].startswith("'=")
@@ -160,3 +162,17 @@ def test_two_gunicorn_workers_start_on_a_fresh_database(tmp_path):
         _, stderr = server.communicate(timeout=30)
     assert "database is locked" not in stderr
     assert "Traceback" not in stderr
+
+
+def test_export_gives_unsubscribe_links_when_base_url_is_set(make_app):
+    app = make_app(BASE_URL="https://act.union.test")
+    client = app.test_client()
+    sign(client, email="anna@example.org", opt_in="yes")
+    sign(client, email="bob@example.org", opt_in="no")
+    result = app.test_cli_runner().invoke(args=["export"])
+    rows = {r["email"]: r for r in csv.DictReader(io.StringIO(result.output))}
+    link = rows["anna@example.org"]["unsubscribe_url"]
+    assert link.startswith("https://act.union.test/fr/unsubscribe/")
+    assert rows["bob@example.org"]["unsubscribe_url"] == ""
+    # The link opens the page that withdraws consent.
+    assert client.get(link.removeprefix("https://act.union.test")).status_code == 200

@@ -4,7 +4,8 @@ import pytest
 
 from app.delivery import deliver_due
 from app.models import Delivery, Signature
-from conftest import sign
+from app.extensions import db
+from conftest import SLUG, sign
 
 pytestmark = pytest.mark.postgres
 
@@ -23,3 +24,23 @@ def test_sign_and_deliver_on_postgresql(postgres_cluster, make_app, smtp_server)
         assert {d.status for d in Delivery.query} == {"sent"}
     assert len(smtp_server.inbox.envelopes) == 5
     assert "Ержанды босатыңыз!" in smtp_server.inbox.messages[0].get_content()
+
+
+def test_dashboard_counter_and_forget_on_postgresql(postgres_cluster, make_app):
+    from conftest import add_organiser, login, person_traces
+    from app.models import CampaignTally
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=postgres_cluster())
+    client = app.test_client()
+    sign(client, name="Pg One", email="one@example.org", opt_in="yes")
+    sign(client, name="Pg Two", email="two@example.org")
+    app.test_cli_runner().invoke(args=["deliver", "--once"])
+    add_organiser(app)
+    login(client)
+    html = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
+    assert 'id="fig-signatures">2<' in html and 'id="fig-sent-total">10<' in html
+    assert html.count('class="bar"') == 1
+    assert app.test_cli_runner().invoke(args=["forget", "one@example.org"]).exit_code == 0
+    with app.app_context():
+        assert db.session.get(CampaignTally, SLUG).accepted == 1
+        assert person_traces(["Pg One", "one@example.org"]) == []

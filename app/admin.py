@@ -1,0 +1,333 @@
+"""The organisers' pages under /admin/: login, dashboard, moderation, supporters, export.
+
+Every view but the login page needs an organiser in the session; without one
+the answer is a redirect to the login page and nothing else, checked in one
+``before_request`` so a new view cannot forget it.
+"""
+
+import logging
+from datetime import datetime, time, timedelta
+
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, session,
+                   stream_with_context, url_for)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from sqlalchemy import func, or_, select, update
+from werkzeug.security import check_password_hash
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired
+
+from . import moderation, tally
+from .export import export_query, iter_csv
+from .extensions import csrf, db, limiter
+from .models import Delivery, Organiser, Signature, utcnow
+from .privacy import retention_ends
+from .tokens import make_token
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+csrf.exempt(bp)
+
+#: A werkzeug hash of nothing anyone types, checked when the account does not
+#: exist, so a wrong address takes as long as a wrong password.
+_DUMMY_HASH = "scrypt:32768:8:1$clamor$" + "0" * 128
+
+
+class LoginForm(FlaskForm):
+    email = EmailField(_l("Email"), validators=[DataRequired()], render_kw={"autocomplete": "username"})
+    password = PasswordField(_l("Password"), validators=[DataRequired()],
+                             render_kw={"autocomplete": "current-password"})
+
+
+def _state():
+    return current_app.extensions["clamor"]
+
+
+def _login_failed(response):
+    # Only failed attempts use up the limit; a successful login redirects.
+    return response.status_code != 303
+
+
+def _account_key():
+    return "admin-login:" + (request.form.get("email") or "").strip().lower()
+
+
+@bp.context_processor
+def _admin_helpers():
+    from flask_babel import get_locale
+
+    return {"page_language": str(get_locale() or "en")}
+
+
+@bp.before_request
+def _require_organiser():
+    # The login check comes before the CSRF check (the blueprint is exempt
+    # from the automatic one), so a POST without a session is redirected like
+    # a GET instead of answering 400.
+    if request.endpoint == "admin.login":
+        if request.method == "POST":
+            csrf.protect()
+        return None
+    organiser_id = session.get("organiser_id")
+    organiser = db.session.get(Organiser, organiser_id) if organiser_id else None
+    if organiser is None:
+        session.pop("organiser_id", None)
+        return redirect(url_for("admin.login", next=request.full_path if request.method == "GET" else None))
+    g.organiser = organiser
+    if request.method == "POST":
+        csrf.protect()
+    return None
+
+
+@bp.after_request
+def _no_store(response):
+    # Supporters' data must not linger in shared or back-button caches.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+def _safe_next(target):
+    """Only a path inside /admin/ is followed after login (no open redirect)."""
+    if target and target.startswith("/admin/") and not target.startswith("//"):
+        return target
+    return url_for("admin.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["ADMIN_LOGIN_RATE_LIMIT"], methods=["POST"], deduct_when=_login_failed)
+@limiter.limit(lambda: current_app.config["ADMIN_LOGIN_RATE_LIMIT"], methods=["POST"], deduct_when=_login_failed,
+               key_func=_account_key)
+def login():
+    """The login form. Rate-limited per client address and per account (failed attempts only)."""
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        organiser = db.session.scalar(select(Organiser).where(Organiser.email == email))
+        if organiser is not None and check_password_hash(organiser.password_hash, form.password.data):
+            session.clear()
+            session["organiser_id"] = organiser.id
+            organiser.last_login_at = utcnow()
+            db.session.commit()
+            log.info("organiser %s logged in", organiser.email)
+            return redirect(_safe_next(request.args.get("next")), code=303)
+        if organiser is None:
+            check_password_hash(_DUMMY_HASH, form.password.data)
+        log.warning("failed admin login for %s", email)
+        error = _("Wrong email address or password.")
+    elif request.method == "POST":
+        error = _("Wrong email address or password.")
+    return render_template("admin/login.html", form=form, error=error), 200 if error is None else 401
+
+
+@bp.post("/logout")
+def logout():
+    log.info("organiser %s logged out", g.organiser.email)
+    session.clear()
+    return redirect(url_for("admin.login"), code=303)
+
+
+def _campaign_or_404(slug):
+    campaign = _state().campaigns.get(slug)
+    if campaign is None:
+        abort(404)
+    return campaign
+
+
+@bp.get("/")
+def index():
+    """Every campaign with its count, and how many submissions wait for a moderator."""
+    campaigns = list(_state().campaigns.values())
+    held = dict(db.session.execute(
+        select(Signature.campaign, func.count()).where(Signature.status == "held").group_by(Signature.campaign)
+    ).all())
+    return render_template("admin/index.html", campaigns=campaigns, counts={c.slug: tally.accepted(c.slug) for c in campaigns},
+                           held=held)
+
+
+def dashboard_figures(campaign, now=None):
+    """Every figure the dashboard shows for ``campaign``, computed from the database."""
+    now = now or utcnow()
+    today = datetime.combine(now.date(), time())
+    letters = select(func.count(Delivery.id)).where(
+        Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.status == "sent"
+    )
+    accepted = (Signature.campaign == campaign.slug) & (Signature.status == "accepted")
+    day = func.date(Signature.created_at)
+    per_day = [(str(d), n) for d, n in db.session.execute(
+        select(day, func.count()).where(accepted).group_by(day).order_by(day)
+    ).all()]
+
+    def grouped(column):
+        return db.session.execute(
+            select(column, func.count()).where(accepted).group_by(column).order_by(func.count().desc(), column)
+        ).all()
+
+    by_status = db.session.execute(
+        select(Delivery.target_key, Delivery.status, func.count())
+        .where(Delivery.campaign == campaign.slug, Delivery.kind == "letter")
+        .group_by(Delivery.target_key, Delivery.status)
+    ).all()
+    targets = []
+    for target in campaign.targets:
+        statuses = {status: n for key, status, n in by_status if key == target.key}
+        last_error = db.session.scalar(
+            select(Delivery.last_error)
+            .where(Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.target_key == target.key,
+                   Delivery.status.in_(("failed", "pending")), Delivery.last_error != "")
+            .order_by(Delivery.id.desc()).limit(1)
+        )
+        targets.append({
+            "target": target,
+            "sent": statuses.get("sent", 0),
+            "queued": sum(statuses.get(s, 0) for s in ("pending", "sending")),
+            "held": statuses.get("held", 0),
+            "failed": statuses.get("failed", 0),
+            "last_error": last_error or "",
+        })
+    signatures = db.session.scalar(select(func.count(Signature.id)).where(accepted))
+    return {
+        "signatures": signatures,
+        "counter": tally.accepted(campaign.slug),
+        "sent_total": db.session.scalar(letters),
+        "sent_today": db.session.scalar(letters.where(Delivery.sent_at >= today)),
+        "per_day": per_day,
+        "by_country": grouped(Signature.country),
+        "by_language": grouped(Signature.language),
+        "opt_ins": db.session.scalar(select(func.count(Signature.id)).where(accepted, Signature.opt_in.is_(True))),
+        "held": db.session.scalar(select(func.count(Signature.id)).where(
+            Signature.campaign == campaign.slug, Signature.status == "held")),
+        "unconfirmed": db.session.scalar(select(func.count(Signature.id)).where(
+            Signature.campaign == campaign.slug, Signature.status == "unconfirmed")),
+        "targets": targets,
+    }
+
+
+def bar_chart(per_day, width=640, height=200):
+    """Geometry of the signatures-per-day chart, drawn as inline SVG by the template.
+
+    One bar per calendar day from the first to the last (days without
+    signatures are empty bars); heights are scaled to the busiest day.
+    """
+    if not per_day:
+        return None
+    counts = dict(per_day)
+    first = datetime.fromisoformat(per_day[0][0]).date()
+    last = datetime.fromisoformat(per_day[-1][0]).date()
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    top = max(counts.values())
+    plot_height = height - 30
+    # At least two weeks' worth of slots, so one day is a bar, not a wall.
+    step = width / max(len(days), 14)
+    bars = []
+    for i, day in enumerate(days):
+        n = counts.get(day.isoformat(), 0)
+        h = round(plot_height * n / top, 1)
+        bars.append({"x": round(i * step + step * 0.1, 1), "y": round(plot_height - h + 10, 1),
+                     "width": round(max(step * 0.8, 1), 1), "height": h, "day": day.isoformat(), "count": n})
+    return {"width": width, "height": height, "bars": bars, "top": top, "first": days[0].isoformat(),
+            "last": days[-1].isoformat()}
+
+
+@bp.get("/<slug>/")
+def dashboard(slug):
+    """How the campaign is doing: letters, signatures per day, countries, languages, targets, retention."""
+    campaign = _campaign_or_404(slug)
+    figures = dashboard_figures(campaign)
+    config = current_app.config
+    return render_template(
+        "admin/dashboard.html",
+        campaign=campaign,
+        f=figures,
+        chart=bar_chart(figures["per_day"]),
+        retention_days=config["RETENTION_DAYS"],
+        retention_ends=retention_ends(campaign, config["RETENTION_DAYS"]),
+        confirm=config["CONFIRM_SUPPORTER_EMAIL"],
+        confirm_days=config["CONFIRM_EXPIRY_DAYS"],
+    )
+
+
+@bp.post("/<slug>/retry")
+def retry_failed(slug):
+    """Make one target's failed letters due again, with a fresh count of attempts."""
+    campaign = _campaign_or_404(slug)
+    key = request.form.get("target", "")
+    if key not in {t.key for t in campaign.targets}:
+        abort(400)
+    result = db.session.execute(
+        update(Delivery)
+        .where(Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.target_key == key,
+               Delivery.status == "failed")
+        .values(status="pending", attempts=0, next_attempt_at=utcnow(), lease_until=None),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    log.info("organiser %s retried %s failed letters to %s (%s)", g.organiser.email, result.rowcount, key, slug)
+    flash(_("%(num)s letters to %(target)s will be tried again.", num=result.rowcount, target=key))
+    _state().wake_worker()
+    return redirect(url_for("admin.dashboard", slug=slug), code=303)
+
+
+@bp.get("/moderation")
+def moderation_page():
+    """Held submissions, oldest first, with each filter's reason."""
+    return render_template("admin/moderation.html", held=moderation.held_signatures(request.args.get("campaign")),
+                           campaigns=_state().campaigns)
+
+
+@bp.post("/moderation/<int:signature_id>/<any(approve, reject):decision>")
+def moderate(signature_id, decision):
+    """Approve (its letters are queued) or reject (its data is deleted) one held submission."""
+    try:
+        if decision == "approve":
+            moderation.approve(signature_id)
+            _state().wake_worker()
+            flash(_("Approved: the letters are on their way."))
+        else:
+            moderation.reject(signature_id)
+            flash(_("Rejected and deleted."))
+    except LookupError:
+        abort(404)
+    log.info("organiser %s: %s signature %s", g.organiser.email, decision, signature_id)
+    return redirect(url_for("admin.moderation_page"), code=303)
+
+
+@bp.get("/<slug>/supporters")
+def supporters(slug):
+    """Accepted supporters, newest first, a page at a time; ``q`` searches name, email, organisation."""
+    campaign = _campaign_or_404(slug)
+    size = current_app.config["ADMIN_PAGE_SIZE"]
+    page = max(request.args.get("page", 1, type=int), 1)
+    q = (request.args.get("q") or "").strip()
+    query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
+    if q:
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Signature.name.ilike(like, escape="\\"), Signature.email.ilike(like, escape="\\"),
+                                Signature.organisation.ilike(like, escape="\\")))
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(Signature.id.desc()).offset((page - 1) * size).limit(size)).all()
+    return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, page=page, total=total,
+                           pages=max((total + size - 1) // size, 1))
+
+
+def unsubscribe_url(signature):
+    """The public link that withdraws ``signature``'s consent (page, or RFC 8058 one-click POST)."""
+    return url_for("public.unsubscribe", lang=signature.language, token=make_token(signature, "unsubscribe"),
+                   _external=True)
+
+
+@bp.get("/<slug>/export.csv")
+def export(slug):
+    """CSV of accepted supporters (``?opt_in=1``: only those who asked for alerts), streamed."""
+    campaign = _campaign_or_404(slug)
+    opt_in_only = request.args.get("opt_in") == "1"
+    log.info("organiser %s exported %s supporters of %s", g.organiser.email, "opt-in" if opt_in_only else "all", slug)
+    name = f"{campaign.slug}-{'opt-in' if opt_in_only else 'supporters'}-{utcnow():%Y%m%d}.csv"
+    return Response(
+        stream_with_context(iter_csv(export_query(slug, opt_in_only), unsubscribe_url)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -1,0 +1,40 @@
+"""The public counter of accepted signatures, kept in ``campaign_tally``.
+
+Why a counter row and not a cache: a short-lived cache still runs the full
+``COUNT(*)`` once per expiry in every process, shows a stale number right after
+someone signs ("I signed and the number did not move"), and needs shared
+storage once there are several web hosts. One row updated in the signing
+transaction is exact, costs one indexed read per page view, and works the same
+on SQLite and PostgreSQL. Every change of a signature to or from ``accepted``
+goes through :func:`add` in the same transaction.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .extensions import db
+from .models import CampaignTally
+
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def add(slug, delta):
+    """Add ``delta`` (may be negative) to ``slug``'s counter, in the current transaction.
+
+    One upsert statement, so two first signatures at once cannot both insert
+    the row, and concurrent increments do not lose each other.
+    """
+    if not delta:
+        return
+    insert = _INSERTS[db.session.get_bind().dialect.name]
+    statement = insert(CampaignTally).values(campaign=slug, accepted=max(delta, 0))
+    statement = statement.on_conflict_do_update(
+        index_elements=[CampaignTally.campaign],
+        set_={"accepted": CampaignTally.accepted + delta},
+    )
+    db.session.execute(statement)
+
+
+def accepted(slug):
+    """How many supporters' letters were accepted for ``slug`` (one primary-key read)."""
+    return db.session.scalar(select(CampaignTally.accepted).where(CampaignTally.campaign == slug)) or 0
