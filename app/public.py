@@ -3,8 +3,10 @@
 import logging
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from .delivery import queue_deliveries
 from .extensions import db, limiter
@@ -12,7 +14,7 @@ from .forms import extra_fields, make_action_form
 from .i18n import best_language, language_name
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
-from .spam import Submission, judge
+from .spam import Submission, judge, normalise_email, spend_tokens
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,28 @@ def accepted_count(campaign):
     )
 
 
+def _posted_email():
+    # Reading the body here is safe: Werkzeug refuses one larger than
+    # MAX_CONTENT_LENGTH with a 413 before parsing it.
+    return normalise_email(request.form.get("email", ""))
+
+
+def _submit_rate_limit():
+    return current_app.config["SUBMIT_RATE_LIMIT"]
+
+
 @bp.route("/<lang>/", methods=["GET", "POST"], defaults={"slug": None})
 @bp.route("/<lang>/<slug>/", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"], methods=["POST"])
+# Twice the same rate: once per client address (as the WSGI server sees it;
+# see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
+# signing as one person nor one host signing as many people gets far.
+@limiter.limit(_submit_rate_limit, methods=["POST"])
+@limiter.limit(
+    _submit_rate_limit,
+    methods=["POST"],
+    key_func=lambda: "email:" + _posted_email(),
+    exempt_when=lambda: not _posted_email(),
+)
 def campaign_page(slug):
     """GET: the campaign and its form. POST: sign it."""
     campaign = _campaign_or_404(slug)
@@ -101,11 +122,24 @@ def campaign_page(slug):
                 form=form,
             )
             verdict = judge(submission, campaign, state.filters["check_submission"])
-            if verdict is None or verdict.action == "hold":
-                _store(submission, campaign, verdict)
-                state.wake_worker()
-                return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
-            error = verdict.reason
+            if verdict is not None and verdict.action == "reject":
+                error = verdict.reason
+            else:
+                try:
+                    _store(submission, campaign, verdict, form)
+                except IntegrityError:
+                    # Another request spent the same one-time token between
+                    # our check and our commit: this one is the replay.
+                    db.session.rollback()
+                    log.info("one-time token already spent; submission refused")
+                    error = _("This form was sent already. Please check it and send it again.")
+                else:
+                    if verdict is None:
+                        state.wake_worker()
+                    # A dropped submission gets the very same answer as an
+                    # accepted one: the response must not tell whether, say,
+                    # an address had signed before.
+                    return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
         else:
             error = _("Please correct the fields marked below.")
     text = campaign.text(g.lang)
@@ -120,13 +154,30 @@ def campaign_page(slug):
     )
 
 
-def _store(submission, campaign, verdict):
-    """Store the signature and one delivery per target in ONE transaction."""
+def _store(submission, campaign, verdict, form):
+    """Store the signature, one delivery per target and the spent one-time tokens in ONE transaction.
+
+    ``verdict``: None (accepted), a hold (stored as held, deliveries held) or a
+    drop (only the tokens are spent: nothing of the supporter is stored).
+    Raises :class:`IntegrityError` when a token was spent concurrently;
+    nothing is stored then.
+    """
+    spend_tokens(form)
+    if verdict is not None and verdict.action == "drop":
+        db.session.commit()
+        log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
+        return
     held = verdict is not None
+    if held:
+        # Moderators read reasons in the deployment's default language, not
+        # in the supporter's.
+        with force_locale(current_app.config["BABEL_DEFAULT_LOCALE"]):
+            reason = str(verdict.reason)
     signature = Signature(
         campaign=campaign.slug,
         name=submission.name,
         email=submission.email,
+        email_key=submission.email_key,
         organisation=submission.organisation,
         country=submission.country,
         message=submission.message,
@@ -134,7 +185,7 @@ def _store(submission, campaign, verdict):
         opt_in=submission.opt_in,
         consented_at=utcnow() if submission.opt_in else None,
         status="held" if held else "accepted",
-        status_reason=str(verdict.reason) if held else "",
+        status_reason=reason if held else "",
         client_hash=submission.client_hash,
     )
     queue_deliveries(signature, campaign, current_app.config, status="held" if held else "pending")
