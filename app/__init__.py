@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .campaigns import load_campaigns
 from .delivery import DeliveryWorker
@@ -79,6 +80,11 @@ def create_app(test_config=None, instance_path=None):
     if test_config:
         app.config.update(test_config)
     _finish_config(app)
+    if app.config["PROXY_FIX_X_FOR"]:
+        # Only when configured: X-Forwarded-For is whatever the client wrote
+        # unless a proxy we trust overwrote it, and the rate limit counts by
+        # the address this yields.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
@@ -133,6 +139,9 @@ def _finish_config(app):
         config["OUTBOX_DIR"] = str(Path(app.instance_path) / "outbox")
     if config["DELIVERY_WORKER"] not in ("thread", "external"):
         raise ConfigError(f"DELIVERY_WORKER must be 'thread' or 'external', not {config['DELIVERY_WORKER']!r}")
+    x_for = config["PROXY_FIX_X_FOR"]
+    if not isinstance(x_for, int) or isinstance(x_for, bool) or x_for < 0:
+        raise ConfigError(f"PROXY_FIX_X_FOR must be a whole number of proxies (0 for none), not {x_for!r}")
     for key in ("DELIVERY", "LANGUAGES", "SPAM_FILTERS"):
         expected = dict if key == "DELIVERY" else (list, tuple)
         if not isinstance(config[key], expected):

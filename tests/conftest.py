@@ -127,10 +127,10 @@ def form_fields(html):
     return fields
 
 
-def sign(client, lang="fr", slug=SLUG, **values):
-    """Open the campaign page, fill in the form like a person, and post it."""
+def sign(client, lang="fr", slug=SLUG, headers=None, **values):
+    """Open the campaign page, fill in the form like a person, and post it (both with ``headers``)."""
     url = f"/{lang}/{slug}/"
-    page = client.get(url)
+    page = client.get(url, headers=headers)
     assert page.status_code == 200, page.status_code
     data = form_fields(page.get_data(as_text=True))
     data.update(
@@ -144,7 +144,7 @@ def sign(client, lang="fr", slug=SLUG, **values):
         }
     )
     data.update(values)
-    return client.post(url, data={k: v for k, v in data.items() if v is not None})
+    return client.post(url, data={k: v for k, v in data.items() if v is not None}, headers=headers)
 
 
 def counts():
