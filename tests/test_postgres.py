@@ -23,3 +23,19 @@ def test_sign_and_deliver_on_postgresql(postgres_cluster, make_app, smtp_server)
         assert {d.status for d in Delivery.query} == {"sent"}
     assert len(smtp_server.inbox.envelopes) == 5
     assert "Ержанды босатыңыз!" in smtp_server.inbox.messages[0].get_content()
+
+
+def test_nul_and_replays_never_reach_postgresql(postgres_cluster, make_app):
+    """PostgreSQL refuses NUL in text: the form must refuse it first, in every field."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=postgres_cluster())
+    client = app.test_client()
+    for field in ("name", "email", "organisation", "country", "message", "number_question", "website"):
+        value = {"email": "anna\x00@example.org"}.get(field, "x\x00y")
+        assert sign(client, **{field: value}).status_code == 200, field
+    with app.app_context():
+        assert Signature.query.count() == 0
+    # A held letter and a spent one-time token, on PostgreSQL.
+    assert sign(client, message="http://a.example http://b.example http://c.example").status_code == 303
+    with app.app_context():
+        assert Signature.query.one().status == "held"
+        assert {d.status for d in Delivery.query} == {"held"}

@@ -231,3 +231,29 @@ def test_a_disabled_filter_does_not_run(make_app):
     html = client.get(URL).get_data(as_text=True)
     assert 'name="website"' not in html and 'name="fill_time"' not in html
     assert sign(client, website="filled by a bot").status_code == 303
+
+
+RACING_REQUEST = '''
+from app import hookimpl
+from app.extensions import db
+from app.models import UsedToken
+
+@hookimpl
+def check_submission(submission, campaign):
+    # Stands in for a second request with the same answer that commits while
+    # this one is being judged.
+    nonce, expires_at = submission.form.number_question.one_time_token
+    with db.engine.begin() as other:
+        other.execute(UsedToken.__table__.insert().values(nonce=nonce, expires_at=expires_at))
+'''
+
+
+def test_a_replay_racing_the_first_use_stores_nothing(instance_path, make_app):
+    (instance_path / "plugins").mkdir()
+    (instance_path / "plugins" / "racing_request.py").write_text(RACING_REQUEST)
+    app = make_app(SPAM_FILTERS=["number_question", "racing_request"])
+    response = sign(app.test_client())
+    assert response.status_code == 200
+    assert "Ce formulaire a déjà été envoyé. Veuillez le vérifier" in text(response)
+    with app.app_context():
+        assert counts() == (0, 0)
