@@ -3,6 +3,7 @@
 import re
 import time
 from html import unescape
+from pathlib import Path
 
 import pytest
 
@@ -173,6 +174,12 @@ def test_a_letter_with_too_many_links_is_held(app, client):
         assert {d.status for d in signature.deliveries} == {"held"}
 
 
+def test_links_in_the_signature_block_count_too(app, client):
+    sign(client, organisation="www.a.example", name="Anna http://b.example", message="Voyez https://c.example.")
+    with app.app_context():
+        assert Signature.query.one().status == "held"
+
+
 def test_a_letter_with_two_links_is_accepted(app, client):
     sign(client, message="Voyez http://a.example et https://b.example/x.")
     with app.app_context():
@@ -257,3 +264,16 @@ def test_a_replay_racing_the_first_use_stores_nothing(instance_path, make_app):
     assert "Ce formulaire a déjà été envoyé. Veuillez le vérifier" in text(response)
     with app.app_context():
         assert counts() == (0, 0)
+
+
+def test_the_filter_documented_in_docs_spam_works(instance_path, make_app):
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "spam.md").read_text()
+    example = re.search(r"```python\n(.*?)```", docs.split("## Writing a filter")[1], re.S).group(1)
+    (instance_path / "plugins").mkdir()
+    (instance_path / "plugins" / "blocked_domains.py").write_text(example)
+    app = make_app(SPAM_FILTERS=["number_question", "blocked_domains"], BLOCKED_DOMAINS=["spam.example"])
+    client = app.test_client()
+    assert sign(client, email="anna@spam.example").status_code == 303
+    assert sign(client, email="bob@example.org").status_code == 303
+    with app.app_context():
+        assert {s.email: s.status for s in Signature.query} == {"anna@spam.example": "held", "bob@example.org": "accepted"}
