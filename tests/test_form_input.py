@@ -83,6 +83,14 @@ def test_unknown_language_prefix_is_a_translated_404(client):
     assert client.post(f"/xx/{SLUG}/", data={"name": "x"}).status_code == 404
 
 
+def test_error_pages_speak_the_language_of_the_url(client):
+    response = client.post(f"/fr/{SLUG}/thanks")  # routing fails before the view
+    assert response.status_code == 405
+    html = response.get_data(as_text=True)
+    assert '<html lang="fr">' in html and "Cette action n’est pas possible" in unescape(html)
+    assert "Traceback" not in html
+
+
 def test_what_the_supporter_typed_is_shown_as_text(app, client):
     script = "<script>alert(1)</script>"
     # Refused by the form (bad address) and by a filter (the honeypot): both
