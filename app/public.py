@@ -95,7 +95,9 @@ def _submit_rate_limit():
 @limiter.limit(
     _submit_rate_limit,
     methods=["POST"],
-    key_func=lambda: "email:" + _posted_email(),
+    # Hashed like client addresses: with Redis, limiter keys outlive the
+    # request, and supporters' addresses must not sit there in clear.
+    key_func=lambda: "email:" + client_hash(current_app.config["SECRET_KEY"], _posted_email()),
     exempt_when=lambda: not _posted_email(),
 )
 def campaign_page(slug):

@@ -84,3 +84,11 @@ def test_behind_one_proxy_the_forwarded_address_is_counted(limited):
 def test_proxy_fix_setting_must_be_a_count(app_config, instance_path):
     with pytest.raises(ConfigError, match="PROXY_FIX_X_FOR"):
         create_app({**app_config, "PROXY_FIX_X_FOR": "yes"}, instance_path=instance_path)
+
+
+def test_limiter_keys_do_not_hold_supporters_addresses(limited):
+    app = limited()
+    sign(app.test_client(), email="anna@example.org")
+    keys = " ".join(str(key) for key in limiter.storage.storage)  # memory:// keeps them in a dict
+    assert "email:" in keys
+    assert "anna" not in keys and "example.org" not in keys
