@@ -32,7 +32,7 @@ compile-translations: install
 # Extract strings from the code, merge them into every catalogue, compile.
 translations: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot --no-location --sort-output --project=Clamor .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations -D messages --ignore-obsolete
+	$(BIN)/pybabel update -i translations/messages.pot -d translations -D messages --no-wrap --ignore-obsolete
 	$(MAKE) compile-translations
 
 run: install compile-translations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .campaigns import load_campaigns
 from .delivery import DeliveryWorker
@@ -83,6 +84,11 @@ def create_app(test_config=None, instance_path=None):
         # Worker and filter messages must reach the operator's journal. They
         # carry ids, never a supporter's name or address.
         logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if app.config["PROXY_FIX_X_FOR"]:
+        # Only when configured: X-Forwarded-For is whatever the client wrote
+        # unless a proxy we trust overwrote it, and the rate limit counts by
+        # the address this yields.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
@@ -138,6 +144,9 @@ def _finish_config(app):
         config["OUTBOX_DIR"] = str(Path(app.instance_path) / "outbox")
     if config["DELIVERY_WORKER"] not in ("thread", "external"):
         raise ConfigError(f"DELIVERY_WORKER must be 'thread' or 'external', not {config['DELIVERY_WORKER']!r}")
+    x_for = config["PROXY_FIX_X_FOR"]
+    if not isinstance(x_for, int) or isinstance(x_for, bool) or x_for < 0:
+        raise ConfigError(f"PROXY_FIX_X_FOR must be a whole number of proxies (0 for none), not {x_for!r}")
     for key in ("DELIVERY", "LANGUAGES", "SPAM_FILTERS"):
         expected = dict if key == "DELIVERY" else (list, tuple)
         if not isinstance(config[key], expected):

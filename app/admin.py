@@ -284,7 +284,6 @@ def moderate(signature_id, decision):
     try:
         if decision == "approve":
             moderation.approve(signature_id)
-            _state().wake_worker()
             flash(_("Approved: the letters are on their way."))
         else:
             moderation.reject(signature_id)

@@ -35,13 +35,25 @@ SMTP_PASSWORD = None
 SMTP_TIMEOUT = 30
 
 #: Names of the enabled spam filter plugins; a filter plugin not named here
-#: does not run.
-SPAM_FILTERS = ["number_question"]
+#: does not run. Built in, also: "disposable_email" (off: see docs/spam.md).
+SPAM_FILTERS = ["number_question", "honeypot", "fill_time", "duplicate_signer", "links"]
+#: fill_time: a form sent sooner or later than this after it was drawn
+#: (seconds) comes back to be sent again.
+FILL_TIME_MIN = 3
+FILL_TIME_MAX = 24 * 3600
+#: links: a letter with more links than this (beyond the campaign's own) is
+#: held for a moderator.
+LINKS_MAX = 2
 
-#: Flask-Limiter syntax, per client address.
+#: Flask-Limiter syntax; counted per client address and per supporter address.
 SUBMIT_RATE_LIMIT = "5 per minute; 30 per day"
+#: memory:// counts per process; use redis://… when several processes or
+#: hosts serve the site.
 RATELIMIT_STORAGE_URI = "memory://"
 RATELIMIT_HEADERS_ENABLED = False
+#: How many reverse proxies in front of Clamor set X-Forwarded-For. 0 (the
+#: default) ignores the header, which anyone can forge; behind one nginx, 1.
+PROXY_FIX_X_FOR = 0
 
 #: thread: a delivery thread inside the web process (one small server).
 #: external: run ``clamor deliver`` as its own process (production).

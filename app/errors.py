@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import render_template
+from flask import current_app, g, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -30,7 +30,17 @@ def render_error(status, title, explanation):
     return render_template("error.html", status=status, title=title, explanation=explanation), status
 
 
+def _language_from_path():
+    # When routing itself failed (405, or a 404 before the view), the
+    # language prefix was never read; the page still speaks the URL's language.
+    if getattr(g, "lang", None) is None and request:
+        prefix = request.path.strip("/").split("/", 1)[0]
+        if prefix in current_app.config["LANGUAGES"]:
+            g.lang = prefix
+
+
 def handle_http_error(error):
+    _language_from_path()
     title, explanation = MESSAGES.get(error.code, (error.name, ""))
     return render_error(error.code, title, explanation)
 

@@ -19,15 +19,24 @@ from .i18n import country_choices
 #: The fields the page lays out itself; any other field came from a plugin.
 CORE_FIELDS = ("name", "email", "organisation", "country", "message", "opt_in")
 
-#: Characters a letter may contain that are otherwise control characters.
-LETTER_WHITESPACE = {"\n", "\r", "\t"}
+#: Characters a letter may contain that are otherwise refused: line breaks
+#: and tabs.
+LETTER_WHITESPACE = {"\n", "\r", "\t", "\u2028", "\u2029"}
+
+#: Unicode categories refused: control characters (C0 with CR, LF and NUL, DEL,
+#: C1) and the line and paragraph separators.
+REFUSED_CATEGORIES = {"Cc", "Zl", "Zp"}
 
 
 def no_control_characters(allowed=frozenset()):
-    """Validator: refuse control characters (CR, LF, NUL …) except those ``allowed``."""
+    """Validator: refuse control characters and line breaks except those ``allowed``.
+
+    Besides keeping headers and CSV exports clean, this keeps NUL out of the
+    database: PostgreSQL refuses it in text, which would be a 500.
+    """
 
     def check(form, field):
-        if any(unicodedata.category(c) == "Cc" and c not in allowed for c in field.data or ""):
+        if any(unicodedata.category(c) in REFUSED_CATEGORIES and c not in allowed for c in field.data or ""):
             raise ValidationError(_l("Please remove line breaks and control characters."))
 
     return check
@@ -41,6 +50,16 @@ def valid_email(form, field):
         raise ValidationError(_l("Please enter a valid email address.")) from None
 
 
+class CountryField(SelectField):
+    """A country code from the list, or "" for none given."""
+
+    def pre_validate(self, form):
+        # Not Optional(): it would let whitespace and line breaks through as
+        # "empty" and keep them as the data.
+        if self.data not in {choice.value for choice in self.choices}:
+            raise ValidationError(_l("Please choose a country from the list."))
+
+
 class ActionForm(FlaskForm):
     """The fields every campaign asks for. Use :func:`make_action_form`."""
 
@@ -51,7 +70,12 @@ class ActionForm(FlaskForm):
     )
     email = EmailField(
         _l("Email"),
-        validators=[DataRequired(_l("Please enter your email address.")), Length(max=320), valid_email],
+        validators=[
+            DataRequired(_l("Please enter your email address.")),
+            Length(max=320),
+            no_control_characters(),
+            valid_email,
+        ],
         render_kw={"autocomplete": "email", "maxlength": 320},
     )
     organisation = StringField(
@@ -59,7 +83,7 @@ class ActionForm(FlaskForm):
         validators=[Optional(), Length(max=200), no_control_characters()],
         render_kw={"autocomplete": "organization", "maxlength": 200},
     )
-    country = SelectField(_l("Your country"), validators=[Optional()], validate_choice=True)
+    country = CountryField(_l("Your country"), validators=[no_control_characters()])
     message = TextAreaField(_l("Your message"))
     opt_in = RadioField(
         _l("I want to receive other urgent alerts"),

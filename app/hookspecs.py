@@ -32,7 +32,11 @@ def extend_action_form(form_class, campaign):
 
     Only enabled spam filters (config ``SPAM_FILTERS``) are called. The return
     value is ignored. A field's own validators run with the form's; their
-    messages are shown beside the field, in the page's language.
+    messages are shown beside the field, in the page's language. A field with
+    ``draw_alone = True`` is drawn as ``field()`` only (hidden fields, the
+    honeypot). A field that sets ``one_time_token = (nonce, expires_at)`` while
+    validating has the nonce spent with the signature (see
+    :func:`app.spam.spend_tokens`).
     """
 
 
@@ -45,11 +49,15 @@ def check_submission(submission, campaign):
     :param campaign: the :class:`app.campaigns.Campaign` being signed.
 
     Return None for no objection, ``Verdict.reject(reason)`` to send the form
-    back with ``reason`` shown and nothing stored, or ``Verdict.hold(reason)`` to
+    back with ``reason`` shown and nothing stored, ``Verdict.hold(reason)`` to
     store the signature as held: its letters go out only after a moderator
-    approves. ``reason`` should be a lazy-translated string. Every enabled filter
-    is called (not first-result); the strictest verdict wins and every reason is
-    logged. A filter that raises is a bug: the submission is held, not lost.
+    approves, or ``Verdict.drop(reason)`` to answer exactly as for an accepted
+    letter while storing and sending nothing (for what the supporter must not
+    learn, such as having signed before; ``reason`` is only logged).
+    ``reason`` should be a lazy-translated string. Every enabled filter is
+    called (not first-result); the strictest verdict wins (reject, then drop,
+    then hold) and every reason is logged. A filter that raises is a bug: the
+    submission is held, not lost.
     """
 
 

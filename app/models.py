@@ -30,6 +30,9 @@ class Signature(db.Model):
     campaign: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
+    #: The address as :func:`app.spam.normalise_email` makes it, to find the
+    #: same supporter signing twice (``duplicate_signer``).
+    email_key: Mapped[str] = mapped_column(String(320), default="")
     organisation: Mapped[str] = mapped_column(String(200), default="")
     #: ISO 3166 code, or "" when not given.
     country: Mapped[str] = mapped_column(String(8), default="")
@@ -56,7 +59,10 @@ class Signature(db.Model):
         back_populates="signature", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    __table_args__ = (Index("ix_signature_campaign_status", "campaign", "status"),)
+    __table_args__ = (
+        Index("ix_signature_campaign_status", "campaign", "status"),
+        Index("ix_signature_campaign_email_key", "campaign", "email_key"),
+    )
 
 
 class Delivery(db.Model):
@@ -137,3 +143,18 @@ class Organiser(db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+
+
+class UsedToken(db.Model):
+    """A one-time form token already spent (e.g. the number question's nonce).
+
+    Inserted in the same transaction as the signature it let through, so two
+    requests racing with one token cannot both commit: the primary key stops
+    the second. Rows are useless once ``expires_at`` has passed (the token
+    itself is refused then) and are deleted.
+    """
+
+    __tablename__ = "used_token"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -26,6 +26,11 @@ DEFAULT_PLUGINS = (
     "plugins.outbox_files",
     "plugins.smtp",
     "plugins.number_question",
+    "plugins.honeypot",
+    "plugins.fill_time",
+    "plugins.duplicate_signer",
+    "plugins.links",
+    "plugins.disposable_email",
 )
 
 #: Hooks through which a spam filter acts; only filters named in config

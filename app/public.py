@@ -4,8 +4,10 @@ their letter's status and the privacy statement."""
 import logging
 
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from . import tally
 from .consent import CONSENT_SENTENCE, consent_version
@@ -16,7 +18,7 @@ from .forms import extra_fields, make_action_form
 from .i18n import best_language, language_name
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
-from .spam import Submission, judge
+from .spam import Submission, judge, normalise_email, spend_tokens
 from .tokens import load_signature, make_token
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,30 @@ def accepted_count(campaign):
     return tally.accepted(campaign.slug)
 
 
+def _posted_email():
+    # Reading the body here is safe: Werkzeug refuses one larger than
+    # MAX_CONTENT_LENGTH with a 413 before parsing it.
+    return normalise_email(request.form.get("email", ""))
+
+
+def _submit_rate_limit():
+    return current_app.config["SUBMIT_RATE_LIMIT"]
+
+
 @bp.route("/<lang>/", methods=["GET", "POST"], defaults={"slug": None})
 @bp.route("/<lang>/<slug>/", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"], methods=["POST"])
+# Twice the same rate: once per client address (as the WSGI server sees it;
+# see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
+# signing as one person nor one host signing as many people gets far.
+@limiter.limit(_submit_rate_limit, methods=["POST"])
+@limiter.limit(
+    _submit_rate_limit,
+    methods=["POST"],
+    # Hashed like client addresses: with Redis, limiter keys outlive the
+    # request, and supporters' addresses must not sit there in clear.
+    key_func=lambda: "email:" + client_hash(current_app.config["SECRET_KEY"], _posted_email()),
+    exempt_when=lambda: not _posted_email(),
+)
 def campaign_page(slug):
     """GET: the campaign and its form. POST: sign it."""
     campaign = _campaign_or_404(slug)
@@ -105,14 +128,28 @@ def campaign_page(slug):
                 form=form,
             )
             verdict = judge(submission, campaign, state.filters["check_submission"])
-            if verdict is None or verdict.action == "hold":
-                signature = _store(submission, campaign, verdict)
-                # The thank-you page links to this supporter's letter, and
-                # only this browser knows which one that is.
-                session["letter"] = make_token(signature, "status")
-                state.wake_worker()
-                return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
-            error = verdict.reason
+            if verdict is not None and verdict.action == "reject":
+                error = verdict.reason
+            else:
+                try:
+                    signature = _store(submission, campaign, verdict, form)
+                except IntegrityError:
+                    # Another request spent the same one-time token between
+                    # our check and our commit: this one is the replay.
+                    db.session.rollback()
+                    log.info("one-time token already spent; submission refused")
+                    error = _("This form was sent already. Please check it and send it again.")
+                else:
+                    # The thank-you page links to this supporter's letter, and
+                    # only this browser knows which one that is.
+                    session.pop("letter", None)
+                    if signature is not None:
+                        session["letter"] = make_token(signature, "status")
+                        state.wake_worker()
+                    # A dropped submission gets the very same answer as an
+                    # accepted one: the response must not tell whether, say,
+                    # an address had signed before.
+                    return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
         else:
             error = _("Please correct the fields marked below.")
     text = campaign.text(g.lang)
@@ -129,16 +166,35 @@ def campaign_page(slug):
     )
 
 
-def _store(submission, campaign, verdict):
-    """Store the signature, its deliveries, its counter change (and confirmation email) in ONE transaction."""
+def _store(submission, campaign, verdict, form):
+    """Store the signature, its deliveries, its counter change, the spent one-time
+    tokens (and the confirmation email) in ONE transaction; return the signature.
+
+    ``verdict``: None (accepted), a hold (stored as held, deliveries held) or a
+    drop (only the tokens are spent: nothing of the supporter is stored, and
+    None is returned). Raises :class:`IntegrityError` when a token was spent
+    concurrently; nothing is stored then.
+    """
     config = current_app.config
+    spend_tokens(form)
+    if verdict is not None and verdict.action == "drop":
+        db.session.commit()
+        log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
+        return None
     held = verdict is not None
+    reason = ""
+    if held:
+        # Moderators read reasons in the deployment's default language, not
+        # in the supporter's.
+        with force_locale(config["BABEL_DEFAULT_LOCALE"]):
+            reason = str(verdict.reason)
     confirm = config["CONFIRM_SUPPORTER_EMAIL"]
     status = "unconfirmed" if confirm else "held" if held else "accepted"
     signature = Signature(
         campaign=campaign.slug,
         name=submission.name,
         email=submission.email,
+        email_key=submission.email_key,
         organisation=submission.organisation,
         country=submission.country,
         message=submission.message,
@@ -150,7 +206,7 @@ def _store(submission, campaign, verdict):
         status=status,
         # Kept while unconfirmed too: a held submission confirmed by its
         # supporter then waits for a moderator.
-        status_reason=str(verdict.reason) if held else "",
+        status_reason=reason,
         client_hash=submission.client_hash,
     )
     queue_deliveries(signature, campaign, config, status="pending" if status == "accepted" else "held")

@@ -14,7 +14,7 @@ CONTENT_SECURITY_POLICY = (
 
 
 def client_hash(secret_key, address):
-    """HMAC-SHA256 of a client address, keyed by ``secret_key``: linkable, not reversible."""
+    """HMAC-SHA256 of a client address (or any identifier), keyed by ``secret_key``: linkable, not reversible."""
     key = secret_key.encode() if isinstance(secret_key, str) else secret_key
     return hmac.new(key, (address or "").encode(), hashlib.sha256).hexdigest()
 

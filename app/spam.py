@@ -2,20 +2,28 @@
 
 Filters are plugins implementing ``check_submission`` (and, to add a field,
 ``extend_action_form``); only those named in config ``SPAM_FILTERS`` run.
+docs/spam.md describes the built-in ones and how to write another.
 """
 
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
+from .extensions import db
+from .models import UsedToken, utcnow
+
 log = logging.getLogger(__name__)
 
-#: How strict each verdict is; the strictest of all filters wins.
-SEVERITY = {"hold": 1, "reject": 2}
+#: How strict each verdict is; the strictest of all filters wins. ``drop``
+#: beats ``hold`` because a letter that must not go out at all must not wait
+#: for a moderator either; ``reject`` beats both because its reason is shown.
+SEVERITY = {"hold": 1, "drop": 2, "reject": 3}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A filter's objection: ``action`` is "reject" or "hold"; ``reason`` is shown or logged."""
+    """A filter's objection: ``action`` is "reject", "drop" or "hold"; ``reason`` is shown or logged."""
 
     action: str
     reason: str
@@ -29,6 +37,16 @@ class Verdict:
     def hold(cls, reason):
         """Stored as held; delivered only after a moderator approves."""
         return cls("hold", reason)
+
+    @classmethod
+    def drop(cls, reason):
+        """Answered exactly like an accepted letter, but nothing is stored or sent.
+
+        For objections the supporter must not learn about, e.g. that their
+        address had signed already: the response cannot tell anyone whether
+        that address is in the database. ``reason`` is only logged.
+        """
+        return cls("drop", reason)
 
 
 @dataclass(frozen=True)
@@ -48,13 +66,40 @@ class Submission:
     #: The bound form, for filters that added fields.
     form: object
 
+    @property
+    def email_key(self):
+        """The address normalised by :func:`normalise_email`."""
+        return normalise_email(self.email)
+
+
+#: Providers known to ignore dots in the local part.
+DOTLESS_DOMAINS = {"gmail.com", "googlemail.com"}
+
+
+def normalise_email(address):
+    """One key per mailbox, for duplicates and rate limits; never used to send.
+
+    Case-folded, without a ``+tag`` (sub-addressing, which most providers
+    deliver to the same mailbox), and without dots in the local part at Gmail,
+    where they do not matter either. ``googlemail.com`` becomes ``gmail.com``.
+    """
+    local, _, domain = (address or "").strip().casefold().rpartition("@")
+    if not local:
+        return domain
+    local = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
 
 def judge(submission, campaign, caller):
     """Run every enabled filter and return the strictest :class:`Verdict`, or None.
 
     Each filter is called on its own so that one that raises cannot hide the
     others' verdicts; a raising filter counts as a hold (the letter is neither
-    lost nor sent unseen) and its traceback is logged.
+    lost nor sent unseen) and its traceback is logged. When the strictest
+    verdict is a hold, its reason lists every filter's hold reason, so a
+    moderator sees all of them.
     """
     kwargs = {"submission": submission, "campaign": campaign}
     verdicts = []
@@ -67,4 +112,48 @@ def judge(submission, campaign, caller):
         if verdict is not None:
             log.info("spam filter %s: %s (%s)", impl.plugin_name, verdict.action, verdict.reason)
             verdicts.append(verdict)
-    return max(verdicts, key=lambda v: SEVERITY[v.action], default=None)
+    strictest = max(verdicts, key=lambda v: SEVERITY[v.action], default=None)
+    if strictest is not None and strictest.action == "hold":
+        return Verdict.hold(Reasons(v.reason for v in verdicts))
+    return strictest
+
+
+class Reasons(tuple):
+    """Several (lazy) reasons that become one string only when ``str()`` is called.
+
+    So the view can render them in the language moderators read, not the
+    supporter's.
+    """
+
+    def __str__(self):
+        return "; ".join(dict.fromkeys(str(reason) for reason in self))
+
+
+# One-time tokens. A field that carries a nonce sets ``field.one_time_token =
+# (nonce, expires_at)`` (naive UTC, like every time here) once it validated;
+# the view records every such token in the transaction that stores the
+# signature (see :func:`spend_tokens`).
+
+
+def token_spent(nonce):
+    """True when ``nonce`` was already used for a successful submission."""
+    return db.session.scalar(select(UsedToken.nonce).where(UsedToken.nonce == nonce)) is not None
+
+
+def form_tokens(form):
+    """The ``(nonce, expires_at)`` pairs the fields of ``form`` want spent."""
+    return [field.one_time_token for field in form if getattr(field, "one_time_token", None)]
+
+
+def spend_tokens(form):
+    """Add the form's one-time tokens to the session (not committed).
+
+    Committed together with the signature, so a second request using the same
+    token fails at commit (primary key) even if both passed :func:`token_spent`.
+    Tokens past their expiry are deleted on the way: they are refused anyway.
+    """
+    now = utcnow()
+    db.session.execute(UsedToken.__table__.delete().where(UsedToken.expires_at < now))
+    for nonce, expires_at in form_tokens(form):
+        db.session.add(UsedToken(nonce=nonce, expires_at=expires_at))
+

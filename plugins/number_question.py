@@ -2,10 +2,14 @@
 
 Each time the form is drawn it shows a fresh 4-digit number, as text in the
 label so screen readers read it, and carries it signed (itsdangerous) in a
-hidden field: the server keeps no state, and nobody can forge an answer.
+hidden field with a random nonce: nobody can forge an answer, and one answer
+cannot be replayed. The nonce is spent (table ``used_token``) in the
+transaction that stores the signature, so a signed answer lets through one
+letter only, even when two requests race with it.
 """
 
 import secrets
+from datetime import timedelta
 
 from flask import current_app
 from flask_babel import gettext as _
@@ -18,6 +22,8 @@ from wtforms.validators import ValidationError
 from wtforms.widgets import TextInput
 
 from app import hookimpl
+from app.models import utcnow
+from app.spam import token_spent
 
 FIELD_NAME = "number_question"
 #: How long a drawn form stays answerable (seconds).
@@ -43,15 +49,17 @@ class NumberQuestionField(StringField):
     def process(self, formdata, data=None, extra_filters=None):
         super().process(formdata, data, extra_filters)
         self.token_name = f"{self.name}-token"
-        self.expected = None
+        self.expected = self.nonce = None
+        self.one_time_token = None
         if formdata is not None and formdata.get(self.token_name):
             try:
-                self.expected = _serializer().loads(formdata[self.token_name], max_age=MAX_AGE)
-            except BadData:
-                self.expected = None
+                signed = _serializer().loads(formdata[self.token_name], max_age=MAX_AGE)
+                self.expected, self.nonce = str(signed["n"]), str(signed["nonce"])
+            except (BadData, KeyError, TypeError):
+                self.expected = self.nonce = None
         # Drawn again (after an error too), the form asks a new number.
         self.number = f"{1000 + secrets.randbelow(9000)}"
-        self.token = _serializer().dumps(self.number)
+        self.token = _serializer().dumps({"n": self.number, "nonce": secrets.token_hex(16)})
         self.label = Label(self.id, _("Stop spam! Enter the number %(number)s here:", number=self.number))
 
     def pre_validate(self, form):
@@ -59,6 +67,11 @@ class NumberQuestionField(StringField):
             raise ValidationError(_l("This form has expired. Please enter the new number shown."))
         if (self.data or "").strip() != self.expected:
             raise ValidationError(_l("That is not the number shown. Please enter the number you see."))
+        if token_spent(self.nonce):
+            raise ValidationError(_l("This form was sent already. Please enter the new number shown."))
+        # A token older than MAX_AGE is refused by its signature, so the
+        # spent nonce need not be remembered longer than that.
+        self.one_time_token = (self.nonce, utcnow() + timedelta(seconds=MAX_AGE))
 
 
 @hookimpl

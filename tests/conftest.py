@@ -44,6 +44,8 @@ def app_config(tmp_path):
         "DELIVERY_WORKER": "external",
         "RATELIMIT_ENABLED": False,
         "SENDER_ADDRESS": "campaigns@clamor.test",
+        # Tests post the form at once; test_spam.py checks fill_time itself.
+        "FILL_TIME_MIN": 0,
     }
 
 
@@ -137,10 +139,10 @@ def form_fields(html):
     return fields
 
 
-def sign(client, lang="fr", slug=SLUG, **values):
-    """Open the campaign page, fill in the form like a person, and post it."""
+def sign(client, lang="fr", slug=SLUG, headers=None, **values):
+    """Open the campaign page, fill in the form like a person, and post it (both with ``headers``)."""
     url = f"/{lang}/{slug}/"
-    page = client.get(url)
+    page = client.get(url, headers=headers)
     assert page.status_code == 200, page.status_code
     data = form_fields(page.get_data(as_text=True))
     data.update(
@@ -154,7 +156,7 @@ def sign(client, lang="fr", slug=SLUG, **values):
         }
     )
     data.update(values)
-    return client.post(url, data={k: v for k, v in data.items() if v is not None})
+    return client.post(url, data={k: v for k, v in data.items() if v is not None}, headers=headers)
 
 
 def counts():

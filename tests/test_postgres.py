@@ -44,3 +44,19 @@ def test_dashboard_counter_and_forget_on_postgresql(postgres_cluster, make_app):
     with app.app_context():
         assert db.session.get(CampaignTally, SLUG).accepted == 1
         assert person_traces(["Pg One", "one@example.org"]) == []
+
+
+def test_nul_and_replays_never_reach_postgresql(postgres_cluster, make_app):
+    """PostgreSQL refuses NUL in text: the form must refuse it first, in every field."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=postgres_cluster())
+    client = app.test_client()
+    for field in ("name", "email", "organisation", "country", "message", "number_question", "website"):
+        value = {"email": "anna\x00@example.org"}.get(field, "x\x00y")
+        assert sign(client, **{field: value}).status_code == 200, field
+    with app.app_context():
+        assert Signature.query.count() == 0
+    # A held letter and a spent one-time token, on PostgreSQL.
+    assert sign(client, message="http://a.example http://b.example http://c.example").status_code == 303
+    with app.app_context():
+        assert Signature.query.one().status == "held"
+        assert {d.status for d in Delivery.query} == {"held"}

@@ -5,7 +5,7 @@ their signature (forget, purge); confirmation emails are deliveries of kind
 "confirmation". The counter starts from the accepted signatures already stored.
 
 Revision ID: c6ad0000beef
-Revises: f0219f332de5
+Revises: b4a1e0c0ffee
 Create Date: 2026-11-28 20:01:18.050863
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'c6ad0000beef'
-down_revision = 'f0219f332de5'
+down_revision = 'b4a1e0c0ffee'
 branch_labels = None
 depends_on = None
 

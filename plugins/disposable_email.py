@@ -1,0 +1,33 @@
+"""Spam filter ``disposable_email``: no throw-away addresses.
+
+An address at a domain (or a subdomain of one) listed by the
+``disposable-email-domains`` package is rejected with a clear message. Off by
+default: see docs/spam.md for why.
+"""
+
+from disposable_email_domains import blocklist
+from flask_babel import lazy_gettext as _l
+
+from app import hookimpl
+from app.spam import Verdict
+
+
+def disposable_domain(address):
+    """The listed domain ``address`` belongs to, or None."""
+    labels = address.rpartition("@")[2].casefold().rstrip(".").split(".")
+    for start in range(len(labels) - 1):
+        domain = ".".join(labels[start:])
+        if domain in blocklist:
+            return domain
+    return None
+
+
+@hookimpl
+def check_submission(submission, campaign):
+    domain = disposable_domain(submission.email)
+    if domain:
+        return Verdict.reject(
+            _l("Addresses at %(domain)s are disposable. Please use an address you will keep, "
+               "so that the campaign can reach you.", domain=domain)
+        )
+    return None

@@ -1,0 +1,58 @@
+"""Spam filter ``fill_time``: a form sent too fast (a bot) or too late (stale).
+
+Each time the form is drawn it carries the time, signed (itsdangerous), in a
+hidden field. Sent sooner than ``FILL_TIME_MIN`` seconds after it was drawn,
+later than ``FILL_TIME_MAX``, or without a valid stamp, the submission is
+rejected: the form comes back, freshly stamped, with the supporter's text kept.
+"""
+
+import time
+
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from itsdangerous import BadData, URLSafeSerializer
+from wtforms import HiddenField
+
+from app import hookimpl
+from app.spam import Verdict
+
+FIELD_NAME = "fill_time"
+
+
+def _serializer():
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="clamor.fill_time")
+
+
+class FillTimeField(HiddenField):
+    """Reads the posted stamp into ``drawn_at`` (or None), then stamps the form anew."""
+
+    #: The page draws ``field()`` alone, with no label.
+    draw_alone = True
+
+    def process(self, formdata, data=None, extra_filters=None):
+        super().process(formdata, data, extra_filters)
+        self.drawn_at = None
+        if formdata is not None and self.data:
+            try:
+                self.drawn_at = float(_serializer().loads(self.data))
+            except (BadData, TypeError, ValueError):
+                self.drawn_at = None
+        self.data = _serializer().dumps(time.time())
+
+
+@hookimpl
+def extend_action_form(form_class, campaign):
+    setattr(form_class, FIELD_NAME, FillTimeField())
+
+
+@hookimpl
+def check_submission(submission, campaign):
+    field = getattr(submission.form, FIELD_NAME, None)
+    drawn_at = getattr(field, "drawn_at", None)
+    config = current_app.config
+    if drawn_at is None:
+        return Verdict.reject(_l("Please check your letter and send it again."))
+    elapsed = time.time() - drawn_at
+    if not config["FILL_TIME_MIN"] <= elapsed <= config["FILL_TIME_MAX"]:
+        return Verdict.reject(_l("Please check your letter and send it again."))
+    return None

@@ -1,0 +1,33 @@
+"""Spam filter ``links``: a letter with more than ``LINKS_MAX`` links waits for a moderator.
+
+Counted: ``scheme://…`` and ``www.…``, in the letter and in the name and
+organisation (they end up in the letter's signature block). Links that the
+campaign's own letter contains (in any of its languages) are not counted, so
+a supporter who keeps the suggested letter is never held for it.
+"""
+
+import re
+
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+
+from app import hookimpl
+from app.spam import Verdict
+
+URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
+
+
+def links(text):
+    """Every link in ``text``, in order."""
+    return URL.findall(text or "")
+
+
+@hookimpl
+def check_submission(submission, campaign):
+    suggested = {link for text in campaign.texts.values() for link in links(text.letter)}
+    written = "\n".join((submission.message, submission.name, submission.organisation))
+    added = [link for link in links(written) if link not in suggested]
+    limit = current_app.config["LINKS_MAX"]
+    if len(added) > limit:
+        return Verdict.hold(_l("The letter contains %(count)d links (more than %(max)d).", count=len(added), max=limit))
+    return None
