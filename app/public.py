@@ -3,13 +3,14 @@
 import logging
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from .delivery import queue_deliveries
 from .extensions import db, limiter
 from .forms import extra_fields, make_action_form
-from .i18n import best_language, language_name
+from .i18n import best_language, language_name, page_language, remember_language
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
 from .spam import Submission, judge
@@ -50,9 +51,21 @@ def _add_lang(endpoint, values):
         values["lang"] = g.lang
 
 
+@bp.after_request
+def _remember_language(response):
+    # The language of every campaign page a visitor reads is remembered, so
+    # that ``/`` (a bookmark, the short link on a leaflet) brings them back to
+    # it: they either followed a link in that language or chose it in the
+    # switcher. A page that failed is no choice.
+    lang = getattr(g, "lang", None)
+    if lang and request.method == "GET" and response.status_code == 200:
+        remember_language(response, lang)
+    return response
+
+
 @bp.app_context_processor
 def _template_helpers():
-    return {"language_name": language_name}
+    return {"language_name": language_name, "page_language": page_language}
 
 
 @bp.get("/")
@@ -63,7 +76,7 @@ def index():
         abort(404)
     lang = best_language(campaign.languages, campaign.default_language)
     response = redirect(url_for("public.campaign_page", lang=lang, slug=campaign.slug))
-    response.headers["Vary"] = "Accept-Language"
+    response.headers["Vary"] = "Accept-Language, Cookie"
     return response
 
 
@@ -145,6 +158,7 @@ def _store(submission, campaign, verdict):
 
 @bp.get("/<lang>/<slug>/thanks")
 def thanks(slug):
+    """The thank-you page: today's date and the counters, formatted for the page's language."""
     campaign = _campaign_or_404(slug)
     if g.lang not in campaign.languages:
         abort(404)
@@ -159,5 +173,6 @@ def thanks(slug):
         text=campaign.text(g.lang),
         count=accepted_count(campaign),
         letters_sent=sent,
+        today=format_date(utcnow().date(), format="long"),
         share_url=url_for("public.campaign_page", slug=campaign.slug, _external=True),
     )
