@@ -8,8 +8,6 @@ hidden field: the server keeps no state, and nobody can forge an answer.
 import secrets
 
 from flask import current_app
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from itsdangerous import BadData, URLSafeTimedSerializer
 from markupsafe import Markup
 from wtforms import StringField
@@ -18,6 +16,13 @@ from wtforms.validators import ValidationError
 from wtforms.widgets import TextInput
 
 from app import hookimpl
+from app.i18n import plugin_domain
+
+#: This plugin's own catalogue: translations/<lang>/LC_MESSAGES/number_question.po
+#: beside this file, so the plugin carries its words wherever it is installed.
+domain = plugin_domain(__file__, "number_question")
+_ = domain.gettext
+_l = domain.lazy_gettext
 
 FIELD_NAME = "number_question"
 #: How long a drawn form stays answerable (seconds).
