@@ -89,8 +89,9 @@ class Letter:
         msg["Subject"] = self.subject
         msg["Date"] = format_datetime(self.date.replace(tzinfo=UTC))
         msg["Message-ID"] = self.message_id
-        msg["Content-Language"] = self.language
         msg.set_content(self.body)
+        # After set_content, which drops every Content-* header set before it.
+        msg["Content-Language"] = self.language
         return msg
 
 

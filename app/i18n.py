@@ -57,7 +57,7 @@ def select_locale():
         return first_segment
     if request.cookies.get(LANGUAGE_COOKIE) in languages:
         return request.cookies[LANGUAGE_COOKIE]
-    return request.accept_languages.best_match(languages)
+    return negotiate(languages)
 
 
 def best_language(languages, default):
@@ -70,7 +70,29 @@ def best_language(languages, default):
     remembered = request.cookies.get(LANGUAGE_COOKIE)
     if remembered in languages:
         return remembered
-    return request.accept_languages.best_match(languages) or default
+    return negotiate(languages) or default
+
+
+def negotiate(languages):
+    """The best of ``languages`` for the request's Accept-Language, or None.
+
+    The most preferred language tag (highest q) that any of ``languages``
+    serves wins, a regional tag matching its language ("fr-CA" is served by
+    "fr"). Werkzeug's ``best_match`` prefers any exact match, even one the
+    visitor ranked lower, so "fr-CA, en;q=0.8" would get English.
+    """
+    offered = {lang.lower(): lang for lang in languages}
+    for tag, quality in request.accept_languages:
+        tag = tag.lower().replace("_", "-")
+        if quality <= 0 or tag == "*":
+            continue
+        if tag in offered:
+            return offered[tag]
+        primary = tag.split("-")[0]
+        for code, lang in offered.items():
+            if code.split("-")[0] == primary:
+                return lang
+    return None
 
 
 def remember_language(response, lang):
