@@ -335,3 +335,21 @@ def test_campaign_check_names_the_language_without_text(tmp_path, runner):
     path.write_text(CAMPAIGN.replace('subject = "Освободите его сейчас"\n', ""))
     result = runner.invoke(args=["campaign", "check", str(path)])
     assert result.exit_code == 1 and "text.ru.subject: missing" in result.output
+
+
+def test_campaign_check_accepts_a_language_the_deployment_added(tmp_path, runner, monkeypatch):
+    """docs/translating.md's walk-through: "uk" in instance/config.py and [text.uk] in the campaign."""
+    monkeypatch.setenv("CLAMOR_INSTANCE_PATH", str(tmp_path))
+    path = tmp_path / f"{SLUG}.toml"
+    ukrainian = CAMPAIGN.replace('"kk"]', '"kk", "uk"]') + (
+        '\n[text.uk]\ntitle = "Звільніть профспілкового активіста"\nshort_name = "Звільніть його"\n'
+        'body = ["Профспілковий активіст у вʼязниці."]\nsubject = "Звільніть його зараз"\n'
+        'letter = "Пане Президенте, звільніть його."\n'
+    )
+    path.write_text(ukrainian)
+    result = runner.invoke(args=["campaign", "check", str(path)])
+    assert result.exit_code == 1 and "'uk' is not in LANGUAGES" in result.output
+    (tmp_path / "config.py").write_text('LANGUAGES = ["en", "fr", "ru", "kk", "uk"]\n')
+    result = runner.invoke(args=["campaign", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "fr, en, ru, kk, uk" in result.output
