@@ -353,3 +353,19 @@ def test_campaign_check_accepts_a_language_the_deployment_added(tmp_path, runner
     result = runner.invoke(args=["campaign", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert "fr, en, ru, kk, uk" in result.output
+
+
+@pytest.mark.parametrize("lang", ["kk", "ru", "fr"])
+def test_every_error_page_is_translated(app, lang):
+    """403, 429 and 500 too, which are awkward to provoke one by one."""
+    from werkzeug.exceptions import default_exceptions
+
+    from app.errors import MESSAGES, handle_http_error
+
+    for status in MESSAGES:
+        with app.test_request_context(f"/{lang}/{SLUG}/"):
+            app.preprocess_request()
+            body, code = handle_http_error(default_exceptions[status]())
+        assert code == status
+        assert html_lang(body) == lang, status
+        assert english_left_in(body, lang) == [], f"English on the {lang} {status} page"
