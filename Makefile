@@ -25,14 +25,29 @@ install: $(BIN)/clamor
 
 install-test: $(VENV)/.test-installed
 
-# Compiled catalogues (.mo) are build output, made from the .po files here.
+# Plugins that ship their own catalogue (a gettext domain named like the
+# plugin's module): plugins/translations/<domain>.pot and
+# plugins/translations/<lang>/LC_MESSAGES/<domain>.po. Found by their .pot.
+PLUGIN_DOMAINS := $(basename $(notdir $(wildcard plugins/translations/*.pot)))
+# tests/test_translations.py extracts with the same options: keep them in step.
+EXTRACT := $(BIN)/pybabel extract -k _l -k lazy_gettext -k lazy_ngettext --no-location --sort-output --project=Clamor
+
+# Compiled catalogues (.mo) are build output, made from the .po files here and
+# never committed (see docs/translating.md). Fuzzy entries are not compiled.
 compile-translations: install
-	$(BIN)/pybabel compile --use-fuzzy -d translations -D messages --statistics 2>&1 | tail -n 4
+	$(BIN)/pybabel compile -d translations -D messages --statistics
+	@for domain in $(PLUGIN_DOMAINS); do \
+	  $(BIN)/pybabel compile -d plugins/translations -D $$domain --statistics || exit 1; \
+	done
 
 # Extract strings from the code, merge them into every catalogue, compile.
 translations: install
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot --no-location --sort-output --project=Clamor .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations -D messages --no-wrap --ignore-obsolete
+	$(EXTRACT) -F babel.cfg -o translations/messages.pot .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations -D messages --ignore-obsolete
+	@for domain in $(PLUGIN_DOMAINS); do \
+	  $(EXTRACT) -o plugins/translations/$$domain.pot plugins/$$domain.py && \
+	  $(BIN)/pybabel update -i plugins/translations/$$domain.pot -d plugins/translations -D $$domain --ignore-obsolete || exit 1; \
+	done
 	$(MAKE) compile-translations
 
 run: install compile-translations

@@ -54,13 +54,6 @@ def _account_key():
     return "admin-login:" + (request.form.get("email") or "").strip().lower()
 
 
-@bp.context_processor
-def _admin_helpers():
-    from flask_babel import get_locale
-
-    return {"page_language": str(get_locale() or "en")}
-
-
 @bp.before_request
 def _require_organiser():
     # The login check comes before the CSRF check (the blueprint is exempt

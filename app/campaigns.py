@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -228,7 +229,11 @@ def _load_texts(raw, languages, fail):
     for lang in languages:
         section = raw.get(lang)
         if not isinstance(section, dict):
-            fail(f"text.{lang}", "missing: every language in languages needs its text")
+            fail(
+                f"text.{lang}",
+                f"missing: the campaign is offered in {_language_label(lang)}, so it needs a [text.{lang}] "
+                "section with its title, short_name, body, subject and letter in that language",
+            )
         for key in sorted(set(section) - set(TEXT_KEYS)):
             fail(f"text.{lang}.{key}", "unknown key (a typo?)")
         values = {}
@@ -247,6 +252,15 @@ def _load_texts(raw, languages, fail):
     for lang in sorted(set(raw) - set(languages)):
         fail(f"text.{lang}", "is not in languages")
     return texts
+
+
+def _language_label(code):
+    """``code`` with its English name for an organiser's message: "kk (Kazakh)"."""
+    try:
+        name = Locale.parse(code).get_display_name("en")
+    except (ValueError, TypeError):
+        name = None
+    return f"{code} ({name})" if name else code
 
 
 def load_campaigns(folder, known_languages=None):

@@ -87,18 +87,25 @@ def campaign_group():
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 def campaign_check(files):
     """Validate campaign files (default: every file in instance/campaigns/)."""
-    from . import config as defaults
+    from flask import Config
+
     from . import default_instance_path
 
+    # The deployment's LANGUAGES (instance/config.py, CLAMOR_LANGUAGES), not
+    # only the defaults: a language added there is a language campaigns may use.
+    instance = default_instance_path()
+    settings = Config(instance)
+    settings.from_object("app.config")
+    settings.from_pyfile("config.py", silent=True)
+    settings.from_prefixed_env("CLAMOR")
     if not files:
-        instance = default_instance_path()
         files = sorted((instance / "campaigns").glob("*.toml"))
         if not files:
             raise click.ClickException(f"no campaign files in {instance / 'campaigns'}")
     failed = False
     for path in files:
         try:
-            campaign = load_campaign(path, defaults.LANGUAGES)
+            campaign = load_campaign(path, settings["LANGUAGES"])
         except CampaignError as exc:
             click.echo(f"error: {exc}", err=True)
             failed = True

@@ -20,6 +20,7 @@ from email.utils import format_datetime, make_msgid
 from babel import Locale
 from flask import current_app
 from flask_babel import force_locale
+from flask_babel import gettext as _
 from sqlalchemy import or_, select, update
 
 from .extensions import db
@@ -170,7 +171,7 @@ def build_letter(delivery, campaign, config):
             campaign=campaign.slug,
             language=language,
             channel=delivery.channel,
-            from_name=f"{one_line(signature.name)} via {one_line(text.short_name)}",
+            from_name=_("%(name)s via %(campaign)s", name=one_line(signature.name), campaign=one_line(text.short_name)),
             from_address=config["SENDER_ADDRESS"],
             reply_to_name=one_line(signature.name),
             reply_to_address=signature.email,

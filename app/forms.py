@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.i18n import translations as wtforms_translations
 from wtforms import EmailField, RadioField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
@@ -42,6 +43,36 @@ def no_control_characters(allowed=frozenset()):
     return check
 
 
+def too_long(max_length):
+    """Validator: at most ``max_length`` characters, with our own translated message."""
+    return Length(max=max_length, message=_l("Please keep this under %(max)d characters."))
+
+
+#: WTForms' own messages that can reach a supporter, in our words, so that they
+#: are translated in our catalogues like every other string on the page.
+WTFORMS_MESSAGES = {
+    "Not a valid choice.": _l("Please choose one of the options offered."),
+    "This field is required.": _l("Please fill in this field."),
+}
+
+
+class BuiltinMessages:
+    """The ``gettext``/``ngettext`` WTForms uses for its built-in messages.
+
+    Ours where :data:`WTFORMS_MESSAGES` has one; otherwise WTForms' own
+    catalogue (through Flask-WTF), so nothing is ever shown untranslated
+    because of this class.
+    """
+
+    def gettext(self, string):
+        if string in WTFORMS_MESSAGES:
+            return str(WTFORMS_MESSAGES[string])
+        return wtforms_translations.gettext(string)
+
+    def ngettext(self, singular, plural, n):
+        return wtforms_translations.ngettext(singular, plural, n)
+
+
 def valid_email(form, field):
     """Validator: a syntactically valid address (no DNS look-up); stores it normalised."""
     try:
@@ -63,16 +94,20 @@ class CountryField(SelectField):
 class ActionForm(FlaskForm):
     """The fields every campaign asks for. Use :func:`make_action_form`."""
 
+    class Meta:
+        def get_translations(self, form):
+            return BuiltinMessages()
+
     name = StringField(
         _l("Name"),
-        validators=[DataRequired(_l("Please enter your name.")), Length(max=200), no_control_characters()],
+        validators=[DataRequired(_l("Please enter your name.")), too_long(200), no_control_characters()],
         render_kw={"autocomplete": "name", "maxlength": 200},
     )
     email = EmailField(
         _l("Email"),
         validators=[
             DataRequired(_l("Please enter your email address.")),
-            Length(max=320),
+            too_long(320),
             no_control_characters(),
             valid_email,
         ],
@@ -80,7 +115,7 @@ class ActionForm(FlaskForm):
     )
     organisation = StringField(
         _l("Union/organisation"),
-        validators=[Optional(), Length(max=200), no_control_characters()],
+        validators=[Optional(), too_long(200), no_control_characters()],
         render_kw={"autocomplete": "organization", "maxlength": 200},
     )
     country = CountryField(_l("Your country"), validators=[no_control_characters()])

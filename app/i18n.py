@@ -1,4 +1,4 @@
-"""Languages: the URL prefix decides; ``/`` negotiates from Accept-Language.
+"""Languages: the URL prefix decides; ``/`` negotiates from a cookie, then Accept-Language.
 
 Two locales are kept apart: the visitor's (pages, the form) comes from the URL,
 the letter's (what a target reads) from the campaign, and is applied with
@@ -6,48 +6,172 @@ the letter's (what a target reads) from the campaign, and is applied with
 """
 
 import unicodedata
+from pathlib import Path
 
 from babel import Locale
-from flask import current_app, g, request
-from flask_babel import get_locale
+from flask import current_app, g, has_request_context, request
+from flask_babel import Domain, get_locale
 
 #: ISO 3166 codes CLDR lists that are not countries a supporter lives in.
 NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"}
 
+#: The cookie that remembers the language a visitor last read the campaign in.
+LANGUAGE_COOKIE = "clamor_lang"
+LANGUAGE_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+#: Names a language's own speakers use on a language menu, where CLDR's
+#: display name reads differently (CLDR says "қазақ тілі", "the Kazakh language").
+LANGUAGE_NAMES = {"kk": "Қазақша"}
+
+#: Alphabet order, letter by letter, for languages whose order Unicode code
+#: points get wrong. Letters in one string separated by "=" sort as equals
+#: (Russian dictionaries file ё under е). Kazakh puts its own letters right
+#: after the Russian ones they resemble, and і after ы.
+ALPHABETS = {
+    "ru": "а б в г д е=ё ж з и й к л м н о п р с т у ф х ц ч ш щ ъ ы ь э ю я",
+    "kk": "а ә б в г ғ д е ё ж з и й к қ л м н ң о ө п р с т у ұ ү ф х һ ц ч ш щ ъ ы і ь э ю я",
+}
+_ALPHABET_RANKS = {
+    lang: {letter: rank for rank, group in enumerate(table.split()) for letter in group.split("=")}
+    for lang, table in ALPHABETS.items()
+}
+#: Latin ligatures a French reader files as two letters (Œ as OE).
+_EXPANSIONS = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss"})
+
 
 def select_locale():
-    """Flask-Babel's locale selector: the language in the URL, else the best match."""
+    """Flask-Babel's locale selector.
+
+    The language in the URL; for a URL no route matched (a 404), its first
+    path segment if that is a language; else the remembered choice (cookie),
+    else the best match of Accept-Language, else ``BABEL_DEFAULT_LOCALE``.
+    """
     lang = getattr(g, "lang", None)
     if lang:
         return lang
-    if request:
-        return request.accept_languages.best_match(current_app.config["LANGUAGES"])
-    return None
+    if not has_request_context():
+        return None
+    languages = current_app.config["LANGUAGES"]
+    first_segment = request.path.lstrip("/").partition("/")[0]
+    if first_segment in languages:
+        return first_segment
+    if request.cookies.get(LANGUAGE_COOKIE) in languages:
+        return request.cookies[LANGUAGE_COOKIE]
+    return negotiate(languages)
 
 
 def best_language(languages, default):
-    """The best match of the request's Accept-Language among ``languages``, else ``default``."""
-    return request.accept_languages.best_match(languages) or default
+    """The language to send a visitor to, among ``languages``.
+
+    The language remembered in the cookie if it is one of them; else the best
+    match of the request's Accept-Language (q-values honoured, "fr-CA" matches
+    "fr"); else ``default``.
+    """
+    remembered = request.cookies.get(LANGUAGE_COOKIE)
+    if remembered in languages:
+        return remembered
+    return negotiate(languages) or default
+
+
+def negotiate(languages):
+    """The best of ``languages`` for the request's Accept-Language, or None.
+
+    The most preferred language tag (highest q) that any of ``languages``
+    serves wins, a regional tag matching its language ("fr-CA" is served by
+    "fr"). Werkzeug's ``best_match`` prefers any exact match, even one the
+    visitor ranked lower, so "fr-CA, en;q=0.8" would get English.
+    """
+    offered = {lang.lower(): lang for lang in languages}
+    for tag, quality in request.accept_languages:
+        tag = tag.lower().replace("_", "-")
+        if quality <= 0 or tag == "*":
+            continue
+        if tag in offered:
+            return offered[tag]
+        primary = tag.split("-")[0]
+        for code, lang in offered.items():
+            if code.split("-")[0] == primary:
+                return lang
+    return None
+
+
+def remember_language(response, lang):
+    """Set the language cookie on ``response`` unless the request already carries ``lang``.
+
+    The cookie holds a language code and nothing else: no id, no tracking;
+    HttpOnly and SameSite=Lax, Secure when the session cookie is.
+    """
+    if request.cookies.get(LANGUAGE_COOKIE) != lang:
+        response.set_cookie(
+            LANGUAGE_COOKIE,
+            lang,
+            max_age=LANGUAGE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
+        )
+    return response
+
+
+def page_language():
+    """The language of the page being rendered, for ``<html lang>``."""
+    locale = get_locale()
+    return str(locale).replace("_", "-") if locale else current_app.config["BABEL_DEFAULT_LOCALE"]
 
 
 def language_name(code):
-    """A language's name in itself: English, Français, Русский, Қазақша."""
+    """A language's name in itself, as a language menu shows it: English, Français, Русский, Қазақша."""
+    if code in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[code]
     name = Locale.parse(code).get_display_name(code) or code
     return name[:1].upper() + name[1:]
 
 
-def _sort_key(name):
-    # Without accents first, then with them, so "Égypte" sorts beside "Egypte".
-    plain = "".join(c for c in unicodedata.normalize("NFD", name) if not unicodedata.combining(c))
-    return (plain.casefold(), name)
+def collation_key(text, language):
+    """A sort key that orders ``text`` the way a reader of ``language`` expects.
+
+    Not full Unicode collation (PyICU is not available): Russian and Kazakh
+    follow their alphabet tables; other languages compare letters without
+    their accents first ("Égypte" beside "Egypte", "Îles" under I), and only
+    then with them, so the order is total and stable.
+    """
+    folded = text.casefold().translate(_EXPANSIONS)
+    ranks = _ALPHABET_RANKS.get(language.split("_")[0].split("-")[0])
+    primary = []
+    for char in folded:
+        if ranks is not None and char in ranks:
+            primary.append((2, ranks[char]))
+            continue
+        base = unicodedata.normalize("NFD", char)[0]
+        if ranks is not None and base in ranks:
+            # A letter outside the table that only differs by an accent.
+            primary.append((2, ranks[base]))
+        elif base.isalpha():
+            primary.append((3, ord(base)))
+        else:
+            # Spaces, hyphens and digits before letters: "Жаңа Зеландия" before "Жаңалар".
+            primary.append((1, ord(base)))
+    return (primary, folded, text)
 
 
 def country_choices(language=None):
-    """``[(code, name)]`` for every country, named and sorted in ``language``."""
+    """``[(code, name)]`` for every country, named and sorted in ``language`` (default: the page's)."""
     locale = Locale.parse(language) if language else get_locale()
     names = {
         code: name
         for code, name in locale.territories.items()
         if len(code) == 2 and code.isalpha() and code not in NOT_COUNTRIES
     }
-    return sorted(names.items(), key=lambda item: _sort_key(item[1]))
+    return sorted(names.items(), key=lambda item: collation_key(item[1], locale.language))
+
+
+def plugin_domain(plugin_file, domain):
+    """A Flask-Babel :class:`~flask_babel.Domain` for a plugin's own catalogue.
+
+    The catalogue lives beside the plugin, in
+    ``translations/<lang>/LC_MESSAGES/<domain>.mo``; a plugin translates with
+    ``plugin_domain(__file__, "name").gettext`` (and ``lazy_gettext``,
+    ``ngettext``), in whatever locale the page or the letter is in. A language
+    the plugin has no catalogue for falls back to the English msgid.
+    """
+    return Domain(str(Path(plugin_file).resolve().parent / "translations"), domain=domain)

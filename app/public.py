@@ -4,7 +4,7 @@ their letter's status and the privacy statement."""
 import logging
 
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
-from flask_babel import force_locale
+from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +15,7 @@ from .delivery import queue_confirmation, queue_deliveries
 from .errors import render_error
 from .extensions import csrf, db, limiter
 from .forms import extra_fields, make_action_form
-from .i18n import best_language, language_name
+from .i18n import best_language, language_name, page_language, remember_language
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
 from .spam import Submission, judge, normalise_email, spend_tokens
@@ -57,9 +57,21 @@ def _add_lang(endpoint, values):
         values["lang"] = g.lang
 
 
+@bp.after_request
+def _remember_language(response):
+    # The language of every campaign page a visitor reads is remembered, so
+    # that ``/`` (a bookmark, the short link on a leaflet) brings them back to
+    # it: they either followed a link in that language or chose it in the
+    # switcher. A page that failed is no choice.
+    lang = getattr(g, "lang", None)
+    if lang and request.method == "GET" and response.status_code == 200:
+        remember_language(response, lang)
+    return response
+
+
 @bp.app_context_processor
 def _template_helpers():
-    return {"language_name": language_name}
+    return {"language_name": language_name, "page_language": page_language}
 
 
 @bp.get("/")
@@ -70,7 +82,7 @@ def index():
         abort(404)
     lang = best_language(campaign.languages, campaign.default_language)
     response = redirect(url_for("public.campaign_page", lang=lang, slug=campaign.slug))
-    response.headers["Vary"] = "Accept-Language"
+    response.headers["Vary"] = "Accept-Language, Cookie"
     return response
 
 
@@ -258,6 +270,7 @@ def thanks(slug):
         count=accepted_count(campaign),
         signature=signature,
         status_url=url_for("public.letter_status", token=session["letter"]) if signature else None,
+        today=format_date(utcnow().date(), format="long"),
         share_url=url_for("public.campaign_page", slug=campaign.slug, _external=True),
     )
 

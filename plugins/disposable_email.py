@@ -6,10 +6,13 @@ default: see docs/spam.md for why.
 """
 
 from disposable_email_domains import blocklist
-from flask_babel import lazy_gettext as _l
 
 from app import hookimpl
+from app.i18n import plugin_domain
 from app.spam import Verdict
+
+#: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
+_l = plugin_domain(__file__, "disposable_email").lazy_gettext
 
 
 def disposable_domain(address):

@@ -7,13 +7,16 @@ page, nothing is stored and no letter goes out. The answer is the same as for
 a first signature, so the form cannot be used to learn who signed.
 """
 
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from app import hookimpl
 from app.extensions import db
+from app.i18n import plugin_domain
 from app.models import Signature
 from app.spam import Verdict
+
+#: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
+_l = plugin_domain(__file__, "duplicate_signer").lazy_gettext
 
 
 @hookimpl

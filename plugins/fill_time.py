@@ -9,12 +9,15 @@ rejected: the form comes back, freshly stamped, with the supporter's text kept.
 import time
 
 from flask import current_app
-from flask_babel import lazy_gettext as _l
 from itsdangerous import BadData, URLSafeSerializer
 from wtforms import HiddenField
 
 from app import hookimpl
+from app.i18n import plugin_domain
 from app.spam import Verdict
+
+#: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
+_l = plugin_domain(__file__, "fill_time").lazy_gettext
 
 FIELD_NAME = "fill_time"
 

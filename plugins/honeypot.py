@@ -6,13 +6,16 @@ is not autofilled, and its label tells screen-reader users to leave it empty.
 Anything in it rejects the submission with a message that does not say why.
 """
 
-from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from wtforms import StringField
 from wtforms.widgets import TextInput
 
 from app import hookimpl
+from app.i18n import plugin_domain
 from app.spam import Verdict
+
+#: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
+_l = plugin_domain(__file__, "honeypot").lazy_gettext
 
 #: A name that bots recognise as worth filling.
 FIELD_NAME = "website"

@@ -9,10 +9,13 @@ a supporter who keeps the suggested letter is never held for it.
 import re
 
 from flask import current_app
-from flask_babel import lazy_gettext as _l
 
 from app import hookimpl
+from app.i18n import plugin_domain
 from app.spam import Verdict
+
+#: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
+_l = plugin_domain(__file__, "links").lazy_gettext
 
 URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
 

@@ -12,8 +12,6 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from itsdangerous import BadData, URLSafeTimedSerializer
 from markupsafe import Markup
 from wtforms import StringField
@@ -22,8 +20,15 @@ from wtforms.validators import ValidationError
 from wtforms.widgets import TextInput
 
 from app import hookimpl
+from app.i18n import plugin_domain
 from app.models import utcnow
 from app.spam import token_spent
+
+#: This plugin's own catalogue: translations/<lang>/LC_MESSAGES/number_question.po
+#: beside this file, so the plugin carries its words wherever it is installed.
+domain = plugin_domain(__file__, "number_question")
+_ = domain.gettext
+_l = domain.lazy_gettext
 
 FIELD_NAME = "number_question"
 #: How long a drawn form stays answerable (seconds).

@@ -265,7 +265,12 @@ def add_organiser(app, email=ORGANISER, password=PASSWORD):
 
 
 def login(client, email=ORGANISER, password=PASSWORD, **kwargs):
-    """Fill in the admin login form and post it; returns the response."""
+    """Fill in the admin login form and post it; returns the response.
+
+    Forgets the language a public page remembered (the admin follows it), so
+    that the admin pages read in English as the tests expect.
+    """
+    client.delete_cookie("clamor_lang")
     page = client.get("/admin/login", **kwargs)
     token = form_fields(page.get_data(as_text=True))["csrf_token"]
     return client.post("/admin/login", data={"csrf_token": token, "email": email, "password": password}, **kwargs)

@@ -64,6 +64,22 @@ def test_supporter_signs_the_french_form_in_chromium(browser, app, live_server):
     page.close()
 
 
+#: A word of the interface in each language, as the page must show it.
+INTERFACE_WORD = {"en": "Send", "fr": "Envoi", "ru": "Отправить", "kk": "Жіберу"}
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "ru", "kk"])
+def test_campaign_page_in_each_language(browser, live_server, lang):
+    """Each language's page renders (and is saved as docs/screenshot-<lang>.png to be looked at)."""
+    page = browser.new_page(viewport={"width": 800, "height": 1200}, java_script_enabled=False)
+    page.goto(f"{live_server.url}/{lang}/{SLUG}/")
+    assert page.get_attribute("html", "lang") == lang
+    assert page.locator("button[type=submit]").inner_text() == INTERFACE_WORD[lang]
+    assert sorted(page.locator("nav.languages").inner_text().split()) == ["English", "Français", "Русский", "Қазақша"]
+    page.screenshot(path=str(DOCS / f"screenshot-{lang}.png"), full_page=True)
+    page.close()
+
+
 def test_page_reads_well_on_a_phone(browser, app, live_server):
     page = browser.new_page(viewport={"width": 360, "height": 740}, is_mobile=True)
     page.goto(f"{live_server.url}/fr/{SLUG}/")
