@@ -86,4 +86,21 @@ class Delivery(db.Model):
 
     signature: Mapped[Signature] = relationship(back_populates="deliveries")
 
-    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_delivery_due", "status", "next_attempt_at"),
+        # TARGET_HOURLY_CAP counts the letters each target received in the last hour.
+        Index("ix_delivery_target_sent", "target_key", "sent_at"),
+    )
+
+
+class DeliveryPause(db.Model):
+    """While a row exists, no worker sends anything (``clamor deliveries pause``).
+
+    A table rather than a file in the instance folder: workers on other hosts
+    share only the database, and they must all see the pause.
+    """
+
+    __tablename__ = "delivery_pause"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(default=utcnow)
