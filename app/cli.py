@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from .campaigns import CampaignError, load_campaign
 from .extensions import db
+from .models import Delivery, Signature, utcnow
 
 EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "instance" / "campaigns"
 
@@ -64,6 +65,11 @@ def deliver_command(once):
 
     app = current_app._get_current_object()
     if once:
+        from .delivery import is_paused
+
+        if is_paused():
+            click.echo("delivery is paused (`clamor deliveries resume`); nothing sent")
+            return
         total = 0
         while claimed := deliver_due(app):
             total += claimed
@@ -76,6 +82,92 @@ def deliver_command(once):
         worker.run_forever()
     except KeyboardInterrupt:
         pass
+
+
+@click.group("deliveries", invoke_without_command=True)
+@click.pass_context
+@with_appcontext
+def deliveries_group(ctx):
+    """Show where letters stand: counts by status and target, the oldest pending, recent errors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .delivery import is_paused
+
+    if is_paused():
+        click.echo("PAUSED: nothing is sent until `clamor deliveries resume`.")
+    rows = db.session.execute(
+        select(Delivery.target_key, Delivery.status, func.count()).group_by(Delivery.target_key, Delivery.status)
+    ).all()
+    statuses = ("pending", "sending", "sent", "failed", "held")
+    table = {}
+    for target, status, count in rows:
+        table.setdefault(target, dict.fromkeys(statuses, 0))[status] = count
+    totals = {status: sum(row[status] for row in table.values()) for status in statuses}
+    click.echo("  ".join(f"{status}: {totals[status]}" for status in statuses))
+    if table:
+        width = max(len(target) for target in table)
+        click.echo(f"\n{'target':<{width}}  " + "  ".join(f"{s:>7}" for s in statuses))
+        for target in sorted(table):
+            click.echo(f"{target:<{width}}  " + "  ".join(f"{table[target][s]:>7}" for s in statuses))
+    oldest = db.session.scalars(
+        select(Delivery).where(Delivery.status.in_(("pending", "sending"))).order_by(Delivery.created_at).limit(1)
+    ).first()
+    if oldest:
+        click.echo(
+            f"\noldest pending: #{oldest.id} to {oldest.target_key}, queued {oldest.created_at:%Y-%m-%d %H:%M} UTC, "
+            f"{oldest.attempts} attempts, next {oldest.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+            + (f": {oldest.last_error}" if oldest.last_error else "")
+        )
+    errors = db.session.scalars(
+        select(Delivery).where(Delivery.status.in_(("pending", "failed")), Delivery.last_error != "")
+        .order_by(Delivery.id.desc()).limit(10)
+    ).all()
+    if errors:
+        click.echo("\nrecent errors:")
+        for delivery in errors:
+            click.echo(f"  #{delivery.id} {delivery.status} {delivery.target_key} (attempt {delivery.attempts}): {delivery.last_error}")
+
+
+@deliveries_group.command("retry")
+@click.option("--failed", is_flag=True, help="Also give failed letters a new round of attempts.")
+@click.option("--id", "delivery_id", type=int, help="Only this delivery (pending or failed).")
+@with_appcontext
+def deliveries_retry(failed, delivery_id):
+    """Make pending letters due now, skipping their backoff; --failed requeues failed ones too."""
+    statuses = ("pending", "failed") if failed or delivery_id else ("pending",)
+    query = update(Delivery).where(Delivery.status.in_(statuses))
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
+    # A failed letter gets a fresh count of attempts; its last error stays until the next try.
+    result = db.session.execute(
+        query.values(status="pending", next_attempt_at=utcnow(), lease_until=None,
+                     attempts=db.case((Delivery.status == "failed", 0), else_=Delivery.attempts)),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    if delivery_id is not None and not result.rowcount:
+        raise click.ClickException(f"no pending or failed delivery #{delivery_id}")
+    click.echo(f"{result.rowcount} deliveries due now")
+
+
+@deliveries_group.command("pause")
+@with_appcontext
+def deliveries_pause():
+    """Stop every worker from sending; signatures are still accepted and stored."""
+    from .delivery import set_paused
+
+    set_paused(True)
+    click.echo("delivery paused: letters wait until `clamor deliveries resume`")
+
+
+@deliveries_group.command("resume")
+@with_appcontext
+def deliveries_resume():
+    """Let workers send again."""
+    from .delivery import set_paused
+
+    set_paused(False)
+    click.echo("delivery resumed")
 
 
 @click.group("campaign")
@@ -291,6 +383,6 @@ main.add_command(campaign_group)
 
 def init_app(app):
     """Attach every command to ``app.cli``, so ``flask --app wsgi …`` has them too."""
-    for command in (init_command, campaign_group, deliver_command, export_command, forget_command, purge_command,
-                    admin_group, moderation_group):
+    for command in (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
+                    purge_command, admin_group, moderation_group):
         app.cli.add_command(command)

@@ -16,7 +16,7 @@ SECRET_KEY = None
 SQLALCHEMY_DATABASE_URI = None
 
 #: channel -> delivery backend name. Backends come from plugins.
-DELIVERY = {"email": "outbox_files"}
+DELIVERY = {"email": "outbox_files", "fax": "fax_email"}
 
 #: The address every letter is sent from. The supporter is only in Reply-To,
 #: because a government server checking DMARC would reject mail "from" gmail.com
@@ -33,6 +33,27 @@ SMTP_SECURITY = "none"
 SMTP_USERNAME = None
 SMTP_PASSWORD = None
 SMTP_TIMEOUT = 30
+
+#: ``mailgun`` backend: the sending domain and its API key; the region (us |
+#: eu) picks the API host unless MAILGUN_BASE_URL is set.
+MAILGUN_DOMAIN = None
+MAILGUN_API_KEY = None
+MAILGUN_REGION = "us"
+MAILGUN_BASE_URL = None
+MAILGUN_TIMEOUT = 30
+
+#: ``fax_email`` backend (fax-to-email gateways): the gateway address with
+#: {e164}, {digits} or {national}, e.g. "{e164}@fax.tc" (InterFAX). Unset, a
+#: fax letter fails with a message saying so.
+FAX_ADDRESS_TEMPLATE = None
+#: Subject of the gateway email; {to_name}, {subject} and {fax} are filled in.
+FAX_SUBJECT_TEMPLATE = "{subject}"
+#: Text the gateway reads from the email body, e.g. eFax's "{nocoverpage}".
+FAX_BODY_PREFIX = ""
+#: The sender address registered with the gateway; None: SENDER_ADDRESS.
+FAX_SENDER = None
+#: The email backend that carries the fax email; None: the one DELIVERY["email"] names.
+FAX_VIA = None
 
 #: Names of the enabled spam filter plugins; a filter plugin not named here
 #: does not run. Built in, also: "disposable_email" (off: see docs/spam.md).
@@ -66,6 +87,15 @@ DELIVERY_BATCH_SIZE = 50
 DELIVERY_LEASE_SECONDS = 300
 #: A letter that failed temporarily this many times is marked failed.
 DELIVERY_MAX_ATTEMPTS = 10
+#: A letter still failing temporarily this many seconds after it was queued is
+#: marked failed (5 days, as RFC 5321 suggests for mail).
+DELIVERY_MAX_AGE = 5 * 24 * 3600
+#: Letters one target address may receive per hour; the rest wait their turn.
+#: 0 or None: no cap.
+TARGET_HOURLY_CAP = 60
+#: When set, every letter goes to this address instead of its target, its
+#: subject marked "[TEST] ", so an organiser can rehearse.
+TEST_MODE_RECIPIENT = None
 #: Backoff after a temporary failure: full jitter in [0, min(cap, base * 2**n)].
 DELIVERY_RETRY_BASE = 60
 DELIVERY_RETRY_CAP = 6 * 3600

@@ -21,10 +21,11 @@ from babel import Locale
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import selectinload
 
 from .extensions import db
-from .models import Delivery, utcnow
+from .models import Delivery, DeliveryPause, Signature, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,14 @@ class Letter:
     body: str
     message_id: str
     date: datetime
+    #: Which try this is (1 for the first); lets a backend give up on an
+    #: error that is temporary only a few times (Mailgun's 404).
+    attempt: int = 1
+    #: ``(filename, MIME type, bytes)`` triples, e.g. the PDF a fax gateway faxes.
+    attachments: tuple = ()
+    #: The target's address or fax number from the campaign, even when
+    #: ``to_address`` is TEST_MODE_RECIPIENT.
+    target_key: str = ""
 
     def as_email(self, to_address=None):
         """Return the letter as an :class:`EmailMessage` (policy default).
@@ -81,6 +90,7 @@ class Letter:
         ``to_address`` overrides the recipient (a fax gateway's address).
         Header values are built from structured objects, and the email package
         refuses CR or LF in them, so a supporter's name cannot add a header.
+        Attachments become MIME parts after the text.
         """
         msg = EmailMessage()
         msg["From"] = Address(display_name=self.from_name, addr_spec=self.from_address)
@@ -92,6 +102,9 @@ class Letter:
         msg.set_content(self.body)
         # After set_content, which drops every Content-* header set before it.
         msg["Content-Language"] = self.language
+        for filename, mime_type, data in self.attachments:
+            maintype, _, subtype = mime_type.partition("/")
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
         return msg
 
 
@@ -149,10 +162,12 @@ def build_letter(delivery, campaign, config):
 
     The supporter's text is sent as written; the subject and the signature block
     are rendered inside ``force_locale`` of the letter's language, never the
-    worker's default.
+    worker's default. With ``TEST_MODE_RECIPIENT`` set the letter goes to that
+    address instead, its subject marked "[TEST] ".
     """
     if delivery.kind == "confirmation":
         return _confirmation_letter(delivery, campaign, config)
+    test_recipient = config.get("TEST_MODE_RECIPIENT")
     signature = delivery.signature
     target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
     to_name = target.name if target else ""
@@ -176,11 +191,13 @@ def build_letter(delivery, campaign, config):
             reply_to_name=one_line(signature.name),
             reply_to_address=signature.email,
             to_name=to_name,
-            to_address=delivery.target_key,
-            subject=one_line(text.subject),
+            to_address=test_recipient or delivery.target_key,
+            subject=("[TEST] " if test_recipient else "") + one_line(text.subject),
             body=body,
             message_id=delivery.message_id,
             date=utcnow(),
+            attempt=delivery.attempts,
+            target_key=delivery.target_key,
         )
 
 
@@ -226,11 +243,14 @@ def queue_confirmation(signature, config, subject, body):
 def retry_delay(attempts, config, retry_after=None):
     """Seconds to wait after the ``attempts``-th failed try: full jitter, capped.
 
-    A provider's ``retry_after`` is a floor.
+    A provider's ``retry_after`` is a floor, and so is one second (or the
+    base, if smaller): a draw of ~0 would retry at once, hammering a server
+    that just said "later".
     """
-    ceiling = min(config["DELIVERY_RETRY_CAP"], config["DELIVERY_RETRY_BASE"] * 2 ** max(attempts - 1, 0))
+    base = config["DELIVERY_RETRY_BASE"]
+    ceiling = min(config["DELIVERY_RETRY_CAP"], base * 2 ** max(attempts - 1, 0))
     delay = random.uniform(0, ceiling)
-    return max(delay, retry_after or 0)
+    return max(delay, min(1.0, base), retry_after or 0)
 
 
 def claim_due(limit, lease_seconds):
@@ -270,21 +290,51 @@ def claim_due(limit, lease_seconds):
     return ids
 
 
+def is_paused():
+    """True while ``clamor deliveries pause`` is in force (needs an app context)."""
+    return db.session.scalar(select(func.count()).select_from(DeliveryPause)) > 0
+
+
+def set_paused(paused):
+    """Pause or resume delivery for every worker on this database, and commit."""
+    if paused:
+        if not is_paused():
+            db.session.add(DeliveryPause())
+    else:
+        db.session.execute(delete(DeliveryPause))
+    db.session.commit()
+
+
 def deliver_due(app=None, limit=None):
     """Claim due deliveries, send them, record each outcome. Return how many were claimed.
 
-    Needs an app context.
+    Returns 0 without claiming anything while delivery is paused; a batch
+    already claimed when the pause begins is finished. Needs an app context.
     """
     app = app or current_app._get_current_object()
     config = app.config
     state = app.extensions["clamor"]
+    if is_paused():
+        db.session.remove()
+        return 0
     ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
     if not ids:
         return 0
     backends = {}
+    # Letters each target received in the last hour, counted once per batch.
+    # Two workers may each send up to a batch past the cap: good enough to keep
+    # a press office from being flooded, without a query per letter.
+    hourly = {}
     try:
-        for delivery in db.session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)):
-            _deliver_one(delivery, state, config, backends)
+        query = (
+            select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)
+            .options(selectinload(Delivery.signature))
+        )
+        for delivery in db.session.scalars(query).all():
+            if not _wait_for_cap(delivery, config, hourly):
+                _deliver_one(delivery, state, config, backends)
+                if delivery.status == "sent":
+                    hourly[delivery.target_key] += 1
             db.session.commit()
     finally:
         for backend in backends.values():
@@ -294,6 +344,29 @@ def deliver_due(app=None, limit=None):
                 log.exception("closing delivery backend %s failed", backend.name)
         db.session.remove()
     return len(ids)
+
+
+def _wait_for_cap(delivery, config, hourly):
+    """Put ``delivery`` back in the queue if its target had its hourly fill.
+
+    Waiting is not a failed attempt: the claim's attempt is given back. Returns
+    True when the letter waits.
+    """
+    cap = config["TARGET_HOURLY_CAP"] if delivery.kind == "letter" else 0  # a supporter's own email is not capped
+    key = delivery.target_key
+    hour_ago = utcnow() - timedelta(hours=1)
+    recent = (Delivery.target_key == key) & (Delivery.status == "sent") & (Delivery.sent_at > hour_ago)
+    if key not in hourly:
+        hourly[key] = db.session.scalar(select(func.count()).where(recent)) if cap else 0
+    if not cap or hourly[key] < cap:
+        return False
+    oldest = db.session.scalar(select(func.min(Delivery.sent_at)).where(recent)) or utcnow()
+    delivery.status = "pending"
+    delivery.lease_until = None
+    delivery.attempts -= 1
+    delivery.next_attempt_at = oldest + timedelta(hours=1, seconds=1)
+    delivery.last_error = f"waiting: {key} had {hourly[key]} letters in the last hour (TARGET_HOURLY_CAP)"
+    return True
 
 
 def _deliver_one(delivery, state, config, backends):
@@ -315,8 +388,12 @@ def _deliver_one(delivery, state, config, backends):
         if not isinstance(exc, TemporaryFailure):
             log.exception("delivery %s: unexpected error, will retry", delivery.id)
             exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
+        age = utcnow() - delivery.created_at
         if delivery.attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
             _fail(delivery, state, exc)
+        elif age >= timedelta(seconds=config["DELIVERY_MAX_AGE"]):
+            # RFC 5321 suggests giving up on mail after four or five days.
+            _fail(delivery, state, TemporaryFailure(f"{exc} (gave up after {age.days} days: DELIVERY_MAX_AGE)"))
         else:
             delivery.status = "pending"
             delivery.lease_until = None

@@ -113,6 +113,8 @@ class Delivery(db.Model):
     __table_args__ = (
         Index("ix_delivery_due", "status", "next_attempt_at"),
         Index("ix_delivery_campaign_status", "campaign", "kind", "status"),
+        # TARGET_HOURLY_CAP counts the letters each target received in the last hour.
+        Index("ix_delivery_target_sent", "target_key", "sent_at"),
     )
 
 
@@ -158,3 +160,16 @@ class UsedToken(db.Model):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DeliveryPause(db.Model):
+    """While a row exists, no worker sends anything (``clamor deliveries pause``).
+
+    A table rather than a file in the instance folder: workers on other hosts
+    share only the database, and they must all see the pause.
+    """
+
+    __tablename__ = "delivery_pause"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -25,6 +25,8 @@ ENTRY_POINT_GROUP = "clamor.plugins"
 DEFAULT_PLUGINS = (
     "plugins.outbox_files",
     "plugins.smtp",
+    "plugins.mailgun",
+    "plugins.fax_email",
     "plugins.number_question",
     "plugins.honeypot",
     "plugins.fill_time",

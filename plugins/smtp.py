@@ -34,13 +34,24 @@ class SMTPBackend(DeliveryBackend):
             connection = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
         else:
             connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
             if self.security == "starttls":
                 connection.starttls(context=context)
-        if self.username:
-            connection.login(self.username, self.password or "")
+            if self.username:
+                connection.login(self.username, self.password or "")
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def send(self, letter):
+        """Send over the batch's connection, opening it on first use.
+
+        4xx replies, a dropped connection (as if 451) and timeouts raise
+        :class:`TemporaryFailure`; a 5xx reply raises :class:`PermanentFailure`.
+        The connection is dropped after a 421 or a network error, so the next
+        letter opens a new one; other refusals leave it usable (smtplib RSETs).
+        """
         try:
             message = letter.as_email()
         except ValueError as exc:
@@ -53,15 +64,18 @@ class SMTPBackend(DeliveryBackend):
             code, reply = next(iter(exc.recipients.values()))
             raise self._classify(code, reply) from exc
         except smtplib.SMTPResponseException as exc:
-            self.close()
             raise self._classify(exc.smtp_code, exc.smtp_error) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            # A dropped connection or a timeout: as if the server said 451.
             self.close()
-            raise TemporaryFailure(f"SMTP {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+            reason = "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            raise TemporaryFailure(f"SMTP {self.host}:{self.port}: {reason} (treated as 451)") from exc
         return Receipt(provider_id=letter.message_id)
 
     def _classify(self, code, reply):
+        if code == 421 or code < 400:
+            # 421: the server is closing the channel; smtplib has closed its
+            # socket already, so forget the connection and reconnect next time.
+            self.close()
         text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
         reason = f"SMTP {self.host}:{self.port} answered {code} {text}"
         return PermanentFailure(reason) if 500 <= code < 600 else TemporaryFailure(reason)

@@ -1,0 +1,163 @@
+"""Delivery backend ``fax_email``: faxes a letter through a fax-to-email gateway.
+
+The letter becomes an A4 PDF (fpdf2, in the DejaVu Sans shipped in
+``app/fonts/``, which has every Kazakh and Cyrillic letter), attached to an
+email to the gateway's address for the target's number, e.g.
+``+77172123456@fax.tc``. That email goes out through another registered
+backend (``FAX_VIA``; by default the one ``DELIVERY["email"]`` names), so the
+gateway's acceptance means "queued for faxing", not "faxed".
+
+Settings: FAX_ADDRESS_TEMPLATE ({e164}, {digits}, {national}),
+FAX_SUBJECT_TEMPLATE, FAX_BODY_PREFIX, FAX_SENDER, FAX_VIA.
+"""
+
+import dataclasses
+import re
+from pathlib import Path
+
+from flask import current_app
+from fpdf import FPDF
+
+import app as clamor
+from app import hookimpl
+from app.delivery import DeliveryBackend, PermanentFailure, Receipt
+
+FONT = Path(clamor.__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
+
+# E.164 country codes are prefix-free: these are the one- and two-digit ones;
+# every other code has three digits. Enough to split off {national} without
+# a phone-number database.
+_ONE_DIGIT = {"1", "7"}
+_TWO_DIGITS = set(
+    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
+    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split()
+)
+_SEPARATORS = re.compile(r"[\s\-./()\u00a0]")
+
+
+class FaxNumberError(ValueError):
+    """A fax number that cannot be written in international (E.164) form."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FaxNumber:
+    #: Country code without "+", e.g. "7".
+    country_code: str
+    #: The national significant number, e.g. "7172123456".
+    national: str
+
+    @property
+    def digits(self):
+        return self.country_code + self.national
+
+    @property
+    def e164(self):
+        return "+" + self.digits
+
+    def format(self, template):
+        return template.format(e164=self.e164, digits=self.digits, national=self.national)
+
+
+def parse_fax_number(text):
+    """Parse an international number ("+7 7172 12-34-56", "0044 (0)20 …") into a :class:`FaxNumber`.
+
+    Raises :class:`FaxNumberError` for a number without its country code or of
+    a length E.164 does not allow.
+    """
+    raw = text.strip().replace("(0)", "")
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    if not raw.startswith("+"):
+        raise FaxNumberError(f"fax number {text!r} needs its country code, e.g. +7 7172 …")
+    digits = _SEPARATORS.sub("", raw[1:])
+    if not digits.isdigit() or not 7 <= len(digits) <= 15:
+        raise FaxNumberError(f"fax number {text!r} is not an international number (7 to 15 digits)")
+    if digits[:1] in _ONE_DIGIT:
+        size = 1
+    elif digits[:2] in _TWO_DIGITS:
+        size = 2
+    else:
+        size = 3
+    return FaxNumber(country_code=digits[:size], national=digits[size:])
+
+
+def fax_text(letter):
+    """The text printed on the fax: the addressee, the subject, then the letter."""
+    return f"{letter.to_name}\n{letter.subject}\n\n{letter.body}"
+
+
+def render_pdf(letter):
+    """The letter as an A4 PDF (bytes)."""
+    pdf = FPDF(format="A4", unit="mm")
+    pdf.set_margins(20, 20, 20)
+    pdf.set_auto_page_break(True, margin=20)
+    pdf.set_title(letter.subject)
+    pdf.set_lang(letter.language)
+    pdf.add_font("DejaVuSans", fname=str(FONT))
+    pdf.set_font("DejaVuSans", size=11)
+    pdf.add_page()
+    pdf.multi_cell(0, 5.5, fax_text(letter), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+class FaxEmailBackend(DeliveryBackend):
+    name = "fax_email"
+    verbose_name = "Fax through a fax-to-email gateway"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.address_template = config["FAX_ADDRESS_TEMPLATE"]
+        self.subject_template = config["FAX_SUBJECT_TEMPLATE"]
+        self.body_prefix = config["FAX_BODY_PREFIX"] or ""
+        self.sender = config["FAX_SENDER"] or config["SENDER_ADDRESS"]
+        self.via = config["FAX_VIA"] or config["DELIVERY"].get("email")
+        self._email_backend = None
+
+    def send(self, letter):
+        """Render the PDF, email it to the gateway, return "queued for faxing".
+
+        Raises :class:`PermanentFailure` for a missing FAX_ADDRESS_TEMPLATE, a
+        number that is not international, or a FAX_VIA naming no email backend;
+        the email backend's own failures pass through unchanged.
+        """
+        if not self.address_template:
+            raise PermanentFailure("FAX_ADDRESS_TEMPLATE is not set, so fax letters cannot be sent (see docs/delivery.md)")
+        try:
+            number = parse_fax_number(letter.target_key or letter.to_address)
+            gateway = number.format(self.address_template)
+            subject = self.subject_template.format(subject=letter.subject, to_name=letter.to_name, fax=number.e164)
+        except (FaxNumberError, KeyError, IndexError) as exc:
+            raise PermanentFailure(f"cannot address the fax: {exc}") from exc
+        if self.config.get("TEST_MODE_RECIPIENT"):
+            # Rehearsal: the organiser gets the gateway email, PDF and all.
+            gateway = letter.to_address
+        email = dataclasses.replace(
+            letter,
+            to_address=gateway,
+            from_address=self.sender,
+            subject=subject,
+            # Only the prefix: several gateways fax the body text as a page of its own.
+            body=self.body_prefix,
+            attachments=letter.attachments + ((f"letter-{letter.delivery_id}.pdf", "application/pdf", render_pdf(letter)),),
+        )
+        receipt = self._backend().send(email)
+        return dataclasses.replace(receipt, note=f"queued for faxing by {gateway}")
+
+    def _backend(self):
+        if self._email_backend is None:
+            registry = current_app.extensions["clamor"].backends
+            if self.via == self.name or self.via not in registry:
+                known = ", ".join(sorted(n for n in registry if n != self.name))
+                raise PermanentFailure(f"FAX_VIA names {self.via!r}, which is not an email backend. Known: {known}.")
+            self._email_backend = registry[self.via](self.config)
+        return self._email_backend
+
+    def close(self):
+        if self._email_backend is not None:
+            self._email_backend.close()
+            self._email_backend = None
+
+
+@hookimpl
+def register_delivery_backends():
+    return [FaxEmailBackend]

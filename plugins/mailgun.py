@@ -1,0 +1,116 @@
+"""Delivery backend ``mailgun``: sends each letter through Mailgun's HTTP API.
+
+Settings: MAILGUN_DOMAIN, MAILGUN_API_KEY, MAILGUN_REGION (us | eu) or
+MAILGUN_BASE_URL, MAILGUN_TIMEOUT. One ``POST {base}/{domain}/messages`` per
+letter, over one HTTP session per batch. No supporter data goes into ``v:``
+variables: Mailgun can show those to recipients.
+"""
+
+from email.utils import parsedate_to_datetime
+
+import requests
+
+from app import hookimpl
+from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+from app.models import utcnow
+
+REGIONS = {"us": "https://api.mailgun.net/v3", "eu": "https://api.eu.mailgun.net/v3"}
+
+#: A 404 (unknown domain) may be a domain still being set up: retried this many
+#: tries, then permanent.
+NOT_FOUND_ATTEMPTS = 3
+
+
+class MailgunBackend(DeliveryBackend):
+    name = "mailgun"
+    verbose_name = "Mailgun (HTTP API)"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.domain = config["MAILGUN_DOMAIN"]
+        self.api_key = config["MAILGUN_API_KEY"]
+        region = config["MAILGUN_REGION"]
+        base = config["MAILGUN_BASE_URL"] or REGIONS.get(region)
+        if not (self.domain and self.api_key):
+            raise PermanentFailure("the mailgun backend needs MAILGUN_DOMAIN and MAILGUN_API_KEY")
+        if base is None:
+            raise PermanentFailure(f"MAILGUN_REGION must be us or eu, not {region!r} (or set MAILGUN_BASE_URL)")
+        self.url = f"{base.rstrip('/')}/{self.domain}/messages"
+        self.timeout = float(config["MAILGUN_TIMEOUT"])
+        self.session = requests.Session()
+        self.session.auth = ("api", self.api_key)
+
+    def send(self, letter):
+        """POST the letter; 200 returns Mailgun's id.
+
+        429, 420, 5xx, 404 (for the first tries) and network errors or timeouts
+        raise :class:`TemporaryFailure` (with ``Retry-After`` when given); any
+        other 4xx raises :class:`PermanentFailure` with Mailgun's ``message``.
+        """
+        data = {
+            "from": _address(letter.from_name, letter.from_address),
+            "to": _address(letter.to_name, letter.to_address),
+            "subject": letter.subject,
+            "text": letter.body,
+            "h:Reply-To": _address(letter.reply_to_name, letter.reply_to_address),
+            "h:Message-Id": letter.message_id,
+            "o:tag": letter.campaign,
+        }
+        files = [("attachment", (name, content, mime)) for name, mime, content in letter.attachments]
+        try:
+            response = self.session.post(self.url, data=data, files=files or None, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TemporaryFailure(f"Mailgun {self.url}: {type(exc).__name__}: {exc}") from exc
+        status = response.status_code
+        reason = f"Mailgun answered {status}: {_message(response)}"
+        if status == 200:
+            return Receipt(provider_id=_json(response).get("id", ""))
+        if status in (420, 429) or status >= 500:
+            raise TemporaryFailure(reason, retry_after=_retry_after(response))
+        if status == 404 and letter.attempt < NOT_FOUND_ATTEMPTS:
+            raise TemporaryFailure(reason)
+        raise PermanentFailure(reason)
+
+    def close(self):
+        self.session.close()
+
+
+def _address(name, address):
+    # Mailgun parses these as RFC 5322 addresses; quote the display name.
+    if not name:
+        return address
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{address}>'
+
+
+def _json(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _message(response):
+    return _json(response).get("message") or response.text[:300] or response.reason
+
+
+def _retry_after(response):
+    """Seconds from a Retry-After header (seconds or an HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when.replace(tzinfo=None) - utcnow()).total_seconds(), 0)
+
+
+@hookimpl
+def register_delivery_backends():
+    return [MailgunBackend]

@@ -1,0 +1,111 @@
+"""Operating delivery: the hourly cap, test mode, pause/resume and `clamor deliveries`."""
+
+from datetime import timedelta
+
+from app.delivery import deliver_due
+from app.extensions import db
+from app.models import Delivery, Signature, utcnow
+from conftest import SLUG, sign
+
+
+def smtp(smtp_server, **overrides):
+    return dict(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, **overrides)
+
+
+def test_letters_past_the_hourly_cap_wait_without_using_an_attempt(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server, TARGET_HOURLY_CAP=2))
+    client = app.test_client()
+    for n in range(3):
+        sign(client, email=f"supporter{n}@example.org")
+    with app.app_context():
+        assert deliver_due() == 15
+        for target in ("press@akorda.kz", "press@mfa.kz"):
+            rows = Delivery.query.filter_by(target_key=target).order_by(Delivery.id).all()
+            assert [d.status for d in rows] == ["sent", "sent", "pending"]
+            waiting = rows[2]
+            assert waiting.attempts == 0
+            assert "TARGET_HOURLY_CAP" in waiting.last_error
+            # It waits until the first of the hour's letters is an hour old.
+            assert waiting.next_attempt_at >= rows[0].sent_at + timedelta(hours=1)
+        assert deliver_due() == 0
+        # An hour later it goes.
+        for delivery in Delivery.query:
+            if delivery.sent_at:
+                delivery.sent_at -= timedelta(hours=1, minutes=1)
+            else:
+                delivery.next_attempt_at = utcnow()
+        db.session.commit()
+        assert deliver_due() == 5
+        assert {d.status for d in Delivery.query} == {"sent"}
+    assert len(smtp_server.inbox.envelopes) == 15
+
+
+def test_test_mode_sends_every_letter_to_the_organiser_marked(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server, TEST_MODE_RECIPIENT="organiser@union.test"))
+    sign(app.test_client())
+    with app.app_context():
+        deliver_due()
+    assert [e.rcpt_tos for e in smtp_server.inbox.envelopes] == [["organiser@union.test"]] * 5
+    assert {m["Subject"] for m in smtp_server.inbox.messages} == {"[TEST] Libérez Erzhan Elshibayev"}
+    assert {m["To"].addresses[0].addr_spec for m in smtp_server.inbox.messages} == {"organiser@union.test"}
+
+
+def test_pause_keeps_signatures_and_sends_nothing_until_resume(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server))
+    runner = app.test_cli_runner()
+    assert "paused" in runner.invoke(args=["deliveries", "pause"]).output
+    assert sign(app.test_client()).status_code == 303
+    with app.app_context():
+        assert deliver_due() == 0
+        assert Signature.query.count() == 1
+        assert {d.status for d in Delivery.query} == {"pending"}
+    assert runner.invoke(args=["deliver", "--once"]).output.startswith("delivery is paused")
+    assert "PAUSED" in runner.invoke(args=["deliveries"]).output
+    assert smtp_server.inbox.envelopes == []
+
+    assert "resumed" in runner.invoke(args=["deliveries", "resume"]).output
+    with app.app_context():
+        assert deliver_due() == 5
+    assert len(smtp_server.inbox.envelopes) == 5
+
+
+def test_clamor_deliveries_shows_counts_oldest_pending_and_errors(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server))
+    sign(app.test_client())
+    with app.app_context():
+        deliveries = Delivery.query.order_by(Delivery.id).all()
+        deliveries[0].status, deliveries[0].last_error = "failed", "SMTP answered 550 no such mailbox"
+        deliveries[1].last_error = "SMTP answered 451 greylisted"
+        deliveries[1].attempts = 1
+        db.session.commit()
+    output = app.test_cli_runner().invoke(args=["deliveries"]).output
+    assert "pending: 4  sending: 0  sent: 0  failed: 1" in output
+    assert "press@prokuror.kz" in output and "press@akorda.kz" in output
+    assert "oldest pending: #2 to press@akorda.kz" in output
+    assert "#1 failed press@prokuror.kz (attempt 0): SMTP answered 550 no such mailbox" in output
+    assert "#2 pending press@akorda.kz (attempt 1): SMTP answered 451 greylisted" in output
+
+
+def test_clamor_deliveries_retry(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server))
+    sign(app.test_client())
+    with app.app_context():
+        for delivery in Delivery.query:
+            delivery.next_attempt_at = utcnow() + timedelta(hours=1)
+            delivery.attempts = 3
+        Delivery.query.filter(Delivery.id <= 2).update({"status": "failed"})
+        db.session.commit()
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["deliveries", "retry"]).output == "3 deliveries due now\n"
+    assert runner.invoke(args=["deliveries", "retry", "--id", "1"]).output == "1 deliveries due now\n"
+    with app.app_context():
+        assert deliver_due() == 4
+        assert db.session.get(Delivery, 1).attempts == 1  # a fresh round
+        assert db.session.get(Delivery, 2).status == "failed"
+    assert runner.invoke(args=["deliveries", "retry", "--failed"]).output == "1 deliveries due now\n"
+    result = runner.invoke(args=["deliveries", "retry", "--id", "1"])
+    assert result.exit_code != 0 and "no pending or failed delivery #1" in result.output
+    with app.app_context():
+        assert deliver_due() == 1
+        assert {d.status for d in Delivery.query} == {"sent"}
+    assert len(smtp_server.inbox.envelopes) == 5
