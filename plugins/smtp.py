@@ -27,16 +27,23 @@ class SMTPBackend(DeliveryBackend):
         self.password = config["SMTP_PASSWORD"]
         self.timeout = float(config["SMTP_TIMEOUT"])
         self._connection = None
+        self._tls_context = None
+
+    def _context(self):
+        # Made once per backend: loading the trust store takes ~50 ms, which
+        # would be paid again for every letter while the server is down.
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context()
+        return self._tls_context
 
     def _connect(self):
-        context = ssl.create_default_context()
         if self.security == "ssl":
-            connection = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            connection = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())
         else:
             connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         try:
             if self.security == "starttls":
-                connection.starttls(context=context)
+                connection.starttls(context=self._context())
             if self.username:
                 connection.login(self.username, self.password or "")
         except BaseException:
@@ -53,12 +60,11 @@ class SMTPBackend(DeliveryBackend):
         letter opens a new one; other refusals leave it usable (smtplib RSETs).
         """
         try:
-            message = letter.as_email()
-        except ValueError as exc:
-            raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
-        try:
             if self._connection is None:
+                # Connect before building the message: while the server is
+                # down, each letter of a batch costs one refused connection.
                 self._connection = self._connect()
+            message = _as_email(letter)
             self._connection.send_message(message, from_addr=letter.from_address, to_addrs=[letter.to_address])
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
@@ -87,6 +93,13 @@ class SMTPBackend(DeliveryBackend):
             except (smtplib.SMTPException, OSError):
                 self._connection.close()
             self._connection = None
+
+
+def _as_email(letter):
+    try:
+        return letter.as_email()
+    except ValueError as exc:
+        raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
 
 
 @hookimpl
