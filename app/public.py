@@ -372,12 +372,18 @@ def unsubscribe(token):
 STATUS_LABELS = {"pending": "queued", "sending": "queued", "held": "queued", "sent": "sent", "failed": "failed"}
 
 
+def _status_label(delivery):
+    # A fax gateway's acceptance means queued for faxing, not faxed: say so.
+    label = STATUS_LABELS.get(delivery.status, "queued")
+    return "faxing" if label == "sent" and delivery.channel == "fax" else label
+
+
 @bp.get("/<lang>/letter/<token>")
 def letter_status(token):
     """Where this supporter's letter is, per target: queued, sent or failed."""
     signature, campaign = _signature_or_404(token, "status")
     by_target = {d.target_key: d for d in signature.deliveries if d.kind == "letter"}
-    rows = [(target, STATUS_LABELS.get(by_target[target.key].status, "queued") if target.key in by_target else None)
+    rows = [(target, _status_label(by_target[target.key]) if target.key in by_target else None)
             for target in campaign.targets]
     return _private(render_template(
         "letter_status.html", campaign=campaign, text=campaign.text(g.lang), signature=signature, rows=rows,

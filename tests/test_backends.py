@@ -7,6 +7,7 @@ dropped connection and a stall are temporary; 5xx is permanent.
 import asyncio
 import io
 import json
+import re
 from datetime import timedelta
 
 import pypdf
@@ -367,7 +368,8 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
         FAX_ADDRESS_TEMPLATE="{e164}@fax.tc", FAX_SENDER="fax@clamor.test", FAX_BODY_PREFIX="{nocoverpage}",
         FAX_SUBJECT_TEMPLATE="Fax: {subject}",
     )
-    response = sign(app.test_client(), lang="kk", slug="fax-test", name="Айгүл Сәрсенова", country="KZ",
+    client = app.test_client()
+    response = sign(client, lang="kk", slug="fax-test", name="Айгүл Сәрсенова", country="KZ",
                     email="aigul@example.kz", organisation="", message=KAZAKH_LETTER)
     assert response.status_code == 303
     with app.app_context():
@@ -375,6 +377,10 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
         delivery = Delivery.query.one()
         assert (delivery.status, delivery.channel, delivery.backend) == ("sent", "fax", "fax_email")
         assert delivery.last_error == "queued for faxing by +77172745631@fax.tc"
+    # The supporter's status page says the gateway queued it, not that it was faxed.
+    thanks = client.get(response.headers["Location"]).get_data(as_text=True)
+    status_page = client.get(re.search(r'href="(/kk/letter/[^"]+)"', thanks).group(1)).get_data(as_text=True)
+    assert "факс кезегінде" in status_page and ">жіберілді<" not in status_page
 
     (envelope,), (message,) = smtp_server.inbox.envelopes, smtp_server.inbox.messages
     assert envelope.rcpt_tos == ["+77172745631@fax.tc"]
