@@ -17,8 +17,12 @@ $(BIN)/clamor: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test-installed: $(BIN)/clamor
+# The example plugin is installed editable, so the tests run the code in
+# examples/; its entry point is metadata written at install, hence the
+# pyproject.toml prerequisite.
+$(VENV)/.test-installed: $(BIN)/clamor examples/clamor-maildir/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e examples/clamor-maildir
 	touch $@
 
 install: $(BIN)/clamor
@@ -56,10 +60,10 @@ run: install compile-translations
 
 # Debian's Chromium (for the browser tests) and PostgreSQL, when missing.
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  echo "installing chromium and postgresql with apt-get"; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null; then \
+	  echo "installing chromium, postgresql and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql fonts-dejavu-core >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql fonts-dejavu-core openssl >/dev/null; \
 	fi
 
 test: install-test compile-translations system-test-deps
