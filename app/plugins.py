@@ -57,7 +57,15 @@ def create_plugin_manager(app):
 
 
 def _load_entry_points(pm, allowed):
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    installed = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    # A misspelt name in PLUGINS would otherwise leave a plugin out without a word.
+    missing = sorted(set(allowed or ()) - set(installed.names))
+    if missing:
+        raise PluginError(
+            f"PLUGINS names {', '.join(map(repr, missing))}, which no installed package provides "
+            f"(installed: {', '.join(sorted(installed.names)) or 'none'})"
+        )
+    for ep in installed:
         if allowed is not None and ep.name not in allowed:
             log.info("plugin %s is installed but not in PLUGINS; not loaded", ep.name)
             continue

@@ -85,6 +85,11 @@ def test_plugins_config_naming_the_package_loads_it(make_app):
     assert state.backends["maildir"].__module__ == "clamor_maildir"
 
 
+def test_a_misspelt_name_in_plugins_stops_start_up(app_config, instance_path):
+    with pytest.raises(PluginError, match=r"PLUGINS names 'maildri', which no installed package provides \(installed: .*maildir"):
+        create_app({**app_config, "PLUGINS": ["maildri"]}, instance_path=instance_path)
+
+
 def test_hook_register_delivery_backends_maildir_files_one_letter_per_target(make_app, tmp_path):
     path = tmp_path / "letters"
     app = make_app(DELIVERY={"email": "maildir"}, MAILDIR_PATH=str(path))
