@@ -77,7 +77,7 @@ def deliver_command(once):
         return
     worker = DeliveryWorker(app)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    click.echo("delivering; Ctrl-C or SIGTERM stops after the current letter")
+    click.echo("delivering; Ctrl-C or SIGTERM stops after the current batch")
     try:
         worker.run_forever()
     except KeyboardInterrupt:

@@ -326,11 +326,25 @@ def deliver_due(app=None, limit=None):
     # a press office from being flooded, without a query per letter.
     hourly = {}
     try:
+        # The batch's rows are leased to this worker, so what was loaded stays
+        # true after each letter's commit; expiring it would reload every row
+        # (and its signature) one query at a time. The session is removed below.
+        db.session().expire_on_commit = False
         query = (
             select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)
             .options(selectinload(Delivery.signature))
         )
-        for delivery in db.session.scalars(query).all():
+        # Stop sending while a fifth of the lease is left: past the lease
+        # another worker may claim these letters, and both would send them.
+        # What is left stays claimed until the lease ends, then is due again.
+        lease = config["DELIVERY_LEASE_SECONDS"]
+        stop_at = utcnow() + timedelta(seconds=lease * 4 / 5)
+        batch = db.session.scalars(query).all()
+        for done, delivery in enumerate(batch):
+            if utcnow() >= stop_at:
+                log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
+                            lease, len(batch) - done)
+                break
             if not _wait_for_cap(delivery, config, hourly):
                 _deliver_one(delivery, state, config, backends)
                 if delivery.status == "sent":
@@ -354,19 +368,24 @@ def _wait_for_cap(delivery, config, hourly):
     """
     cap = config["TARGET_HOURLY_CAP"] if delivery.kind == "letter" else 0  # a supporter's own email is not capped
     key = delivery.target_key
-    hour_ago = utcnow() - timedelta(hours=1)
-    recent = (Delivery.target_key == key) & (Delivery.status == "sent") & (Delivery.sent_at > hour_ago)
     if key not in hourly:
-        hourly[key] = db.session.scalar(select(func.count()).where(recent)) if cap else 0
+        hourly[key] = db.session.scalar(select(func.count()).where(_sent_in_last_hour(key))) if cap else 0
     if not cap or hourly[key] < cap:
         return False
-    oldest = db.session.scalar(select(func.min(Delivery.sent_at)).where(recent)) or utcnow()
+    oldest = db.session.scalar(select(func.min(Delivery.sent_at)).where(_sent_in_last_hour(key))) or utcnow()
     delivery.status = "pending"
     delivery.lease_until = None
     delivery.attempts -= 1
     delivery.next_attempt_at = oldest + timedelta(hours=1, seconds=1)
     delivery.last_error = f"waiting: {key} had {hourly[key]} letters in the last hour (TARGET_HOURLY_CAP)"
     return True
+
+
+def _sent_in_last_hour(key):
+    # Built only when a query needs it: building the expression costs more
+    # than checking the batch's count.
+    hour_ago = utcnow() - timedelta(hours=1)
+    return (Delivery.target_key == key) & (Delivery.status == "sent") & (Delivery.sent_at > hour_ago)
 
 
 def _deliver_one(delivery, state, config, backends):

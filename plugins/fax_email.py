@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 
 from flask import current_app
-from fpdf import FPDF
 
 import app as clamor
 from app import hookimpl
@@ -88,6 +87,10 @@ def fax_text(letter):
 
 def render_pdf(letter):
     """The letter as an A4 PDF (bytes)."""
+    # Imported here: fpdf2 takes ~0.5 s to import, which every `clamor`
+    # command would pay at start-up, faxing or not.
+    from fpdf import FPDF
+
     pdf = FPDF(format="A4", unit="mm")
     pdf.set_margins(20, 20, 20)
     pdf.set_auto_page_break(True, margin=20)

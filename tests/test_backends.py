@@ -431,3 +431,21 @@ def test_fax_numbers_without_country_code_are_refused(number):
 
     with pytest.raises(FaxNumberError):
         parse_fax_number(number)
+
+
+def test_a_slow_batch_stops_before_its_lease_ends(make_app, scripted_smtp):
+    """Past the lease another worker may claim the batch's letters: the rest wait, none is sent twice."""
+    controller, inbox = scripted_smtp(data_replies=[1.2])  # the first letter takes 1.2 s
+    app = smtp_app(make_app, controller, SMTP_TIMEOUT=5, DELIVERY_LEASE_SECONDS=1)
+    sign(app.test_client())
+    with app.app_context():
+        assert deliver_due() == 5
+        assert sorted(d.status for d in Delivery.query) == ["sending"] * 4 + ["sent"]
+    assert len(inbox.envelopes) == 1
+    with app.app_context():
+        # The lease has run out: the four are due again and go out once each.
+        while deliver_due():
+            pass
+        assert {d.status for d in Delivery.query} == {"sent"}
+    assert sorted(e.rcpt_tos[0] for e in inbox.envelopes) == sorted(
+        t.key for t in app.extensions["clamor"].campaigns[SLUG].targets)
