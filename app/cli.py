@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from .campaigns import CampaignError, load_campaign
 from .extensions import db
-from .models import Delivery, Signature, utcnow
+from .models import Delivery, utcnow
 
 EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "instance" / "campaigns"
 

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from .extensions import db
-from .models import Delivery, DeliveryPause, Signature, utcnow
+from .models import Delivery, DeliveryPause, utcnow
 
 log = logging.getLogger(__name__)
 

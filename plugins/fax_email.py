@@ -19,7 +19,7 @@ from flask import current_app
 
 import app as clamor
 from app import hookimpl
-from app.delivery import DeliveryBackend, PermanentFailure, Receipt
+from app.delivery import DeliveryBackend, PermanentFailure
 
 FONT = Path(clamor.__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 

@@ -75,7 +75,7 @@ def test_environment_overrides_config(tmp_path):
 def test_campaign_check_accepts_the_example():
     result = clamor("campaign", "check", str(EXAMPLE_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
     assert result.returncode == 0, result.stderr
-    assert f"ok: " in result.stdout
+    assert "ok: " in result.stdout
 
 
 def test_campaign_check_names_file_and_key(tmp_path):

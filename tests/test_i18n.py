@@ -249,7 +249,7 @@ def test_switcher_names_languages_in_themselves_and_keeps_the_page(client):
     thanks_url = sign(client, lang="kk", slug=SLUG).headers["Location"]
     html = client.get(thanks_url).get_data(as_text=True)
     assert html_lang(html) == "kk"
-    assert f'<strong lang="kk" aria-current="page">Қазақша</strong>' in html
+    assert '<strong lang="kk" aria-current="page">Қазақша</strong>' in html
     for code, name in [("en", "English"), ("fr", "Français"), ("ru", "Русский")]:
         assert f'<a href="/{code}/{SLUG}/thanks" lang="{code}" hreflang="{code}">{name}</a>' in html
     page = client.get(f"/ru/{SLUG}/").get_data(as_text=True)

@@ -5,7 +5,7 @@ from datetime import timedelta
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery, Signature, utcnow
-from conftest import SLUG, sign
+from conftest import sign
 
 
 def smtp(smtp_server, **overrides):

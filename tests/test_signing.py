@@ -2,7 +2,7 @@
 
 import re
 
-from app.models import Delivery, Signature
+from app.models import Signature
 from conftest import SLUG, counts, form_fields, sign
 
 SEED_TITLE = "Kazakhstan : Libérez le militant syndicaliste Erzhan Elshibayev"
