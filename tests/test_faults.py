@@ -138,7 +138,8 @@ def test_a_killed_worker_loses_nothing_and_duplicates_at_most_its_letter_in_flig
     expected = queue_signatures(app, 100)
     first = start_worker(app, instance_path, server.port, DELIVERY_BATCH_SIZE=20, DELIVERY_LEASE_SECONDS=2)
     try:
-        wait_for(lambda: len(server.inbox.envelopes) >= 100)
+        # Kill it well inside a batch of 20: a few letters of it arrived, more are to come.
+        wait_for(lambda: len(server.inbox.envelopes) >= 100 and 2 <= len(server.inbox.envelopes) % 20 <= 14)
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
