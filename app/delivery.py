@@ -90,8 +90,16 @@ class Letter:
         ``to_address`` overrides the recipient (a fax gateway's address).
         Header values are built from structured objects, and the email package
         refuses CR or LF in them, so a supporter's name cannot add a header.
-        Attachments become MIME parts after the text.
+        Attachments become MIME parts after the text. Raises
+        :class:`PermanentFailure` when the letter cannot be written as email:
+        trying again would not change that.
         """
+        try:
+            return self._build_email(to_address)
+        except ValueError as exc:
+            raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
+
+    def _build_email(self, to_address):
         msg = EmailMessage()
         msg["From"] = Address(display_name=self.from_name, addr_spec=self.from_address)
         msg["Reply-To"] = Address(display_name=self.reply_to_name, addr_spec=self.reply_to_address)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from app import hookimpl
-from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+from app.delivery import DeliveryBackend, Receipt, TemporaryFailure
 from app.models import utcnow
 
 
@@ -24,10 +24,7 @@ class OutboxFilesBackend(DeliveryBackend):
     def send(self, letter):
         # No supporter data in the file name: only the time and the delivery id.
         filename = f"{utcnow():%Y%m%dT%H%M%S}-{letter.campaign}-{letter.delivery_id}.eml"
-        try:
-            data = letter.as_email().as_bytes()
-        except ValueError as exc:
-            raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
+        data = letter.as_email().as_bytes()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             # Write then rename, so a reader never sees half a letter.

@@ -64,7 +64,7 @@ class SMTPBackend(DeliveryBackend):
                 # Connect before building the message: while the server is
                 # down, each letter of a batch costs one refused connection.
                 self._connection = self._connect()
-            message = _as_email(letter)
+            message = letter.as_email()
             self._connection.send_message(message, from_addr=letter.from_address, to_addrs=[letter.to_address])
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
@@ -93,13 +93,6 @@ class SMTPBackend(DeliveryBackend):
             except (smtplib.SMTPException, OSError):
                 self._connection.close()
             self._connection = None
-
-
-def _as_email(letter):
-    try:
-        return letter.as_email()
-    except ValueError as exc:
-        raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
 
 
 @hookimpl

@@ -24,10 +24,7 @@ class MaildirBackend(DeliveryBackend):
             raise PermanentFailure("the maildir backend needs MAILDIR_PATH (a folder)")
 
     def send(self, letter):
-        try:
-            message = letter.as_email()
-        except ValueError as exc:
-            raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
+        message = letter.as_email()  # PermanentFailure if it cannot be written as email
         try:
             # Maildir writes into tmp/ and then moves the file into new/, so a
             # reader never sees half a letter and no lock is needed.
