@@ -377,10 +377,10 @@ def _wait_for_cap(delivery, config, hourly):
     cap = config["TARGET_HOURLY_CAP"] if delivery.kind == "letter" else 0  # a supporter's own email is not capped
     key = delivery.target_key
     if key not in hourly:
-        hourly[key] = db.session.scalar(select(func.count()).where(_sent_in_last_hour(key))) if cap else 0
+        hourly[key] = db.session.scalar(select(func.count()).where(sent_in_last_hour(key))) if cap else 0
     if not cap or hourly[key] < cap:
         return False
-    oldest = db.session.scalar(select(func.min(Delivery.sent_at)).where(_sent_in_last_hour(key))) or utcnow()
+    oldest = db.session.scalar(select(func.min(Delivery.sent_at)).where(sent_in_last_hour(key))) or utcnow()
     delivery.status = "pending"
     delivery.lease_until = None
     delivery.attempts -= 1
@@ -389,7 +389,8 @@ def _wait_for_cap(delivery, config, hourly):
     return True
 
 
-def _sent_in_last_hour(key):
+def sent_in_last_hour(key):
+    """The WHERE clause of letters sent to ``key`` in the last hour (what TARGET_HOURLY_CAP counts)."""
     # Built only when a query needs it: building the expression costs more
     # than checking the batch's count.
     hour_ago = utcnow() - timedelta(hours=1)

@@ -16,10 +16,11 @@ from .errors import render_error
 from .extensions import csrf, db, limiter
 from .forms import extra_fields, make_action_form
 from .i18n import best_language, language_name, page_language, remember_language
+from .letter_status import StandIn, letter_rows, stand_in, stand_in_rows
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
 from .spam import Submission, judge, normalise_email, spend_tokens
-from .tokens import load_signature, make_token
+from .tokens import load_letter, load_signature, make_status_token, make_token
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def campaign_page(slug):
                 error = verdict.reason
             else:
                 try:
-                    signature = _store(submission, campaign, verdict, form)
+                    letter = _store(submission, campaign, verdict, form)
                 except IntegrityError:
                     # Another request spent the same one-time token between
                     # our check and our commit: this one is the replay.
@@ -153,14 +154,12 @@ def campaign_page(slug):
                     error = _("This form was sent already. Please check it and send it again.")
                 else:
                     # The thank-you page links to this supporter's letter, and
-                    # only this browser knows which one that is.
-                    session.pop("letter", None)
-                    if signature is not None:
-                        session["letter"] = make_token(signature, "status")
-                        state.wake_worker()
-                    # A dropped submission gets the very same answer as an
-                    # accepted one: the response must not tell whether, say,
-                    # an address had signed before.
+                    # only this browser knows which one that is. A dropped
+                    # submission gets the very same answer, with a stand-in
+                    # letter: nothing may tell whether, say, an address had
+                    # signed before.
+                    session["letter"] = make_status_token(letter)
+                    state.wake_worker()
                     return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
         else:
             error = _("Please correct the fields marked below.")
@@ -184,15 +183,17 @@ def _store(submission, campaign, verdict, form):
 
     ``verdict``: None (accepted), a hold (stored as held, deliveries held) or a
     drop (only the tokens are spent: nothing of the supporter is stored, and
-    None is returned). Raises :class:`IntegrityError` when a token was spent
-    concurrently; nothing is stored then.
+    a :class:`StandIn` is returned in place of the signature). Raises
+    :class:`IntegrityError` when a token was spent concurrently; nothing is
+    stored then.
     """
     config = current_app.config
     spend_tokens(form)
     if verdict is not None and verdict.action == "drop":
+        letter = stand_in(campaign, verdict, config)
         db.session.commit()
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
-        return None
+        return letter
     held = verdict is not None
     reason = ""
     if held:
@@ -244,7 +245,7 @@ def _confirmation_email(signature, campaign):
         text=text,
         days=current_app.config["CONFIRM_EXPIRY_DAYS"],
         confirm_url=url_for("public.confirm", lang=signature.language, token=make_token(signature, "confirm"), _external=True),
-        status_url=url_for("public.letter_status", lang=signature.language, token=make_token(signature, "status"), _external=True),
+        status_url=url_for("public.letter_status", lang=signature.language, token=make_status_token(signature), _external=True),
     )
     return subject, body
 
@@ -260,16 +261,16 @@ def _campaign_in_language(slug):
 def thanks(slug):
     """Thanks, the counter, where to share, and a link to this supporter's letter."""
     campaign = _campaign_in_language(slug)
-    signature = load_signature(session.get("letter", ""), "status")
-    if signature is not None and signature.campaign != campaign.slug:
-        signature = None
+    letter = load_letter(session.get("letter", ""))
+    if letter is not None and letter.campaign != campaign.slug:
+        letter = None
     return render_template(
         "thanks.html",
         campaign=campaign,
         text=campaign.text(g.lang),
         count=accepted_count(campaign),
-        signature=signature,
-        status_url=url_for("public.letter_status", token=session["letter"]) if signature else None,
+        letter=letter,
+        status_url=url_for("public.letter_status", token=session["letter"]) if letter else None,
         today=format_date(utcnow().date(), format="long"),
         share_url=url_for("public.campaign_page", slug=campaign.slug, _external=True),
     )
@@ -338,7 +339,7 @@ def confirm(token):
         text=campaign.text(g.lang),
         signature=signature,
         confirmed_now=confirmed_now,
-        status_url=url_for("public.letter_status", token=make_token(signature, "status")),
+        status_url=url_for("public.letter_status", token=make_status_token(signature)),
     ))
 
 
@@ -369,22 +370,19 @@ def unsubscribe(token):
     ))
 
 
-STATUS_LABELS = {"pending": "queued", "sending": "queued", "held": "queued", "sent": "sent", "failed": "failed"}
-
-
-def _status_label(delivery):
-    # A fax gateway's acceptance means queued for faxing, not faxed: say so.
-    label = STATUS_LABELS.get(delivery.status, "queued")
-    return "faxing" if label == "sent" and delivery.channel == "fax" else label
-
-
 @bp.get("/<lang>/letter/<token>")
 def letter_status(token):
     """Where this supporter's letter is, per target: queued, sent or failed."""
-    signature, campaign = _signature_or_404(token, "status")
-    by_target = {d.target_key: d for d in signature.deliveries if d.kind == "letter"}
-    rows = [(target, _status_label(by_target[target.key]) if target.key in by_target else None)
-            for target in campaign.targets]
+    letter = load_letter(token)
+    campaign = _state().campaigns.get(letter.campaign) if letter is not None else None
+    if campaign is None:
+        abort(404)
+    if isinstance(letter, StandIn):
+        rows = stand_in_rows(letter, campaign, current_app.config)
+        if rows is None:
+            abort(404)
+    else:
+        rows = letter_rows(letter, campaign)
     return _private(render_template(
-        "letter_status.html", campaign=campaign, text=campaign.text(g.lang), signature=signature, rows=rows,
+        "letter_status.html", campaign=campaign, text=campaign.text(g.lang), letter=letter, rows=rows,
     ))

@@ -27,6 +27,10 @@ class Verdict:
 
     action: str
     reason: str
+    #: For a drop only: whether another filter held the submission. Its
+    #: stand-in then looks held too, as a new signer's letter would (see
+    #: :mod:`app.letter_status`).
+    held_too: bool = False
 
     @classmethod
     def reject(cls, reason):
@@ -44,7 +48,9 @@ class Verdict:
 
         For objections the supporter must not learn about, e.g. that their
         address had signed already: the response cannot tell anyone whether
-        that address is in the database. ``reason`` is only logged.
+        that address is in the database. Even the thank-you page's status
+        link works, showing a stand-in that moves like a new letter (see
+        :mod:`app.letter_status`). ``reason`` is only logged.
         """
         return cls("drop", reason)
 
@@ -115,6 +121,8 @@ def judge(submission, campaign, caller):
     strictest = max(verdicts, key=lambda v: SEVERITY[v.action], default=None)
     if strictest is not None and strictest.action == "hold":
         return Verdict.hold(Reasons(v.reason for v in verdicts))
+    if strictest is not None and strictest.action == "drop":
+        return Verdict("drop", strictest.reason, held_too=any(v.action == "hold" for v in verdicts))
     return strictest
 
 

@@ -4,7 +4,8 @@ When the same address (normalised by :func:`app.spam.normalise_email`:
 case, ``+tags``, Gmail dots) has signed this campaign already, accepted or
 held, the submission is dropped: the supporter sees the ordinary thank-you
 page, nothing is stored and no letter goes out. The answer is the same as for
-a first signature, so the form cannot be used to learn who signed.
+a first signature, status link included (see :mod:`app.letter_status`), so the
+form cannot be used to learn who signed.
 """
 
 from sqlalchemy import select

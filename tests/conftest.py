@@ -1,5 +1,6 @@
 """Fixtures: the app built by the factory, a real SMTP server on loopback, helpers to sign."""
 
+import asyncio
 import re
 import os
 import shutil
@@ -117,6 +118,63 @@ def smtp_server():
     controller.stop()
 
 
+class ScriptedInbox(Inbox):
+    """Answers RCPT and DATA from scripts of replies (then accepts); counts connections."""
+
+    def __init__(self, rcpt_replies=(), data_replies=()):
+        super().__init__()
+        self.rcpt_replies = list(rcpt_replies)
+        self.data_replies = list(data_replies)
+        self.connections = 0
+        self.refused = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.rcpt_replies.pop(0) if self.rcpt_replies else None
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        action = self.data_replies.pop(0) if self.data_replies else None
+        if action == "drop":
+            server.transport.close()
+            return "451 never seen"
+        if isinstance(action, (int, float)):
+            await asyncio.sleep(action)
+        elif action:
+            self.refused.append(envelope.original_content)
+            return action
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def scripted_smtp():
+    """Start an aiosmtpd server with a :class:`ScriptedInbox`; returns (controller, inbox)."""
+    controllers = []
+
+    def start(**script):
+        inbox = ScriptedInbox(**script)
+        controller = Controller(inbox, hostname="127.0.0.1", port=unused_port())
+        controller.start()
+        controllers.append(controller)
+        return controller, inbox
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+def smtp_backed_app(make_app, controller, **overrides):
+    """An app whose letters go by the smtp backend to ``controller`` (an aiosmtpd server on loopback)."""
+    return make_app(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=controller.port, **overrides)
+
+
 class _HiddenInputs(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -157,6 +215,19 @@ def sign(client, lang="fr", slug=SLUG, headers=None, **values):
     )
     data.update(values)
     return client.post(url, data={k: v for k, v in data.items() if v is not None}, headers=headers)
+
+
+#: A status link's token, in a page.
+TOKEN = re.compile(r"/letter/([\w.-]+)")
+
+
+def thanks_and_status(client, lang="fr"):
+    """(thank-you page, status page), with the status token replaced so two can be compared."""
+    thanks = client.get(f"/{lang}/{SLUG}/thanks").get_data(as_text=True)
+    token = TOKEN.search(thanks).group(1)
+    status = client.get(f"/{lang}/letter/{token}")
+    assert status.status_code == 200
+    return TOKEN.sub("/letter/TOKEN", thanks), TOKEN.sub("/letter/TOKEN", status.get_data(as_text=True))
 
 
 def counts():

@@ -4,7 +4,6 @@ Every failure a server can produce is classified as the issue says: 4xx, a
 dropped connection and a stall are temporary; 5xx is permanent.
 """
 
-import asyncio
 import io
 import json
 import re
@@ -12,69 +11,12 @@ from datetime import timedelta
 
 import pypdf
 import pytest
-from aiosmtpd.controller import Controller
 from werkzeug import Response
 
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery, utcnow
-from conftest import Inbox, SLUG, sign, unused_port
-
-
-class ScriptedInbox(Inbox):
-    """Answers DATA from a script of replies (then accepts); counts connections."""
-
-    def __init__(self, rcpt_replies=(), data_replies=()):
-        super().__init__()
-        self.rcpt_replies = list(rcpt_replies)
-        self.data_replies = list(data_replies)
-        self.connections = 0
-        self.refused = []
-
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):
-        self.connections += 1
-        session.host_name = hostname
-        return responses
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.rcpt_replies.pop(0) if self.rcpt_replies else None
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        action = self.data_replies.pop(0) if self.data_replies else None
-        if action == "drop":
-            server.transport.close()
-            return "451 never seen"
-        if isinstance(action, (int, float)):
-            await asyncio.sleep(action)
-        elif action:
-            self.refused.append(envelope.original_content)
-            return action
-        return await super().handle_DATA(server, session, envelope)
-
-
-@pytest.fixture
-def scripted_smtp():
-    """Start an aiosmtpd server with a :class:`ScriptedInbox`; returns (controller, inbox)."""
-    controllers = []
-
-    def start(**script):
-        inbox = ScriptedInbox(**script)
-        controller = Controller(inbox, hostname="127.0.0.1", port=unused_port())
-        controller.start()
-        controllers.append(controller)
-        return controller, inbox
-
-    yield start
-    for controller in controllers:
-        controller.stop()
-
-
-def smtp_app(make_app, controller, **overrides):
-    return make_app(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=controller.port, **overrides)
+from conftest import SLUG, sign, smtp_backed_app, unused_port
 
 
 def outcomes(app):
@@ -92,7 +34,7 @@ def make_due_now(app):
 
 def test_one_connection_serves_the_whole_batch(make_app, scripted_smtp):
     controller, inbox = scripted_smtp()
-    app = smtp_app(make_app, controller)
+    app = smtp_backed_app(make_app, controller)
     sign(app.test_client())
     with app.app_context():
         assert deliver_due() == 5
@@ -114,7 +56,7 @@ def test_one_connection_serves_the_whole_batch(make_app, scripted_smtp):
 )
 def test_smtp_replies_are_classified(make_app, scripted_smtp, script, status, error):
     controller, inbox = scripted_smtp(**script)
-    app = smtp_app(make_app, controller, SMTP_TIMEOUT=1)
+    app = smtp_backed_app(make_app, controller, SMTP_TIMEOUT=1)
     sign(app.test_client())
     with app.app_context():
         assert deliver_due() == 5
@@ -129,7 +71,7 @@ def test_smtp_replies_are_classified(make_app, scripted_smtp, script, status, er
 
 def test_421_closes_the_connection_and_the_next_letter_reconnects(make_app, scripted_smtp):
     controller, inbox = scripted_smtp(rcpt_replies=["421 4.3.2 shutting down"])
-    app = smtp_app(make_app, controller)
+    app = smtp_backed_app(make_app, controller)
     sign(app.test_client())
     with app.app_context():
         assert deliver_due() == 5
@@ -140,7 +82,7 @@ def test_421_closes_the_connection_and_the_next_letter_reconnects(make_app, scri
 
 def test_message_id_is_the_same_after_a_retry(make_app, scripted_smtp):
     controller, inbox = scripted_smtp(data_replies=["451 4.7.1 try again later"])
-    app = smtp_app(make_app, controller, DELIVERY_RETRY_BASE=1)
+    app = smtp_backed_app(make_app, controller, DELIVERY_RETRY_BASE=1)
     sign(app.test_client())
     with app.app_context():
         deliver_due()
@@ -436,7 +378,7 @@ def test_fax_numbers_without_country_code_are_refused(number):
 def test_a_slow_batch_stops_before_its_lease_ends(make_app, scripted_smtp):
     """Past the lease another worker may claim the batch's letters: the rest wait, none is sent twice."""
     controller, inbox = scripted_smtp(data_replies=[1.2])  # the first letter takes 1.2 s
-    app = smtp_app(make_app, controller, SMTP_TIMEOUT=5, DELIVERY_LEASE_SECONDS=1)
+    app = smtp_backed_app(make_app, controller, SMTP_TIMEOUT=5, DELIVERY_LEASE_SECONDS=1)
     sign(app.test_client())
     with app.app_context():
         assert deliver_due() == 5

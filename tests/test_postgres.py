@@ -5,7 +5,7 @@ import pytest
 from app.delivery import deliver_due
 from app.models import Delivery, Signature
 from app.extensions import db
-from conftest import SLUG, sign
+from conftest import SLUG, sign, thanks_and_status
 
 pytestmark = pytest.mark.postgres
 
@@ -24,6 +24,17 @@ def test_sign_and_deliver_on_postgresql(postgres_cluster, make_app, smtp_server)
         assert {d.status for d in Delivery.query} == {"sent"}
     assert len(smtp_server.inbox.envelopes) == 5
     assert "Ержанды босатыңыз!" in smtp_server.inbox.messages[0].get_content()
+
+
+def test_a_duplicate_and_a_new_signer_see_the_same_status_page_on_postgresql(postgres_cluster, make_app):
+    app = make_app(SQLALCHEMY_DATABASE_URI=postgres_cluster())
+    sign(app.test_client(), email="anna@example.org")
+    prober, newcomer = app.test_client(), app.test_client()
+    sign(prober, email="anna@example.org")
+    sign(newcomer, email="bob@example.org")
+    app.test_cli_runner().invoke(args=["deliver", "--once"])
+    assert thanks_and_status(prober) == thanks_and_status(newcomer)
+    assert thanks_and_status(prober)[1].count(">envoyé<") == 5
 
 
 def test_dashboard_counter_and_forget_on_postgresql(postgres_cluster, make_app):
