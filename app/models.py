@@ -119,7 +119,8 @@ class Delivery(db.Model):
 
 
 class CampaignTally(db.Model):
-    """The public counter: accepted signatures per campaign.
+    """The public counter: accepted signatures per campaign (and dropped
+    repeats that looked accepted, see :mod:`app.tally`).
 
     Changed in the same transaction as the signature it counts (signing,
     approval, confirmation, forgetting), so the campaign page reads one row

@@ -191,6 +191,10 @@ def _store(submission, campaign, verdict, form):
     spend_tokens(form)
     if verdict is not None and verdict.action == "drop":
         letter = stand_in(campaign, verdict, config)
+        if letter.status == "accepted":
+            # The public counter moves as for a new signer, or it would tell
+            # whether the address had signed (see app/tally.py).
+            tally.add(campaign.slug, 1)
         db.session.commit()
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
         return letter

@@ -7,6 +7,12 @@ storage once there are several web hosts. One row updated in the signing
 transaction is exact, costs one indexed read per page view, and works the same
 on SQLite and PostgreSQL. Every change of a signature to or from ``accepted``
 goes through :func:`add` in the same transaction.
+
+A dropped submission that a new signer's would have been accepted counts too
+(a stand-in, see :mod:`app.letter_status`): otherwise anyone watching the
+counter of a quiet campaign could send an address and see whether it had
+signed. So the public number counts signatures as the form answered them, a
+repeated one included; the dashboard's "Signatures" counts distinct rows.
 """
 
 from sqlalchemy import select

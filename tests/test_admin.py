@@ -155,6 +155,13 @@ def test_dashboard_figures_match_the_database(app, client, runner):
         assert sorted(d.status for d in again) == ["pending", "sent", "sent", "sent"]
         assert all(d.attempts == 0 for d in again if d.status == "pending")
 
+    # Someone signs again as a@: the public counter moves, the signatures do not,
+    # and the dashboard says why (docs/spam.md, duplicate_signer).
+    sign(client, email="A@example.org")
+    html = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
+    assert figure("signatures") == 4 and '<progress class="goal" max="2000" value="5">' in html
+    assert 'id="counter-note"' in html
+
 
 def test_moderation_approves_and_rejects(make_app, hold_filter):
     app = make_app(SPAM_FILTERS=hold_filter)

@@ -7,6 +7,7 @@ the same moment, through a real SMTP server that refuses one letter.
 """
 
 import json
+import re
 import time
 from base64 import urlsafe_b64decode
 from datetime import timedelta
@@ -17,6 +18,12 @@ from app.letter_status import StandIn
 from app.models import Signature, utcnow
 from app.tokens import make_status_token
 from conftest import SLUG, TOKEN, counts, sign, smtp_backed_app, thanks_and_status
+
+
+def public_count(app):
+    """The number on the campaign page: "N personnes ont signé"."""
+    page = app.test_client().get(f"/fr/{SLUG}/").get_data(as_text=True)
+    return int(re.search(r"(\d+) personnes? (?:a|ont) signé", page).group(1))
 
 
 def payload(token):
@@ -33,7 +40,10 @@ def test_a_duplicate_sees_what_a_new_signer_sees_at_every_step(make_app, scripte
         assert deliver_due() == 5
     prober, newcomer = app.test_client(), app.test_client()
     again = sign(prober, email="Anna@example.org", name="Someone")
+    # The public counter moves as for anyone: watching it tells nothing either.
+    assert public_count(app) == 2
     new = sign(newcomer, email="bob@example.org", name="Bob")
+    assert public_count(app) == 3
     assert (again.status_code, again.headers["Location"]) == (new.status_code, new.headers["Location"])
     assert again.get_data() == new.get_data()
     with app.app_context():
@@ -96,6 +106,7 @@ def test_a_duplicate_that_another_filter_would_hold_looks_held(app):
     prober, newcomer = app.test_client(), app.test_client()
     sign(prober, email="anna@example.org", message=links)
     sign(newcomer, email="bob@example.org", message=links)
+    assert public_count(app) == 1  # neither moves it: a held letter counts once approved
     with app.app_context():
         assert db.session.query(Signature).filter_by(status="held").count() == 1
         deliver_due()
@@ -112,6 +123,7 @@ def test_with_confirmation_a_duplicate_is_asked_to_confirm_too(make_app):
     sign(newcomer, lang="ru", email="bob@example.org")
     with app.app_context():
         assert counts() == (2, 12)  # two signatures, each 5 letters and 1 confirmation email
+    assert public_count(app) == 0
     prober_pages, newcomer_pages = thanks_and_status(prober, "ru"), thanks_and_status(newcomer, "ru")
     assert prober_pages == newcomer_pages
     assert 'class="confirm-needed"' in newcomer_pages[0]
