@@ -58,12 +58,12 @@ run: install compile-translations
 	$(BIN)/clamor init
 	$(BIN)/clamor run --host $(HOST) --port $(PORT)
 
-# Debian's Chromium (for the browser tests) and PostgreSQL, when missing.
+# Debian's Chromium (for the browser tests), PostgreSQL, Redis and openssl, when missing.
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null; then \
-	  echo "installing chromium, postgresql and openssl with apt-get"; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ]; then \
+	  echo "installing chromium, postgresql, redis-server and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql fonts-dejavu-core openssl >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server fonts-dejavu-core openssl >/dev/null; \
 	fi
 
 test: install-test compile-translations system-test-deps
