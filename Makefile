@@ -9,7 +9,7 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test translations compile-translations system-test-deps clean
+.PHONY: run test screenshots install install-test translations compile-translations system-test-deps clean
 
 $(BIN)/clamor: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ system-test-deps:
 
 test: install-test compile-translations system-test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# docs/screenshot-*.png, taken by the browser tests in Chromium.
+screenshots: install-test compile-translations system-test-deps
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -22,6 +22,15 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """Where pages are saved as PNG: docs/ with UPDATE_SCREENSHOTS=1 (`make screenshots`), else a temporary folder.
+
+    So that `make test` leaves the checkout as it found it.
+    """
+    return DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
         if os.environ.get("CI"):
@@ -35,13 +44,13 @@ def browser():
         browser.close()
 
 
-def test_supporter_signs_the_french_form_in_chromium(browser, app, live_server):
+def test_supporter_signs_the_french_form_in_chromium(browser, screenshots, app, live_server):
     other_origins = []
     page = browser.new_page(viewport={"width": 800, "height": 1200}, java_script_enabled=False)
     page.on("request", lambda r: r.url.startswith(live_server.url) or other_origins.append(r.url))
     page.goto(f"{live_server.url}/fr/{SLUG}/")
     assert page.locator("h1").inner_text().startswith("Kazakhstan : Libérez")
-    page.screenshot(path=str(DOCS / "screenshot-fr.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "screenshot-fr.png"), full_page=True)
 
     page.fill("#name", "Camille Martin")
     page.fill("#email", "camille@example.org")
@@ -69,14 +78,14 @@ INTERFACE_WORD = {"en": "Send", "fr": "Envoi", "ru": "Отправить", "kk":
 
 
 @pytest.mark.parametrize("lang", ["en", "fr", "ru", "kk"])
-def test_campaign_page_in_each_language(browser, live_server, lang):
-    """Each language's page renders (and is saved as docs/screenshot-<lang>.png to be looked at)."""
+def test_campaign_page_in_each_language(browser, screenshots, live_server, lang):
+    """Each language's page renders (saved as screenshot-<lang>.png; docs/ has them from `make screenshots`)."""
     page = browser.new_page(viewport={"width": 800, "height": 1200}, java_script_enabled=False)
     page.goto(f"{live_server.url}/{lang}/{SLUG}/")
     assert page.get_attribute("html", "lang") == lang
     assert page.locator("button[type=submit]").inner_text() == INTERFACE_WORD[lang]
     assert sorted(page.locator("nav.languages").inner_text().split()) == ["English", "Français", "Русский", "Қазақша"]
-    page.screenshot(path=str(DOCS / f"screenshot-{lang}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"screenshot-{lang}.png"), full_page=True)
     page.close()
 
 
@@ -89,7 +98,7 @@ def test_page_reads_well_on_a_phone(browser, app, live_server):
     page.close()
 
 
-def test_organiser_logs_in_sees_chart_approves_and_downloads_csv(browser, make_app, hold_filter):
+def test_organiser_logs_in_sees_chart_approves_and_downloads_csv(browser, screenshots, make_app, hold_filter):
     from conftest import LiveServer, ORGANISER, PASSWORD, add_organiser, sign
 
     app = make_app(SPAM_FILTERS=hold_filter)
@@ -113,7 +122,7 @@ def test_organiser_logs_in_sees_chart_approves_and_downloads_csv(browser, make_a
         assert chart.is_visible()
         assert chart.locator("rect.bar").count() == 1
         assert chart.bounding_box()["width"] > 300
-        page.screenshot(path=str(DOCS / "screenshot-admin.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "screenshot-admin.png"), full_page=True)
 
         page.click("text=Moderation (1)")
         assert "Held Harry" in page.locator("main").inner_text()
