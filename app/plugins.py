@@ -69,13 +69,13 @@ def _load_entry_points(pm, allowed):
         if allowed is not None and ep.name not in allowed:
             log.info("plugin %s is installed but not in PLUGINS; not loaded", ep.name)
             continue
-        if pm.has_plugin(ep.name):
-            continue
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        pm.register(plugin, name=ep.name)
+        if pm.get_plugin(ep.name) is plugin:
+            continue  # the same package found twice on the path
+        _register(pm, plugin, ep.name, f"the entry point {ep.name!r} of {ep.dist.name if ep.dist else ep.value}")
 
 
 def _load_instance_plugins(pm, folder):
@@ -88,7 +88,19 @@ def _load_instance_plugins(pm, folder):
             spec.loader.exec_module(module)
         except Exception as exc:
             raise PluginError(f"plugin file {path} failed to load: {exc}") from exc
-        pm.register(module, name=path.stem)
+        _register(pm, module, path.stem, f"the plugin file {path}")
+
+
+def _register(pm, plugin, name, source):
+    # Two plugins under one name would leave one of them out (or pluggy
+    # would stop with a bare ValueError): say which, and what to do.
+    taken = pm.get_plugin(name)
+    if taken is not None:
+        raise PluginError(
+            f"{source} is called {name!r}, like the plugin already loaded from "
+            f"{getattr(taken, '__name__', taken)!s}; give it another name"
+        )
+    pm.register(plugin, name=name)
 
 
 def collect_backends(pm):

@@ -241,3 +241,29 @@ def test_hook_letter_failed_docs_example_alerts_about_targets_only(make_app, ins
             for id, target in failed.items()
         )
     assert not any("anna@example.org" in alert for alert in alerts)
+
+
+# Names --------------------------------------------------------------------
+
+
+def test_a_plugin_file_named_like_a_built_in_stops_start_up_clearly(app_config, instance_path):
+    folder = instance_path / "plugins"
+    folder.mkdir()
+    (folder / "smtp.py").write_text("# my own smtp tweaks\n")
+    with pytest.raises(PluginError, match=r"plugin file .*smtp\.py is called 'smtp', like the plugin already "
+                                          r"loaded from plugins\.smtp; give it another name"):
+        create_app(app_config, instance_path=instance_path)
+
+
+def test_an_installed_package_named_like_a_built_in_stops_start_up_clearly(app_config, instance_path, tmp_path,
+                                                                             monkeypatch):
+    # A real distribution on the import path, as pip would leave it.
+    site = tmp_path / "site"
+    (site / "clamor_own_smtp-1.0.dist-info").mkdir(parents=True)
+    (site / "clamor_own_smtp-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: clamor-own-smtp\nVersion: 1.0\n")
+    (site / "clamor_own_smtp-1.0.dist-info" / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nsmtp = clamor_own_smtp\n")
+    (site / "clamor_own_smtp.py").write_text("# another smtp\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(PluginError, match=r"the entry point 'smtp' of clamor-own-smtp is called 'smtp', like the "
+                                          r"plugin already loaded from plugins\.smtp"):
+        create_app(app_config, instance_path=instance_path)
