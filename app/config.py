@@ -52,6 +52,10 @@ FAX_SUBJECT_TEMPLATE = "{subject}"
 FAX_BODY_PREFIX = ""
 #: The sender address registered with the gateway; None: SENDER_ADDRESS.
 FAX_SENDER = None
+#: Reply-To of the gateway email, where gateways such as InterFAX send their
+#: reports; None: FAX_SENDER. Never the supporter: a paper fax cannot be
+#: answered by email, and the gateway need not learn their address.
+FAX_REPLY_TO = None
 #: The email backend that carries the fax email; None: the one DELIVERY["email"] names.
 FAX_VIA = None
 

@@ -8,7 +8,7 @@ backend (``FAX_VIA``; by default the one ``DELIVERY["email"]`` names), so the
 gateway's acceptance means "queued for faxing", not "faxed".
 
 Settings: FAX_ADDRESS_TEMPLATE ({e164}, {digits}, {national}),
-FAX_SUBJECT_TEMPLATE, FAX_BODY_PREFIX, FAX_SENDER, FAX_VIA.
+FAX_SUBJECT_TEMPLATE, FAX_BODY_PREFIX, FAX_SENDER, FAX_REPLY_TO, FAX_VIA.
 """
 
 import dataclasses
@@ -113,6 +113,7 @@ class FaxEmailBackend(DeliveryBackend):
         self.subject_template = config["FAX_SUBJECT_TEMPLATE"]
         self.body_prefix = config["FAX_BODY_PREFIX"] or ""
         self.sender = config["FAX_SENDER"] or config["SENDER_ADDRESS"]
+        self.reply_to = config["FAX_REPLY_TO"] or self.sender
         self.via = config["FAX_VIA"] or config["DELIVERY"].get("email")
         self._email_backend = None
 
@@ -138,6 +139,9 @@ class FaxEmailBackend(DeliveryBackend):
             letter,
             to_address=gateway,
             from_address=self.sender,
+            # The gateway's reports go to the organiser, not the supporter.
+            reply_to_name="",
+            reply_to_address=self.reply_to,
             subject=subject,
             # Only the prefix: several gateways fax the body text as a page of its own.
             body=self.body_prefix,

@@ -327,6 +327,9 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
     (envelope,), (message,) = smtp_server.inbox.envelopes, smtp_server.inbox.messages
     assert envelope.rcpt_tos == ["+77172745631@fax.tc"]
     assert envelope.mail_from == "fax@clamor.test"
+    # The gateway's reports go to the fax sender, and it never sees the supporter's address in a header.
+    assert message["Reply-To"] == "fax@clamor.test"
+    assert "aigul" not in "".join(f"{k}: {v}" for k, v in message.items())
     assert message["Subject"] == "Fax: Ержан Елшібаевты босатыңыз"
     assert message.get_body(("plain",)).get_content().strip() == "{nocoverpage}"
     (pdf_part,) = [part for part in message.iter_attachments()]
@@ -336,6 +339,20 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
     expected = ("Ақорда баспасөз қызметі\nЕржан Елшібаевты босатыңыз\n\n" + KAZAKH_LETTER
                 + "\n\nАйгүл Сәрсенова\nҚазақстан\naigul@example.kz\n")
     assert page.extract_text().split() == expected.split()
+
+
+def test_fax_reply_to_sends_the_gateway_reports_elsewhere(make_app, instance_path, smtp_server):
+    (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
+    app = make_app(
+        DELIVERY={"email": "smtp", "fax": "fax_email"}, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port,
+        FAX_ADDRESS_TEMPLATE="{e164}@fax.tc", FAX_SENDER="fax@clamor.test", FAX_REPLY_TO="fax-reports@clamor.test",
+    )
+    sign(app.test_client(), lang="kk", slug="fax-test", email="aigul@example.kz")
+    with app.app_context():
+        assert deliver_due() == 1
+    (message,) = smtp_server.inbox.messages
+    assert message["From"].addresses[0].addr_spec == "fax@clamor.test"
+    assert message["Reply-To"] == "fax-reports@clamor.test"
 
 
 def test_a_fax_letter_without_a_gateway_fails_visibly(make_app, instance_path):
