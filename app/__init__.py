@@ -166,7 +166,7 @@ def _make_state(app):
     config = app.config
     pm = create_plugin_manager(app)
     backends = collect_backends(pm)
-    check_delivery_config(config["DELIVERY"], backends)
+    check_delivery_config(config, backends)
     campaigns = load_campaigns(Path(app.instance_path) / "campaigns", config["LANGUAGES"])
     for campaign in campaigns.values():
         for target in campaign.targets:

@@ -19,9 +19,15 @@ EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "instance" / "campa
 
 
 def _create_app():
-    from . import create_app
+    from . import ConfigError, create_app
+    from .plugins import PluginError
 
-    return create_app()
+    try:
+        return create_app()
+    except (ConfigError, PluginError, CampaignError) as exc:
+        # A mistake in the settings, a plugin or a campaign file: the organiser
+        # needs the message, not a traceback.
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pluggy
 
 from . import hookspecs
+from .delivery import PermanentFailure
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +124,26 @@ def collect_backends(pm):
     return registry
 
 
-def check_delivery_config(delivery, registry):
-    """Raise :class:`PluginError` unless every channel in ``DELIVERY`` names a backend."""
-    for channel, name in delivery.items():
+def check_delivery_config(config, registry):
+    """Raise :class:`PluginError` unless every channel in ``DELIVERY`` names a
+    backend that can be made with these settings.
+
+    Each named backend is made once and closed: a backend's ``__init__``
+    raises :class:`~app.delivery.PermanentFailure` when its settings are
+    missing or wrong (``MAILGUN_API_KEY``), and that stops start-up here
+    rather than failing every letter of the first batch.
+    """
+    for channel, name in config["DELIVERY"].items():
         if name not in registry:
             known = ", ".join(sorted(registry)) or "none"
             raise PluginError(
                 f"DELIVERY[{channel!r}] names the backend {name!r}, which no plugin "
                 f"registers. Known backends: {known}."
             )
+        try:
+            registry[name](config).close()
+        except PermanentFailure as exc:
+            raise PluginError(f"DELIVERY[{channel!r}] = {name!r} cannot work: {exc}") from exc
 
 
 def filter_callers(pm, enabled):

@@ -176,3 +176,13 @@ def test_export_gives_unsubscribe_links_when_base_url_is_set(make_app):
     assert rows["bob@example.org"]["unsubscribe_url"] == ""
     # The link opens the page that withdraws consent.
     assert client.get(link.removeprefix("https://act.union.test")).status_code == 200
+
+
+def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_path):
+    instance = tmp_path / "mailgun"
+    assert clamor("init", instance=instance).returncode == 0
+    result = clamor("deliver", "--once", instance=instance, env={"CLAMOR_DELIVERY": '{"email": "mailgun"}'})
+    assert result.returncode == 1
+    assert ("Error: DELIVERY['email'] = 'mailgun' cannot work: "
+            "the mailgun backend needs MAILGUN_DOMAIN and MAILGUN_API_KEY") in result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,7 +23,7 @@ from app import create_app
 from app.delivery import deliver_due
 from app.models import Delivery
 from app.plugins import ENTRY_POINT_GROUP, PluginError
-from conftest import SLUG, counts, sign
+from conftest import SLUG, counts, sign, smtp_backed_app
 from test_docs import hook_example, hook_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,12 @@ def test_plugins_config_naming_the_package_loads_it(make_app):
     state = make_app(PLUGINS=["maildir"], DELIVERY={"email": "maildir"}, MAILDIR_PATH="unused").extensions["clamor"]
     assert state.plugin_manager.has_plugin("maildir")
     assert state.backends["maildir"].__module__ == "clamor_maildir"
+
+
+def test_a_backend_missing_its_settings_stops_start_up(app_config, instance_path):
+    # Not at the first batch, as failed letters: at start-up, saying what is missing.
+    with pytest.raises(PluginError, match=r"DELIVERY\['email'\] = 'maildir' cannot work: the maildir backend needs MAILDIR_PATH"):
+        create_app({**app_config, "DELIVERY": {"email": "maildir"}}, instance_path=instance_path)
 
 
 def test_a_misspelt_name_in_plugins_stops_start_up(app_config, instance_path):
@@ -217,29 +223,27 @@ def test_hook_letter_sent_docs_example_counts_in_statsd(make_app, instance_path)
 
 
 @pytest.mark.parametrize("confirm", [False, True])
-def test_hook_letter_failed_docs_example_alerts_about_targets_only(make_app, instance_path, httpserver, confirm):
+def test_hook_letter_failed_docs_example_alerts_about_targets_only(make_app, instance_path, httpserver,
+                                                                   scripted_smtp, confirm):
     """Letters to targets raise an alert; a supporter's own confirmation email, whose address is private, does not."""
     install_docs_example(instance_path, "letter_failed", "alerts")
     httpserver.expect_request("/hooks/alerts", method="POST").respond_with_data("ok")
-    # The maildir backend without MAILDIR_PATH: every letter fails for good.
-    app = make_app(DELIVERY={"email": "maildir"}, ALERT_WEBHOOK_URL=httpserver.url_for("/hooks/alerts"),
-                   CONFIRM_SUPPORTER_EMAIL=confirm)
+    # An SMTP server that refuses every recipient: every letter fails for good.
+    controller, _ = scripted_smtp(rcpt_replies=["550 5.1.1 no such user"] * 5)
+    app = smtp_backed_app(make_app, controller, ALERT_WEBHOOK_URL=httpserver.url_for("/hooks/alerts"),
+                          CONFIRM_SUPPORTER_EMAIL=confirm)
     sign(app.test_client(), email="anna@example.org")
     with app.app_context():
         assert deliver_due() == (1 if confirm else 5)
-        failed = {d.id: d.target_key for d in Delivery.query.filter_by(status="failed")}
-        errors = {d.last_error for d in Delivery.query.filter_by(status="failed")}
+        failed = {d.id: (d.target_key, d.last_error) for d in Delivery.query.filter_by(status="failed")}
     assert len(failed) == (1 if confirm else 5)
-    assert errors == {"the maildir backend needs MAILDIR_PATH (a folder)"}
+    assert all("550 5.1.1 no such user" in error for _, error in failed.values())
 
     alerts = [json.loads(request.data)["text"] for request, _ in httpserver.log]
     if confirm:
         assert alerts == []
     else:
-        assert sorted(alerts) == sorted(
-            f"Letter {id} to {target} failed: the maildir backend needs MAILDIR_PATH (a folder)"
-            for id, target in failed.items()
-        )
+        assert sorted(alerts) == sorted(f"Letter {id} to {target} failed: {error}" for id, (target, error) in failed.items())
     assert not any("anna@example.org" in alert for alert in alerts)
 
 
