@@ -21,8 +21,9 @@ from babel import Locale
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, inspect, or_, select, update
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
 
 from .extensions import db
 from .models import Delivery, DeliveryPause, utcnow
@@ -353,11 +354,18 @@ def deliver_due(app=None, limit=None):
                 log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
                             lease, len(batch) - done)
                 break
+            if not _still_claimed(delivery):
+                continue
             if not _wait_for_cap(delivery, config, hourly):
                 _deliver_one(delivery, state, config, backends)
                 if delivery.status == "sent":
                     hourly[delivery.target_key] += 1
-            db.session.commit()
+            try:
+                db.session.commit()
+            except StaleDataError:
+                # Deleted while it was being sent: nothing is left to record.
+                db.session.rollback()
+                log.info("delivery %s was deleted while it was being sent", inspect(delivery).identity[0])
     finally:
         for backend in backends.values():
             try:
@@ -395,6 +403,21 @@ def sent_in_last_hour(key):
     # than checking the batch's count.
     hour_ago = utcnow() - timedelta(hours=1)
     return (Delivery.target_key == key) & (Delivery.status == "sent") & (Delivery.sent_at > hour_ago)
+
+
+def _still_claimed(delivery):
+    """False when ``delivery`` was deleted since the batch was claimed; it must not go out then.
+
+    ``clamor forget`` and a moderator's reject delete a supporter's letters,
+    in flight or not: one primary-key read per letter keeps the rest of a
+    batch from sending them anyway.
+    """
+    delivery_id = inspect(delivery).identity[0]
+    if db.session.scalar(select(Delivery.id).where(Delivery.id == delivery_id)) is not None:
+        return True
+    db.session.expunge(delivery)
+    log.info("delivery %s was deleted before it was sent; skipped", delivery_id)
+    return False
 
 
 def _deliver_one(delivery, state, config, backends):

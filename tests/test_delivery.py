@@ -194,3 +194,41 @@ def test_thread_worker_delivers_without_a_separate_process(make_app, instance_pa
     assert len(list((instance_path / "outbox").glob("*.eml"))) == 5
     with app.app_context():
         assert {d.status for d in Delivery.query} == {"sent"}
+
+
+@pytest.mark.parametrize("forgotten, arrived", [("bob", {"anna": 5}), ("anna", {"anna": 1, "bob": 5})],
+                         ids=["later-in-the-batch", "while-their-letter-is-at-data"])
+def test_a_supporter_forgotten_while_the_batch_is_sending_gets_no_more_letters(make_app, scripted_smtp,
+                                                                                forgotten, arrived):
+    """`clamor forget` during a batch: that person's letters still in the batch do not go out.
+
+    The letter at DATA when they are forgotten has left already; its outcome has no row to go to.
+    """
+    import threading
+
+    from conftest import smtp_backed_app
+
+    # The first letter (Anna's) takes two seconds at DATA; someone is forgotten meanwhile.
+    controller, inbox = scripted_smtp(data_replies=[2])
+    app = smtp_backed_app(make_app, controller)
+    sign(app.test_client(), email="anna@example.org", name="Anna")
+    sign(app.test_client(), email="bob@example.org", name="Bob")
+    claimed = []
+
+    def worker():
+        with app.app_context():
+            claimed.append(deliver_due())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(0.5)
+    result = app.test_cli_runner().invoke(args=["forget", f"{forgotten}@example.org"])
+    assert result.exit_code == 0, result.output
+    thread.join(timeout=30)
+    assert claimed == [10]  # both supporters' letters were in the one batch, and it finished
+    senders = [message["Reply-To"].addresses[0].addr_spec.split("@")[0] for message in inbox.messages]
+    assert {name: senders.count(name) for name in set(senders)} == arrived
+    with app.app_context():
+        deliveries = Delivery.query.all()
+        assert {d.status for d in deliveries} == {"sent"}
+        assert {d.signature.email for d in deliveries} == {"anna@example.org", "bob@example.org"} - {f"{forgotten}@example.org"}
