@@ -408,9 +408,9 @@ def sent_in_last_hour(key):
 def _still_claimed(delivery):
     """False when ``delivery`` was deleted since the batch was claimed; it must not go out then.
 
-    ``clamor forget`` and a moderator's reject delete a supporter's letters,
-    in flight or not: one primary-key read per letter keeps the rest of a
-    batch from sending them anyway.
+    ``clamor forget`` deletes a supporter's unsent letters, in flight or not:
+    one primary-key read per letter keeps the rest of a batch from sending
+    them anyway.
     """
     delivery_id = inspect(delivery).identity[0]
     if db.session.scalar(select(Delivery.id).where(Delivery.id == delivery_id)) is not None:
