@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from sqlalchemy import func, select, update
 
 from .campaigns import CampaignError, load_campaign
@@ -30,7 +30,20 @@ def _create_app():
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app)
+class _ClamorGroup(FlaskGroup):
+    """Flask's group, but ``clamor --help`` before ``clamor init`` says what is wrong instead of a traceback."""
+
+    def list_commands(self, ctx):
+        try:
+            ctx.ensure_object(ScriptInfo).load_app()
+        except click.ClickException as exc:
+            click.secho(f"Error: {exc.format_message()}\n", err=True, fg="red")
+            # The commands that need no working app (init, campaign check).
+            return click.Group.list_commands(self, ctx)
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_ClamorGroup, create_app=_create_app)
 def main():
     """Clamor: run an email action for your union."""
 

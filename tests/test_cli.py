@@ -186,3 +186,11 @@ def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_p
     assert ("Error: DELIVERY['email'] = 'mailgun' cannot work: "
             "the mailgun backend needs MAILGUN_DOMAIN and MAILGUN_API_KEY") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_before_init_says_what_to_do_without_a_traceback(tmp_path):
+    result = clamor("--help", instance=tmp_path / "empty")
+    assert result.returncode == 0
+    assert "Error: SECRET_KEY is not set. Run `clamor init`" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "init" in result.stdout and "Prepare instance/" in result.stdout
