@@ -6,7 +6,7 @@ import logging
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
 from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import tally
@@ -195,6 +195,8 @@ def _store(submission, campaign, verdict, form):
             # The public counter moves as for a new signer, or it would tell
             # whether the address had signed (see app/tally.py).
             tally.add(campaign.slug, 1)
+        if letter.status == "unconfirmed":
+            _remind_unconfirmed(submission, campaign, config)
         db.session.commit()
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
         return letter
@@ -237,6 +239,26 @@ def _store(submission, campaign, verdict, form):
     db.session.commit()
     log.info("signature %s stored for %s (%s)", signature.id, campaign.slug, signature.status)
     return signature
+
+
+def _remind_unconfirmed(submission, campaign, config):
+    """Queue the confirmation email again when this address's earlier signature still waits for it.
+
+    Someone who lost the first email signs again and is told that an email is
+    on its way: it must be. It goes to that mailbox only, so the page still
+    tells the person at the form nothing. Written in the language of the first
+    signature, like its links. Not committed.
+    """
+    earlier = db.session.scalars(
+        select(Signature)
+        .where(Signature.campaign == campaign.slug, Signature.email_key == submission.email_key,
+               Signature.status == "unconfirmed")
+        .order_by(Signature.id.desc()).limit(1)
+    ).first()
+    if earlier is not None:
+        with force_locale(earlier.language):
+            queue_confirmation(earlier, config, *_confirmation_email(earlier, campaign))
+        log.info("confirmation email queued again for signature %s", earlier.id)
 
 
 def _confirmation_email(signature, campaign):

@@ -17,7 +17,7 @@ from app.extensions import db
 from app.letter_status import StandIn
 from app.models import Signature, utcnow
 from app.tokens import make_status_token
-from conftest import SLUG, TOKEN, counts, sign, smtp_backed_app, thanks_and_status
+from conftest import SLUG, TOKEN, counts, form_fields, sign, smtp_backed_app, thanks_and_status
 
 
 def public_count(app):
@@ -122,7 +122,9 @@ def test_with_confirmation_a_duplicate_is_asked_to_confirm_too(make_app):
     sign(prober, lang="ru", email="anna@example.org")
     sign(newcomer, lang="ru", email="bob@example.org")
     with app.app_context():
-        assert counts() == (2, 12)  # two signatures, each 5 letters and 1 confirmation email
+        # Two signatures, each with 5 letters and a confirmation email, and Anna's
+        # confirmation email once more (see the test below).
+        assert counts() == (2, 13)
     assert public_count(app) == 0
     prober_pages, newcomer_pages = thanks_and_status(prober, "ru"), thanks_and_status(newcomer, "ru")
     assert prober_pages == newcomer_pages
@@ -159,3 +161,35 @@ def test_a_stand_in_waits_when_its_targets_had_their_hourly_fill(make_app):
     sign(prober, email="anna@example.org")
     time.sleep(1.1)
     assert thanks_and_status(prober)[1].count("en attente") == 5
+
+
+def test_signing_again_before_confirming_sends_the_confirmation_email_again(make_app, smtp_server):
+    """Someone who lost the confirmation email signs again: "we have sent you an email" is true."""
+    app = make_app(CONFIRM_SUPPORTER_EMAIL=True, DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1",
+                   SMTP_PORT=smtp_server.port)
+    runner = app.test_cli_runner()
+    sign(app.test_client(), lang="ru", email="anna@example.org")
+    runner.invoke(args=["deliver", "--once"])
+    again = app.test_client()
+    sign(again, lang="fr", email="Anna@example.org")
+    assert 'class="confirm-needed"' in thanks_and_status(again)[0]
+    runner.invoke(args=["deliver", "--once"])
+    first, second = smtp_server.inbox.messages
+    assert {m["To"].addresses[0].addr_spec for m in (first, second)} == {"anna@example.org"}
+    assert second["Content-Language"] == "ru" and second["Subject"] == first["Subject"]  # as the first one
+    links = [re.search(r"http://localhost(/\w\w/confirm/\S+)", m.get_content()).group(1) for m in (first, second)]
+    assert links[0].split("/confirm/")[1] == links[1].split("/confirm/")[1]  # the same signature to confirm
+
+    # The second email's link confirms the first signature, and its letters go.
+    supporter = app.test_client()
+    token = form_fields(supporter.get(links[1]).get_data(as_text=True))["csrf_token"]
+    assert supporter.post(links[1], data={"csrf_token": token}).status_code == 200
+    runner.invoke(args=["deliver", "--once"])
+    assert len(smtp_server.inbox.messages) == 2 + 5
+    with app.app_context():
+        assert counts() == (1, 7)
+
+    # Once confirmed, signing again sends nobody anything.
+    sign(app.test_client(), email="anna@example.org")
+    runner.invoke(args=["deliver", "--once"])
+    assert len(smtp_server.inbox.messages) == 7
