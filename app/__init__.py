@@ -5,6 +5,7 @@
 
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from .campaigns import load_campaigns
 from .delivery import DeliveryWorker
 from .extensions import babel, csrf, db, limiter, migrate
 from .hookspecs import hookimpl
+from .keys import install_keys, subkey
 from .plugins import check_delivery_config, collect_backends, create_plugin_manager, filter_callers
 
-__all__ = ["create_app", "hookimpl", "ConfigError"]
+__all__ = ["create_app", "hookimpl", "subkey", "ConfigError"]
 
 #: The checkout: instance/, translations/ and the example campaign live here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +131,10 @@ def _finish_config(app):
                 "SECRET_KEY is not set. Run `clamor init` (it writes one into "
                 f"{app.instance_path}/config.py) or set CLAMOR_SECRET_KEY."
             )
-        config["SECRET_KEY"] = "insecure-development-key"
+        # A fresh random key per run, never a constant anyone can read here:
+        # sessions and links of a debug run die with it, which is right.
+        config["SECRET_KEY"] = secrets.token_bytes(32)
+    install_keys(app, config["SECRET_KEY"])
     config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PROJECT_ROOT / "translations"))
     if not config.get("SQLALCHEMY_DATABASE_URI"):
         config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'clamor.sqlite3'}"

@@ -16,6 +16,7 @@ from .errors import render_error
 from .extensions import csrf, db, limiter
 from .forms import extra_fields, make_action_form
 from .i18n import best_language, language_name, page_language, remember_language
+from .keys import subkey
 from .letter_status import StandIn, letter_rows, stand_in, stand_in_rows
 from .models import Delivery, Signature, utcnow
 from .security import client_hash
@@ -113,7 +114,7 @@ def _submit_rate_limit():
     methods=["POST"],
     # Hashed like client addresses: with Redis, limiter keys outlive the
     # request, and supporters' addresses must not sit there in clear.
-    key_func=lambda: "email:" + client_hash(current_app.config["SECRET_KEY"], _posted_email()),
+    key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
     exempt_when=lambda: not _posted_email(),
 )
 def campaign_page(slug):
@@ -137,7 +138,7 @@ def campaign_page(slug):
                 message=form.message.data.replace("\r\n", "\n"),
                 opt_in=form.opt_in.data == "yes",
                 language=g.lang,
-                client_hash=client_hash(current_app.config["SECRET_KEY"], request.remote_addr),
+                client_hash=client_hash(subkey("client-address"), request.remote_addr),
                 form=form,
             )
             verdict = judge(submission, campaign, state.filters["check_submission"])

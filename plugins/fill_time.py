@@ -12,7 +12,7 @@ from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 from wtforms import HiddenField
 
-from app import hookimpl
+from app import hookimpl, subkey
 from app.i18n import plugin_domain
 from app.spam import Verdict
 
@@ -23,7 +23,7 @@ FIELD_NAME = "fill_time"
 
 
 def _serializer():
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="clamor.fill_time")
+    return URLSafeSerializer(subkey("plugin:fill_time"), salt="clamor.fill_time")
 
 
 class FillTimeField(HiddenField):

@@ -11,7 +11,6 @@ letter only, even when two requests race with it.
 import secrets
 from datetime import timedelta
 
-from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
 from markupsafe import Markup
 from wtforms import StringField
@@ -19,7 +18,7 @@ from wtforms.fields.core import Label
 from wtforms.validators import ValidationError
 from wtforms.widgets import TextInput
 
-from app import hookimpl
+from app import hookimpl, subkey
 from app.i18n import plugin_domain
 from app.models import utcnow
 from app.spam import token_spent
@@ -36,7 +35,7 @@ MAX_AGE = 24 * 3600
 
 
 def _serializer():
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="clamor.number_question")
+    return URLSafeTimedSerializer(subkey("plugin:number_question"), salt="clamor.number_question")
 
 
 class NumberQuestionInput(TextInput):
