@@ -8,6 +8,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask
 from sqlalchemy import event
@@ -18,6 +19,7 @@ from .delivery import DeliveryWorker
 from .extensions import babel, csrf, db, limiter, migrate
 from .hookspecs import hookimpl
 from .keys import install_keys, subkey
+from .links import trusted_hosts
 from .plugins import check_delivery_config, collect_backends, create_plugin_manager, filter_callers
 
 __all__ = ["create_app", "hookimpl", "subkey", "ConfigError"]
@@ -152,10 +154,28 @@ def _finish_config(app):
     x_for = config["PROXY_FIX_X_FOR"]
     if not isinstance(x_for, int) or isinstance(x_for, bool) or x_for < 0:
         raise ConfigError(f"PROXY_FIX_X_FOR must be a whole number of proxies (0 for none), not {x_for!r}")
+    _check_links(app)
     for key in ("DELIVERY", "LANGUAGES", "SPAM_FILTERS"):
         expected = dict if key == "DELIVERY" else (list, tuple)
         if not isinstance(config[key], expected):
             raise ConfigError(f"{key} has the wrong type: {config[key]!r}")
+
+
+def _check_links(app):
+    """Absolute links come from BASE_URL only; the Host header is checked against TRUSTED_HOSTS."""
+    config = app.config
+    base = config.get("BASE_URL")
+    if base:
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"BASE_URL must be the site's address, like https://act.union.org, not {base!r}")
+    elif (config["SEND_RECEIPT"] or config["CONFIRM_SUPPORTER_EMAIL"]) and not app.debug:
+        raise ConfigError(
+            "BASE_URL is not set, but supporters are mailed links (SEND_RECEIPT or CONFIRM_SUPPORTER_EMAIL). "
+            "Set BASE_URL = \"https://your.site\" in instance/config.py (or CLAMOR_BASE_URL): links in emails "
+            "are built from it, never from the request."
+        )
+    config["TRUSTED_HOSTS"] = trusted_hosts(config)
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

@@ -125,6 +125,10 @@ LOG_LEVEL = "INFO"
 
 #: Ask each supporter to confirm by email before their letters go out.
 CONFIRM_SUPPORTER_EMAIL = False
+#: Without confirmation: mail each supporter a receipt with the link to their
+#: letter's own page (and a repeat signer "you signed this on D"). The link
+#: is never shown on the thank-you page, which is the same for everyone.
+SEND_RECEIPT = True
 #: Unconfirmed signatures older than this are deleted by ``clamor purge``.
 CONFIRM_EXPIRY_DAYS = 7
 #: Days after a campaign's ``closed_at`` until ``clamor purge`` deletes the
@@ -135,9 +139,14 @@ RETENTION_DAYS = 180
 ADMIN_LOGIN_RATE_LIMIT = "5 per minute"
 #: Supporters per page in the admin list.
 ADMIN_PAGE_SIZE = 50
-#: The site's public address, e.g. "https://act.example.org", for links made
-#: outside a web request (the unsubscribe column of ``clamor export``).
+#: The site's public address, e.g. "https://act.example.org". Every absolute
+#: link in an email or an export is built from it, never from the request's
+#: Host header. Required (outside debug) when anything mails a link:
+#: SEND_RECEIPT or CONFIRM_SUPPORTER_EMAIL.
 BASE_URL = None
+#: Host names the site answers to (Flask's setting); a request for any other
+#: gets a 400 and stores nothing. None: BASE_URL's host, 127.0.0.1, localhost.
+TRUSTED_HOSTS = None
 
 #: Behind HTTPS set these two to True (see docs/deploying.md).
 SESSION_COOKIE_SECURE = False

@@ -174,8 +174,8 @@ def build_letter(delivery, campaign, config):
     worker's default. With ``TEST_MODE_RECIPIENT`` set the letter goes to that
     address instead, its subject marked "[TEST] ".
     """
-    if delivery.kind == "confirmation":
-        return _confirmation_letter(delivery, campaign, config)
+    if delivery.kind != "letter":
+        return _mailbox_letter(delivery, campaign, config)
     test_recipient = config.get("TEST_MODE_RECIPIENT")
     signature = delivery.signature
     target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
@@ -210,21 +210,25 @@ def build_letter(delivery, campaign, config):
         )
 
 
-def _confirmation_letter(delivery, campaign, config):
+def _mailbox_letter(delivery, campaign, config):
+    # Mail to the supporter's own mailbox (confirmation, receipt, reminder).
     # Its text was rendered in the request, in the supporter's language; the
-    # worker only wraps it, so it never translates in its own locale.
+    # worker only wraps it, so it never translates in its own locale. Nothing
+    # the supporter typed goes in it, not even their name: the form must not
+    # be a way to mail anyone any text from the union's address.
     signature = delivery.signature
     text = campaign.text(signature.language)
+    sender = one_line(campaign.sender or text.short_name)
     return Letter(
         delivery_id=delivery.id,
         campaign=campaign.slug,
         language=signature.language,
         channel=delivery.channel,
-        from_name=one_line(campaign.sender or text.short_name),
+        from_name=sender,
         from_address=config["SENDER_ADDRESS"],
-        reply_to_name=one_line(campaign.sender or text.short_name),
+        reply_to_name=sender,
         reply_to_address=config["SENDER_ADDRESS"],
-        to_name=one_line(signature.name),
+        to_name="",
         to_address=signature.email,
         subject=one_line(delivery.subject),
         body=delivery.body,
@@ -233,12 +237,18 @@ def _confirmation_letter(delivery, campaign, config):
     )
 
 
-def queue_confirmation(signature, config, subject, body):
-    """Add the confirmation email (finished ``subject`` and ``body``) to ``signature`` (not committed)."""
+#: Kinds of Delivery that go to the supporter's own mailbox, not to a target.
+MAILBOX_KINDS = ("confirmation", "receipt", "reminder")
+
+
+def queue_mailbox_email(signature, config, kind, subject, body):
+    """Add an email to ``signature``'s own mailbox (one of :data:`MAILBOX_KINDS`) with finished text; not committed."""
+    if kind not in MAILBOX_KINDS:
+        raise ValueError(kind)
     signature.deliveries.append(
         Delivery(
             campaign=signature.campaign,
-            kind="confirmation",
+            kind=kind,
             target_key=signature.email,
             channel="email",
             status="pending",

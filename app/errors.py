@@ -2,10 +2,10 @@
 
 import logging
 
-from flask import current_app, g, render_template, request
+from flask import Response, current_app, g, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def _language_from_path():
 
 
 def handle_http_error(error):
+    if isinstance(error, SecurityError):
+        # A Host outside TRUSTED_HOSTS: no page, since every link on it would
+        # be built for that host. Nothing of the request was read.
+        log.info("request for an untrusted host refused")
+        return Response("Bad Request: this site does not answer to that host name.\n", 400, mimetype="text/plain")
     _language_from_path()
     title, explanation = MESSAGES.get(error.code, (error.name, ""))
     return render_error(error.code, title, explanation)

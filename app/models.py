@@ -66,11 +66,13 @@ class Signature(db.Model):
 
 
 class Delivery(db.Model):
-    """One letter to one target, or one confirmation email to the supporter.
+    """One letter to one target, or one email to the supporter's own mailbox.
 
-    ``kind``: ``letter`` (to a campaign target) or ``confirmation`` (to the
-    supporter, asking them to confirm; its finished text is in ``subject`` and
-    ``body``, rendered in the request, in the supporter's language).
+    ``kind``: ``letter`` (to a campaign target), or mail to the supporter:
+    ``confirmation`` (asking them to confirm), ``receipt`` (their letter's
+    link) or ``reminder`` (they signed already; their letter's link). Mail to
+    the supporter has its finished text in ``subject`` and ``body``, rendered
+    in the request in the supporter's language (see :mod:`app.signing`).
 
     A sent letter outlives its signature when the supporter is forgotten or
     purged: ``signature_id`` becomes NULL and only campaign, target, channel,
@@ -104,7 +106,7 @@ class Delivery(db.Model):
     message_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
-    #: For ``kind == "confirmation"`` only: the finished email.
+    #: For mail to the supporter only (``kind != "letter"``): the finished email.
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str | None] = mapped_column(Text)
 

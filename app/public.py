@@ -3,25 +3,27 @@ their letter's status and the privacy statement."""
 
 import logging
 
-from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
-from flask_babel import force_locale, format_date
+from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, url_for
+from flask_babel import format_date
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from . import tally
-from .consent import CONSENT_SENTENCE, consent_version
-from .delivery import queue_confirmation, queue_deliveries
+from .consent import CONSENT_SENTENCE
+from .delivery import country_name
 from .errors import render_error
 from .extensions import csrf, db, limiter
 from .forms import extra_fields, make_action_form
 from .i18n import best_language, language_name, page_language, remember_language
 from .keys import subkey
-from .letter_status import StandIn, letter_rows, stand_in, stand_in_rows
-from .models import Delivery, Signature, utcnow
+from .letter_status import letter_rows
+from .links import external_url
+from .models import Delivery, utcnow
 from .security import client_hash
-from .spam import Submission, judge, normalise_email, spend_tokens
-from .tokens import load_letter, load_signature, make_status_token, make_token
+from .spam import Submission, judge, normalise_email
+from .signing import store_signature
+from .tokens import load_signature, make_token
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ def _remember_language(response):
 
 @bp.app_context_processor
 def _template_helpers():
-    return {"language_name": language_name, "page_language": page_language}
+    return {"language_name": language_name, "page_language": page_language,
+            "country_name": lambda code: country_name(code, g.lang)}
 
 
 @bp.get("/")
@@ -146,7 +149,7 @@ def campaign_page(slug):
                 error = verdict.reason
             else:
                 try:
-                    letter = _store(submission, campaign, verdict, form)
+                    store_signature(submission, campaign, verdict, form)
                 except IntegrityError:
                     # Another request spent the same one-time token between
                     # our check and our commit: this one is the replay.
@@ -154,12 +157,8 @@ def campaign_page(slug):
                     log.info("one-time token already spent; submission refused")
                     error = _("This form was sent already. Please check it and send it again.")
                 else:
-                    # The thank-you page links to this supporter's letter, and
-                    # only this browser knows which one that is. A dropped
-                    # submission gets the very same answer, with a stand-in
-                    # letter: nothing may tell whether, say, an address had
-                    # signed before.
-                    session["letter"] = make_status_token(letter)
+                    # The same answer whatever happened: the link to the
+                    # letter went to the mailbox (see app/signing.py).
                     state.wake_worker()
                     return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
         else:
@@ -178,105 +177,6 @@ def campaign_page(slug):
     )
 
 
-def _store(submission, campaign, verdict, form):
-    """Store the signature, its deliveries, its counter change, the spent one-time
-    tokens (and the confirmation email) in ONE transaction; return the signature.
-
-    ``verdict``: None (accepted), a hold (stored as held, deliveries held) or a
-    drop (only the tokens are spent: nothing of the supporter is stored, and
-    a :class:`StandIn` is returned in place of the signature). Raises
-    :class:`IntegrityError` when a token was spent concurrently; nothing is
-    stored then.
-    """
-    config = current_app.config
-    spend_tokens(form)
-    if verdict is not None and verdict.action == "drop":
-        letter = stand_in(campaign, verdict, config)
-        if letter.status == "accepted":
-            # The public counter moves as for a new signer, or it would tell
-            # whether the address had signed (see app/tally.py).
-            tally.add(campaign.slug, 1)
-        if letter.status == "unconfirmed":
-            _remind_unconfirmed(submission, campaign, config)
-        db.session.commit()
-        log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
-        return letter
-    held = verdict is not None
-    reason = ""
-    if held:
-        # Moderators read reasons in the deployment's default language, not
-        # in the supporter's.
-        with force_locale(config["BABEL_DEFAULT_LOCALE"]):
-            reason = str(verdict.reason)
-    confirm = config["CONFIRM_SUPPORTER_EMAIL"]
-    status = "unconfirmed" if confirm else "held" if held else "accepted"
-    signature = Signature(
-        campaign=campaign.slug,
-        name=submission.name,
-        email=submission.email,
-        email_key=submission.email_key,
-        organisation=submission.organisation,
-        country=submission.country,
-        message=submission.message,
-        language=submission.language,
-        opt_in=submission.opt_in,
-        consent_version=consent_version(submission.language) if submission.opt_in else None,
-        consent_language=submission.language if submission.opt_in else None,
-        consented_at=utcnow() if submission.opt_in else None,
-        status=status,
-        # Kept while unconfirmed too: a held submission confirmed by its
-        # supporter then waits for a moderator.
-        status_reason=reason,
-        client_hash=submission.client_hash,
-    )
-    queue_deliveries(signature, campaign, config, status="pending" if status == "accepted" else "held")
-    db.session.add(signature)
-    db.session.flush()
-    if confirm:
-        subject, body = _confirmation_email(signature, campaign)
-        queue_confirmation(signature, config, subject, body)
-    if status == "accepted":
-        tally.add(campaign.slug, 1)
-    db.session.commit()
-    log.info("signature %s stored for %s (%s)", signature.id, campaign.slug, signature.status)
-    return signature
-
-
-def _remind_unconfirmed(submission, campaign, config):
-    """Queue the confirmation email again when this address's earlier signature still waits for it.
-
-    Someone who lost the first email signs again and is told that an email is
-    on its way: it must be. It goes to that mailbox only, so the page still
-    tells the person at the form nothing. Written in the language of the first
-    signature, like its links. Not committed.
-    """
-    earlier = db.session.scalars(
-        select(Signature)
-        .where(Signature.campaign == campaign.slug, Signature.email_key == submission.email_key,
-               Signature.status == "unconfirmed")
-        .order_by(Signature.id.desc()).limit(1)
-    ).first()
-    if earlier is not None:
-        with force_locale(earlier.language):
-            queue_confirmation(earlier, config, *_confirmation_email(earlier, campaign))
-        log.info("confirmation email queued again for signature %s", earlier.id)
-
-
-def _confirmation_email(signature, campaign):
-    """(subject, body) of the confirmation email, in the request's (the supporter's) language."""
-    text = campaign.text(signature.language)
-    subject = _("Please confirm your letter: %(title)s", title=text.short_name)
-    body = render_template(
-        "email/confirm.txt",
-        signature=signature,
-        text=text,
-        days=current_app.config["CONFIRM_EXPIRY_DAYS"],
-        confirm_url=url_for("public.confirm", lang=signature.language, token=make_token(signature, "confirm"), _external=True),
-        status_url=url_for("public.letter_status", lang=signature.language, token=make_status_token(signature), _external=True),
-    )
-    return subject, body
-
-
 def _campaign_in_language(slug):
     campaign = _campaign_or_404(slug)
     if g.lang not in campaign.languages:
@@ -286,20 +186,18 @@ def _campaign_in_language(slug):
 
 @bp.get("/<lang>/<slug>/thanks")
 def thanks(slug):
-    """Thanks, the counter, where to share, and a link to this supporter's letter."""
+    """Thanks, what goes to whom, the counter, where to share. The same page for everyone."""
     campaign = _campaign_in_language(slug)
-    letter = load_letter(session.get("letter", ""))
-    if letter is not None and letter.campaign != campaign.slug:
-        letter = None
+    config = current_app.config
     return render_template(
         "thanks.html",
         campaign=campaign,
         text=campaign.text(g.lang),
         count=accepted_count(campaign),
-        letter=letter,
-        status_url=url_for("public.letter_status", token=session["letter"]) if letter else None,
+        confirm=config["CONFIRM_SUPPORTER_EMAIL"],
+        receipt=config["SEND_RECEIPT"],
         today=format_date(utcnow().date(), format="long"),
-        share_url=url_for("public.campaign_page", slug=campaign.slug, _external=True),
+        share_url=external_url("public.campaign_page", lang=g.lang, slug=campaign.slug),
     )
 
 
@@ -366,7 +264,7 @@ def confirm(token):
         text=campaign.text(g.lang),
         signature=signature,
         confirmed_now=confirmed_now,
-        status_url=url_for("public.letter_status", token=make_status_token(signature)),
+        status_url=url_for("public.letter_status", token=make_token(signature, "status")),
     ))
 
 
@@ -399,17 +297,9 @@ def unsubscribe(token):
 
 @bp.get("/<lang>/letter/<token>")
 def letter_status(token):
-    """Where this supporter's letter is, per target: queued, sent or failed."""
-    letter = load_letter(token)
-    campaign = _state().campaigns.get(letter.campaign) if letter is not None else None
-    if campaign is None:
-        abort(404)
-    if isinstance(letter, StandIn):
-        rows = stand_in_rows(letter, campaign, current_app.config)
-        if rows is None:
-            abort(404)
-    else:
-        rows = letter_rows(letter, campaign)
+    """The supporter's own page: a copy of their letter, and where it is per target."""
+    signature, campaign = _signature_or_404(token, "status")
     return _private(render_template(
-        "letter_status.html", campaign=campaign, text=campaign.text(g.lang), letter=letter, rows=rows,
+        "letter_status.html", campaign=campaign, text=campaign.text(g.lang), signature=signature,
+        rows=letter_rows(signature, campaign),
     ))

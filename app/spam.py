@@ -27,10 +27,13 @@ class Verdict:
 
     action: str
     reason: str
-    #: For a drop only: whether another filter held the submission. Its
-    #: stand-in then looks held too, as a new signer's letter would (see
-    #: :mod:`app.letter_status`).
+    #: For a drop only: whether another filter held the submission. The
+    #: public counter then does not move, as for a new signer's held letter.
     held_too: bool = False
+    #: For a drop only: the id of the :class:`~app.models.Signature` this
+    #: submission repeats. Its supporter's mailbox is told, with the link to
+    #: that letter; the person at the form is not (see :mod:`app.signing`).
+    repeats: int | None = None
 
     @classmethod
     def reject(cls, reason):
@@ -43,16 +46,16 @@ class Verdict:
         return cls("hold", reason)
 
     @classmethod
-    def drop(cls, reason):
+    def drop(cls, reason, repeats=None):
         """Answered exactly like an accepted letter, but nothing is stored or sent.
 
-        For objections the supporter must not learn about, e.g. that their
-        address had signed already: the response cannot tell anyone whether
-        that address is in the database. Even the thank-you page's status
-        link works, showing a stand-in that moves like a new letter (see
-        :mod:`app.letter_status`). ``reason`` is only logged.
+        For objections the person at the form must not learn about, e.g. that
+        the address had signed already: the response cannot tell anyone
+        whether that address is in the database. ``repeats``: the id of the
+        earlier signature this one repeats, whose mailbox then gets "you
+        signed this on D" with its letter's link. ``reason`` is only logged.
         """
-        return cls("drop", reason)
+        return cls("drop", reason, repeats=repeats)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def judge(submission, campaign, caller):
     if strictest is not None and strictest.action == "hold":
         return Verdict.hold(Reasons(v.reason for v in verdicts))
     if strictest is not None and strictest.action == "drop":
-        return Verdict("drop", strictest.reason, held_too=any(v.action == "hold" for v in verdicts))
+        return Verdict("drop", strictest.reason, held_too=any(v.action == "hold" for v in verdicts),
+                       repeats=strictest.repeats)
     return strictest
 
 

@@ -2,10 +2,11 @@
 
 When the same address (normalised by :func:`app.spam.normalise_email`:
 case, ``+tags``, Gmail dots) has signed this campaign already, accepted or
-held, the submission is dropped: the supporter sees the ordinary thank-you
-page, nothing is stored and no letter goes out. The answer is the same as for
-a first signature, status link included (see :mod:`app.letter_status`), so the
-form cannot be used to learn who signed.
+held, the submission is dropped: the person at the form sees the ordinary
+thank-you page, nothing new is stored and no letter goes out. The answer is the
+same as for a first signature, so the form cannot be used to learn who signed;
+the address's own mailbox is told "you signed this on D", with the link to the
+letter (see :mod:`app.signing`).
 """
 
 from sqlalchemy import select
@@ -25,9 +26,10 @@ def check_submission(submission, campaign):
     signed = db.session.scalar(
         select(Signature.id)
         .where(Signature.campaign == campaign.slug, Signature.email_key == submission.email_key)
+        .order_by(Signature.id)
         .limit(1)
     )
     if signed is not None:
         # Logged only; the reason names no address.
-        return Verdict.drop(_l("This address has signed this campaign already."))
+        return Verdict.drop(_l("This address has signed this campaign already."), repeats=signed)
     return None

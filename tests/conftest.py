@@ -41,6 +41,7 @@ def app_config(tmp_path):
     return {
         "TESTING": True,
         "SECRET_KEY": "test-secret",
+        "BASE_URL": "http://localhost",
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite3'}",
         "DELIVERY_WORKER": "external",
         "RATELIMIT_ENABLED": False,

@@ -1,0 +1,160 @@
+"""Storing a signature: the signature, its letters, the counter and the mail to the
+supporter's own mailbox, in one transaction.
+
+Everything the person at the form can see is the same whatever happened to
+their submission: the redirect, the thank-you page (no per-letter link on it)
+and the public counter. What differs goes to the mailbox of the address that
+was typed, which only its owner reads:
+
+- a new signer gets a receipt (``SEND_RECEIPT``) or, with
+  ``CONFIRM_SUPPORTER_EMAIL``, the confirmation email; either carries the link
+  to their letter's own page;
+- a repeat signer (a filter's ``drop`` with ``repeats``) gets "you signed this
+  on D" with the link to their real letter, or the confirmation email again if
+  that letter still waits for it.
+
+The two paths do the same work: a repeat signature is written exactly like a
+new one, inside a savepoint that is rolled back, so neither the response time
+nor anything stored tells a prober whether the address had signed. No email
+to a typed address carries anything typed into the form, not even the name:
+otherwise the form would be a way to mail anyone any text from the union's
+domain.
+"""
+
+import logging
+
+from flask import current_app, render_template
+from flask_babel import force_locale, format_date
+from flask_babel import gettext as _
+
+from . import tally
+from .consent import consent_version
+from .delivery import queue_deliveries, queue_mailbox_email
+from .extensions import db
+from .links import confirm_url, status_url
+from .models import Signature, utcnow
+from .spam import spend_tokens
+
+log = logging.getLogger(__name__)
+
+
+def store_signature(submission, campaign, verdict, form):
+    """Store ``submission`` to ``campaign`` as ``verdict`` allows, in ONE transaction, and commit.
+
+    ``verdict``: None (accepted), a hold (stored as held, letters held) or a
+    drop (nothing of the submission is kept: only the form's one-time tokens
+    are spent and, for a repeat signer, the mail to their mailbox is queued).
+    Returns the stored :class:`Signature`, or None for a drop. Raises
+    :class:`sqlalchemy.exc.IntegrityError` when a one-time token was spent
+    concurrently; nothing is stored then.
+    """
+    config = current_app.config
+    spend_tokens(form)
+    dropped = verdict is not None and verdict.action == "drop"
+    held = verdict is not None and (verdict.action == "hold" or verdict.held_too)
+    signature = _new_signature(submission, campaign, verdict, config)
+    # Written in full on both paths, so a repeat costs what a new signer
+    # costs; a drop's rows are rolled back before anything is committed.
+    savepoint = db.session.begin_nested()
+    db.session.add(signature)
+    db.session.flush()
+    if dropped:
+        savepoint.rollback()
+        mailbox = db.session.get(Signature, verdict.repeats) if verdict.repeats else None
+    else:
+        savepoint.commit()
+        mailbox = signature
+    if mailbox is not None:
+        _queue_mailbox_email(mailbox, campaign, config, repeat=dropped)
+    if not config["CONFIRM_SUPPORTER_EMAIL"] and not held:
+        # A repeat counts like a new signer, or the counter would tell a
+        # prober whether the address had signed (see app/tally.py).
+        tally.add(campaign.slug, 1)
+    db.session.commit()
+    if dropped:
+        log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
+        return None
+    log.info("signature %s stored for %s (%s)", signature.id, campaign.slug, signature.status)
+    return signature
+
+
+def _new_signature(submission, campaign, verdict, config):
+    """The :class:`Signature` (with its letters) a new signer's submission becomes; not added to the session."""
+    reason = ""
+    if verdict is not None and verdict.action == "hold":
+        # Moderators read reasons in the deployment's default language, not
+        # in the supporter's.
+        with force_locale(config["BABEL_DEFAULT_LOCALE"]):
+            reason = str(verdict.reason)
+    status = "unconfirmed" if config["CONFIRM_SUPPORTER_EMAIL"] else "held" if reason else "accepted"
+    signature = Signature(
+        campaign=campaign.slug,
+        name=submission.name,
+        email=submission.email,
+        email_key=submission.email_key,
+        organisation=submission.organisation,
+        country=submission.country,
+        message=submission.message,
+        language=submission.language,
+        opt_in=submission.opt_in,
+        consent_version=consent_version(submission.language) if submission.opt_in else None,
+        consent_language=submission.language if submission.opt_in else None,
+        consented_at=utcnow() if submission.opt_in else None,
+        status=status,
+        # Kept while unconfirmed too: a held submission confirmed by its
+        # supporter then waits for a moderator.
+        status_reason=reason,
+        client_hash=submission.client_hash,
+    )
+    queue_deliveries(signature, campaign, config, status="pending" if status == "accepted" else "held")
+    return signature
+
+
+def _queue_mailbox_email(signature, campaign, config, repeat):
+    """Queue the one email this submission sends to ``signature``'s mailbox, if any (not committed).
+
+    The confirmation email while ``signature`` waits for it; else, with
+    ``SEND_RECEIPT``, a receipt (new signer) or a reminder (``repeat``).
+    """
+    # In the signature's language, like its links: for a repeat, the language
+    # the address first signed in.
+    with force_locale(signature.language):
+        if signature.status == "unconfirmed":
+            # Someone who lost the first email signs again and is told an
+            # email is on its way: it must be.
+            queue_mailbox_email(signature, config, "confirmation", *confirmation_email(signature, campaign))
+        elif config["SEND_RECEIPT"] and not config["CONFIRM_SUPPORTER_EMAIL"]:
+            kind = "reminder" if repeat else "receipt"
+            queue_mailbox_email(signature, config, kind, *_receipt_email(signature, campaign, repeat))
+
+
+def confirmation_email(signature, campaign):
+    """(subject, body) of the confirmation email, in the current locale. Nothing in it was typed by the supporter."""
+    text = campaign.text(signature.language)
+    subject = _("Please confirm your letter: %(title)s", title=text.short_name)
+    body = render_template(
+        "email/confirm.txt",
+        text=text,
+        days=current_app.config["CONFIRM_EXPIRY_DAYS"],
+        confirm_url=confirm_url(signature),
+        status_url=status_url(signature),
+    )
+    return subject, body
+
+
+def _receipt_email(signature, campaign, repeat):
+    """(subject, body) of the receipt (or, for a ``repeat``, the reminder), in the current locale."""
+    text = campaign.text(signature.language)
+    if repeat:
+        subject = _("You have signed already: %(title)s", title=text.short_name)
+    else:
+        subject = _("Your letter: %(title)s", title=text.short_name)
+    body = render_template(
+        "email/receipt.txt",
+        text=text,
+        repeat=repeat,
+        signed_on=format_date(signature.created_at.date(), format="long"),
+        targets=[target.name for target in campaign.targets],
+        status_url=status_url(signature),
+    )
+    return subject, body

@@ -1,0 +1,199 @@
+"""A prober who types an address learns nothing; the supporter's mailbox learns everything.
+
+The thank-you page is the same for everyone and carries no per-letter link.
+The link to a letter's own page goes to the mailbox of the address typed: a
+receipt for a new signer, "you signed this on D" for a repeat. Mail to a typed
+address carries nothing that was typed.
+"""
+
+import re
+from email import message_from_bytes, policy
+
+import pytest
+from sqlalchemy import event, select
+
+from app.delivery import deliver_due
+from app.extensions import db, limiter
+from app.models import CampaignTally, Delivery, Signature
+from conftest import SLUG, counts, sign
+
+def mask(html):
+    """``html`` without what changes on every request: hidden form tokens and the number question."""
+    html = re.sub(r'(type="hidden"[^>]*?value=")[^"]*', r"\1X", html)
+    return re.sub(r"\b\d{4}\b", "NNNN", html)
+
+
+def mailbox(app):
+    """{address: [parsed messages]} of every email to a supporter's mailbox written to the outbox so far."""
+    with app.app_context():
+        while deliver_due(app):
+            pass
+    found = {}
+    outbox = app.config["OUTBOX_DIR"]
+    import pathlib
+
+    for path in sorted(pathlib.Path(outbox).glob("*.eml")):
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        found.setdefault(message["To"].addresses[0].addr_spec, []).append(message)
+    return found
+
+
+def link_in(message):
+    return re.search(r"http://localhost(/\w+/letter/[\w-]+)", message.get_content()).group(1)
+
+
+def test_a_prober_sees_exactly_what_a_new_signer_sees(app):
+    sign(app.test_client(), email="anna@example.org")
+    before = app.test_client().get(f"/fr/{SLUG}/").get_data(as_text=True)
+
+    newcomer, prober = app.test_client(), app.test_client()
+    new = sign(newcomer, email="boris@example.org")
+    probe = sign(prober, email="ANNA+probe@example.org")
+    assert (new.status_code, new.headers["Location"]) == (probe.status_code, probe.headers["Location"]) == (
+        303, f"/fr/{SLUG}/thanks")
+    assert newcomer.get(new.headers["Location"]).get_data() == prober.get(probe.headers["Location"]).get_data()
+    # The public counter moved by one for each of them.
+    after = app.test_client().get(f"/fr/{SLUG}/").get_data(as_text=True)
+    assert "1 personne" in before and "3 personnes" in after
+    assert mask(newcomer.get(f"/fr/{SLUG}/").get_data(as_text=True)) == mask(
+        prober.get(f"/fr/{SLUG}/").get_data(as_text=True))
+    with app.app_context():
+        assert db.session.get(CampaignTally, SLUG).accepted == 3
+        assert db.session.scalar(select(Signature.email).where(Signature.email_key == "anna@example.org")) == \
+            "anna@example.org"
+        assert counts()[0] == 2  # the repeat stored no signature
+
+
+def test_the_thank_you_page_has_no_link_to_a_letter_and_lists_the_targets(app, client):
+    sign(client, lang="en")
+    thanks = client.get(f"/en/{SLUG}/thanks").get_data(as_text=True)
+    assert "/letter/" not in thanks
+    assert "We have sent you an email with a link to your letter" in thanks
+    with app.app_context():
+        campaign = app.extensions["clamor"].campaigns[SLUG]
+    for target in campaign.targets:
+        assert f"<li>{target.name}</li>" in thanks.replace("&#34;", '"').replace("&#39;", "'")
+
+
+def test_receipt_and_reminder_reach_the_mailbox_with_the_real_letters_link(app):
+    sign(app.test_client(), email="anna@example.org", message="My own words for Erzhan.")
+    sign(app.test_client(), email="Anna@Example.org", message="A second try.")
+    mail = mailbox(app)["anna@example.org"]
+    receipt, reminder = sorted(mail, key=lambda m: "déjà" in m["Subject"])
+    assert "déjà" in reminder["Subject"] and "déjà" not in receipt["Subject"]
+    # Both links open the one real letter, with the supporter's own copy.
+    assert link_in(receipt) != link_in(reminder)  # fresh tokens …
+    pages = [app.test_client().get(link_in(m)) for m in (receipt, reminder)]
+    for page in pages:
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert "My own words for Erzhan." in html and "A second try." not in html
+        assert page.headers["Cache-Control"] == "private, no-store"
+    with app.app_context():
+        first = db.session.scalars(select(Signature)).one()
+        assert first.created_at.strftime("%Y") in reminder.get_content()
+
+
+def test_mail_to_a_typed_address_carries_nothing_that_was_typed(app):
+    typed = {"name": "Cheap Pills Online", "organisation": "Visit pills.example", "message": "BUY NOW at pills.example"}
+    sign(app.test_client(), email="victim@example.org", **typed)
+    sign(app.test_client(), email="victim@example.org", **typed)
+    mail = mailbox(app)["victim@example.org"]
+    assert len(mail) == 2
+    for message in mail:
+        raw = message.as_string()
+        for value in typed.values():
+            assert value not in raw
+            assert value not in message.get_content()
+        assert message["To"].addresses[0].display_name == ""
+
+
+def _writes(app, action):
+    seen = []
+    with app.app_context():
+        engine = db.engine
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        words = statement.split()
+        if words[0].upper() in ("INSERT", "UPDATE", "DELETE", "SAVEPOINT", "RELEASE", "ROLLBACK"):
+            # The shape of the statement, not its values or savepoint names.
+            seen.append(" ".join(w for w in words[:3] if not w.startswith("sa_savepoint")))
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return seen
+
+
+def test_a_repeat_does_the_same_writes_as_a_new_signer(app):
+    sign(app.test_client(), email="anna@example.org")
+    new = _writes(app, lambda: sign(app.test_client(), email="boris@example.org"))
+    repeat = _writes(app, lambda: sign(app.test_client(), email="anna@example.org"))
+    assert "INSERT INTO signature" in new and "INSERT INTO delivery" in new
+    # The repeat writes its signature and letters too, then rolls them back.
+    assert [w.replace("ROLLBACK TO SAVEPOINT", "RELEASE SAVEPOINT") for w in repeat] == new
+    assert "ROLLBACK TO SAVEPOINT" in " ".join(repeat)
+
+
+@pytest.mark.parametrize("mode", ["held", "confirm"])
+def test_held_and_unconfirmed_repeats_look_like_new_signers(make_app, hold_filter, mode):
+    if mode == "held":
+        app = make_app(SPAM_FILTERS=[*hold_filter, "duplicate_signer"])
+        values = {"message": "hold me"}
+    else:
+        app = make_app(CONFIRM_SUPPORTER_EMAIL=True)
+        values = {}
+    sign(app.test_client(), email="anna@example.org", **values)
+    newcomer, prober = app.test_client(), app.test_client()
+    sign(newcomer, email="boris@example.org", **values)
+    sign(prober, email="anna@example.org", **values)
+    assert newcomer.get(f"/fr/{SLUG}/thanks").get_data() == prober.get(f"/fr/{SLUG}/thanks").get_data()
+    with app.app_context():
+        assert db.session.get(CampaignTally, SLUG) is None  # neither held nor unconfirmed ones count
+    mail = mailbox(app)
+    if mode == "confirm":
+        # The one still waiting for confirmation gets its confirmation again.
+        assert len(mail["anna@example.org"]) == 2
+        assert all("confirm" in m.get_content() for m in mail["anna@example.org"])
+    else:
+        assert len(mail["anna@example.org"]) == 2 and len(mail["boris@example.org"]) == 1
+
+
+def test_mail_to_a_typed_address_stays_under_the_per_address_limit(make_app):
+    app = make_app(RATELIMIT_ENABLED=True, SUBMIT_RATE_LIMIT="2 per minute")
+    with app.app_context():
+        limiter.reset()
+    answers = [sign(app.test_client(), email="victim@example.org",
+                    headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                    environ_overrides={"REMOTE_ADDR": f"198.51.100.{i}"}).status_code for i in range(5)]
+    assert answers == [303, 303, 429, 429, 429]
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(Delivery).where(Delivery.kind != "letter")) == 2
+
+
+def test_status_links_are_opaque_and_bound_to_their_purpose(app):
+    sign(app.test_client(), email="anna@example.org")
+    message = mailbox(app)["anna@example.org"][0]
+    link = link_in(message)
+    token = link.rsplit("/", 1)[1]
+    assert len(token) == 59
+    with app.app_context():
+        signature = db.session.scalars(select(Signature)).one()
+    import hashlib
+
+    assert hashlib.sha256(b"anna@example.org").hexdigest()[:12] not in token
+    client = app.test_client()
+    assert client.get(link).status_code == 200
+    flipped = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    assert client.get(f"/fr/letter/{flipped}").status_code == 404
+    # A status token is not an unsubscribe or a confirm token.
+    assert client.get(f"/fr/unsubscribe/{token}").status_code == 404
+    assert client.get(f"/fr/confirm/{token}").status_code == 404
+    # Purged, the letter's link opens nothing.
+    from app.privacy import forget
+
+    with app.app_context():
+        forget(signature.email)
+    assert client.get(link).status_code == 404
