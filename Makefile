@@ -9,21 +9,39 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots install install-test translations compile-translations system-test-deps clean
+.PHONY: run test screenshots install install-test translations compile-translations system-test-deps clean lock
 
-$(BIN)/clamor: setup.cfg pyproject.toml
+# Every dependency comes from a lock file that pins it with its hashes
+# (requirements/*.lock, made by `make lock`): pip refuses a package whose file
+# is not the one that was reviewed. Clamor itself is installed without
+# dependencies and without build isolation, so nothing unpinned comes in.
+PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
+PIP_LOCAL  := $(BIN)/pip install --quiet --no-deps --no-build-isolation -e
+
+$(BIN)/clamor: setup.cfg pyproject.toml requirements/run.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(PIP_LOCKED) requirements/run.lock
+	$(PIP_LOCAL) .
 	touch $@
 
 # The example plugin is installed editable, so the tests run the code in
 # examples/; its entry point is metadata written at install, hence the
 # pyproject.toml prerequisite.
-$(VENV)/.test-installed: $(BIN)/clamor examples/clamor-maildir/pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet -e examples/clamor-maildir
+$(VENV)/.test-installed: $(BIN)/clamor examples/clamor-maildir/pyproject.toml requirements/test.lock
+	$(PIP_LOCKED) requirements/test.lock
+	$(PIP_LOCAL) examples/clamor-maildir
 	touch $@
+
+# Refresh the lock files from setup.cfg (newest releases that fit), with
+# pip-tools in a throwaway environment. Review the diff, run `make test`, commit.
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet pip-tools
+	.lock-venv/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links -o requirements/run.lock setup.cfg requirements/build.in
+	.lock-venv/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --extra test --extra redis -o requirements/test.lock setup.cfg requirements/build.in
+	rm -rf .lock-venv
 
 install: $(BIN)/clamor
 
@@ -54,6 +72,8 @@ translations: install
 	done
 	$(MAKE) compile-translations
 
+# Links in the mail a local run writes to instance/outbox/ point at this server.
+run: export CLAMOR_BASE_URL ?= http://$(HOST):$(PORT)
 run: install compile-translations
 	$(BIN)/clamor init
 	$(BIN)/clamor run --host $(HOST) --port $(PORT)

@@ -23,7 +23,7 @@ from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
 from .models import Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
-from .tokens import make_token
+from .links import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -303,12 +303,6 @@ def supporters(slug):
     rows = db.session.scalars(query.order_by(Signature.id.desc()).offset((page - 1) * size).limit(size)).all()
     return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, page=page, total=total,
                            pages=max((total + size - 1) // size, 1))
-
-
-def unsubscribe_url(signature):
-    """The public link that withdraws ``signature``'s consent (page, or RFC 8058 one-click POST)."""
-    return url_for("public.unsubscribe", lang=signature.language, token=make_token(signature, "unsubscribe"),
-                   _external=True)
 
 
 @bp.get("/<slug>/export.csv")

@@ -62,6 +62,9 @@ def init_command():
         config_file.write_text(
             "# Settings for this deployment; see README.md for every key.\n"
             f"SECRET_KEY = {secrets.token_urlsafe(48)!r}\n"
+            "# The site's public address: links in emails are built from it. Change it\n"
+            "# before going live (docs/deploying.md); `make run` overrides it.\n"
+            "BASE_URL = \"http://127.0.0.1:5000\"\n"
         )
         config_file.chmod(0o600)
         click.echo(f"wrote a new SECRET_KEY to {config_file}")
@@ -237,25 +240,14 @@ def export_command(slug, opt_in_only):
     column is empty otherwise: a link needs the site's public address).
     """
     from .export import export_query, iter_csv
+    from .links import unsubscribe_url
 
     app = current_app._get_current_object()
     if slug and slug not in app.extensions["clamor"].campaigns:
         raise click.ClickException(f"no campaign {slug!r}")
-    base_url = app.config["BASE_URL"]
-    # Links are made with url_for, which needs a request: a pretend one at
-    # the public address.
-    with app.test_request_context(base_url=base_url or "http://localhost/"):
-        for chunk in iter_csv(export_query(slug, opt_in_only), _unsubscribe_url if base_url else None):
-            sys.stdout.write(chunk)
-
-
-def _unsubscribe_url(signature):
-    from flask import url_for
-
-    from .tokens import make_token
-
-    return url_for("public.unsubscribe", lang=signature.language, token=make_token(signature, "unsubscribe"),
-                   _external=True)
+    links = unsubscribe_url if app.config["BASE_URL"] else None
+    for chunk in iter_csv(export_query(slug, opt_in_only), links):
+        sys.stdout.write(chunk)
 
 
 @click.command("forget")

@@ -82,6 +82,7 @@ def start_worker(app, instance_path, port, *args, **settings):
     env.update(
         CLAMOR_INSTANCE_PATH=str(instance_path),
         CLAMOR_SECRET_KEY="x",
+        CLAMOR_BASE_URL="http://localhost",
         CLAMOR_SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"],
         CLAMOR_DELIVERY='{"email": "smtp"}',
         CLAMOR_SMTP_HOST="127.0.0.1",

@@ -63,7 +63,7 @@ def test_untrusted_host_on_every_route(app, client):
 
 
 def test_mailing_links_without_base_url_stops_start_up(app_config, instance_path):
-    config = {**app_config, "TESTING": False, "BASE_URL": None}
+    config = {**app_config, "TESTING": False, "BASE_URL": None, "SEND_RECEIPT": True}
     with pytest.raises(ConfigError, match="BASE_URL is not set"):
         create_app(config, instance_path=instance_path)
     with pytest.raises(ConfigError, match="BASE_URL is not set"):
@@ -76,7 +76,7 @@ def test_mailing_links_without_base_url_stops_start_up(app_config, instance_path
 
 
 def test_receipt_and_export_links_use_base_url(make_app):
-    app = make_app(BASE_URL="https://act.union.test")
+    app = make_app(BASE_URL="https://act.union.test", SEND_RECEIPT=True)
     sign(app.test_client(), opt_in="yes")  # through http://localhost/
     with app.app_context():
         deliver_due(app)

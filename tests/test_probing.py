@@ -17,6 +17,12 @@ from app.extensions import db, limiter
 from app.models import CampaignTally, Delivery, Signature
 from conftest import SLUG, counts, sign
 
+@pytest.fixture
+def app(make_app):
+    """The default configuration: receipts on."""
+    return make_app(SEND_RECEIPT=True)
+
+
 def mask(html):
     """``html`` without what changes on every request: hidden form tokens and the number question."""
     html = re.sub(r'(type="hidden"[^>]*?value=")[^"]*', r"\1X", html)
@@ -140,7 +146,7 @@ def test_a_repeat_does_the_same_writes_as_a_new_signer(app):
 @pytest.mark.parametrize("mode", ["held", "confirm"])
 def test_held_and_unconfirmed_repeats_look_like_new_signers(make_app, hold_filter, mode):
     if mode == "held":
-        app = make_app(SPAM_FILTERS=[*hold_filter, "duplicate_signer"])
+        app = make_app(SPAM_FILTERS=[*hold_filter, "duplicate_signer"], SEND_RECEIPT=True)
         values = {"message": "hold me"}
     else:
         app = make_app(CONFIRM_SUPPORTER_EMAIL=True)
@@ -162,7 +168,7 @@ def test_held_and_unconfirmed_repeats_look_like_new_signers(make_app, hold_filte
 
 
 def test_mail_to_a_typed_address_stays_under_the_per_address_limit(make_app):
-    app = make_app(RATELIMIT_ENABLED=True, SUBMIT_RATE_LIMIT="2 per minute")
+    app = make_app(RATELIMIT_ENABLED=True, SUBMIT_RATE_LIMIT="2 per minute", SEND_RECEIPT=True)
     with app.app_context():
         limiter.reset()
     answers = [sign(app.test_client(), email="victim@example.org",

@@ -10,7 +10,7 @@ from sqlalchemy import event, select, update
 
 from app.extensions import db
 from app.models import CampaignTally, Delivery, Signature, utcnow
-from conftest import SLUG, add_campaign, counts, form_fields, person_traces, sign
+from conftest import SLUG, add_campaign, counts, form_fields, person_traces, sign, status_path
 
 CONSENT_FR = "Si vous désirez recevoir d’autres messages d’alerte urgents, choisissez « Oui » :"
 
@@ -60,7 +60,7 @@ def test_consent_is_recorded_with_its_version_and_language(app, client):
 
 
 def unsubscribe_path(app, signature_id):
-    from app.admin import unsubscribe_url
+    from app.links import unsubscribe_url
 
     with app.test_request_context():
         return unsubscribe_url(db.session.get(Signature, signature_id)).removeprefix("http://localhost")
@@ -98,7 +98,7 @@ def test_confirmation_by_post_only_then_letters_go(make_app, smtp_server):
     runner = app.test_cli_runner()
     assert sign(client, lang="ru", email="ivan@example.org", name="Ivan").status_code == 303
     thanks = client.get(f"/ru/{SLUG}/thanks").get_data(as_text=True)
-    assert "/ru/letter/" in thanks
+    assert "/letter/" not in thanks  # the letter's link goes to the mailbox only
     runner.invoke(args=["deliver", "--once"])
     inbox = smtp_server.inbox.messages
     assert len(inbox) == 1  # only the confirmation: letters wait
@@ -153,17 +153,18 @@ def test_unconfirmed_signatures_expire(make_app):
 
 
 def test_letter_status_page(app, client, runner):
-    sign(client)
-    thanks = client.get(f"/fr/{SLUG}/thanks").get_data(as_text=True)
-    link = re.search(r'href="(/fr/letter/[^"]+)"', thanks).group(1)
+    sign(client, message="Libérez-le.\n\nMaintenant.")
+    link = status_path(app)
     other = app.test_client()  # the link alone opens it, from any browser
     page = other.get(link)
     assert page.headers["X-Robots-Tag"].startswith("noindex")
     assert page.get_data(as_text=True).count("en attente") == 5
     runner.invoke(args=["deliver", "--once"])
-    assert other.get(link).get_data(as_text=True).count(">envoyé<") == 5
-    # The thank-you page of another browser has no link to this letter.
-    assert "/fr/letter/" not in other.get(f"/fr/{SLUG}/thanks").get_data(as_text=True)
+    page = other.get(link).get_data(as_text=True)
+    assert page.count(">envoyé<") == 5
+    # The supporter's own copy: their paragraphs and signature block.
+    assert "<p>Libérez-le.</p>" in page and "<p>Maintenant.</p>" in page
+    assert "Anna Example<br>Example Workers&#39; Union<br>France" in page
     assert other.get(link.replace("/letter/", "/letter/x")).status_code == 404
 
 
