@@ -242,11 +242,18 @@ MAILBOX_KINDS = ("confirmation", "receipt", "reminder")
 
 
 def queue_mailbox_email(signature, config, kind, subject, body):
-    """Add an email to ``signature``'s own mailbox (one of :data:`MAILBOX_KINDS`) with finished text; not committed."""
+    """Add an email to ``signature``'s own mailbox (one of :data:`MAILBOX_KINDS`) with finished text; not committed.
+
+    ``signature`` must have been flushed (it needs its id).
+    """
     if kind not in MAILBOX_KINDS:
         raise ValueError(kind)
-    signature.deliveries.append(
+    # By id, not through ``signature.deliveries``: appending would load an
+    # earlier signature's letters first, and a repeat signer's answer must
+    # cost what a new signer's costs (app/signing.py).
+    db.session.add(
         Delivery(
+            signature_id=signature.id,
             campaign=signature.campaign,
             kind=kind,
             target_key=signature.email,

@@ -25,7 +25,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.admin import unsubscribe_url  # noqa: E402
+from app.links import unsubscribe_url  # noqa: E402
 from app.export import export_query, iter_csv  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Signature, utcnow  # noqa: E402
@@ -36,7 +36,7 @@ def make_app(folder, campaign_file):
     (instance / "campaigns").mkdir(parents=True)
     shutil.copy(campaign_file, instance / "campaigns")
     app = create_app(
-        {"TESTING": True, "SECRET_KEY": "bench", "DELIVERY_WORKER": "external",
+        {"TESTING": True, "SECRET_KEY": "bench", "DELIVERY_WORKER": "external", "BASE_URL": "http://localhost",
          "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'bench.sqlite3'}"},
         instance_path=instance,
     )
