@@ -15,7 +15,7 @@ from sqlalchemy import event, select
 from app.delivery import deliver_due
 from app.extensions import db, limiter
 from app.models import CampaignTally, Delivery, Signature
-from conftest import SLUG, counts, sign
+from conftest import SLUG, add_campaign, counts, sign
 
 @pytest.fixture
 def app(make_app):
@@ -203,3 +203,41 @@ def test_status_links_are_opaque_and_bound_to_their_purpose(app):
     with app.app_context():
         forget(signature.email)
     assert client.get(link).status_code == 404
+
+
+def test_tokens_expire_confirm_after_expiry_days_status_with_retention(make_app, instance_path):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from app.tokens import make_token
+
+    add_campaign(instance_path, "closed-long-ago", status='"closed"', closed_at="2020-01-31")
+    app = make_app(CONFIRM_EXPIRY_DAYS=7, RETENTION_DAYS=30)
+    client = app.test_client()
+    sign(client, email="anna@example.org")
+    with app.app_context():
+        signature = db.session.scalars(select(Signature)).one()
+        signature.status = "unconfirmed"
+        signature.created_at = utcnow() - timedelta(days=6)
+        db.session.commit()
+        fresh = make_token(signature, "confirm")
+        signature.created_at = utcnow() - timedelta(days=8)
+        db.session.commit()
+        stale = make_token(signature, "confirm")
+        signature.campaign = "closed-long-ago"
+        db.session.commit()
+        expired_status = make_token(signature, "status")
+        unsubscribe = make_token(signature, "unsubscribe")
+    assert client.get(f"/fr/confirm/{stale}").status_code == 404
+    # ``fresh`` was bound to the earlier creation time: a row whose time changed is another row.
+    assert client.get(f"/fr/confirm/{fresh}").status_code == 404
+    assert client.get(f"/fr/letter/{expired_status}").status_code == 404  # retention ended in 2020
+    assert client.get(f"/fr/unsubscribe/{unsubscribe}").status_code == 200  # kept while consent is kept
+    with app.app_context():
+        signature = db.session.scalars(select(Signature)).one()
+        signature.campaign = SLUG
+        signature.created_at = utcnow() - timedelta(days=6)
+        db.session.commit()
+        valid = make_token(signature, "confirm"), make_token(signature, "status")
+    assert client.get(f"/fr/confirm/{valid[0]}").status_code == 200
+    assert client.get(f"/fr/letter/{valid[1]}").status_code == 200
