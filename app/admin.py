@@ -292,7 +292,6 @@ def supporters(slug):
     """Accepted supporters, newest first, a page at a time; ``q`` searches name, email, organisation."""
     campaign = _campaign_or_404(slug)
     size = current_app.config["ADMIN_PAGE_SIZE"]
-    page = max(request.args.get("page", 1, type=int), 1)
     q = (request.args.get("q") or "").strip()
     query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
     if q:
@@ -300,9 +299,13 @@ def supporters(slug):
         query = query.where(or_(Signature.name.ilike(like, escape="\\"), Signature.email.ilike(like, escape="\\"),
                                 Signature.organisation.ilike(like, escape="\\")))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    pages = max((total + size - 1) // size, 1)
+    # Any number in the address gives a page: past the end, the last one (an
+    # OFFSET beyond 64 bits would make the database raise).
+    page = min(max(request.args.get("page", 1, type=int), 1), pages)
     rows = db.session.scalars(query.order_by(Signature.id.desc()).offset((page - 1) * size).limit(size)).all()
     return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, page=page, total=total,
-                           pages=max((total + size - 1) // size, 1))
+                           pages=pages)
 
 
 def unsubscribe_url(signature):
