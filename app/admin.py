@@ -1,11 +1,25 @@
 """The organisers' pages under /admin/: login, dashboard, moderation, supporters, export.
 
-Every view but the login page needs an organiser in the session; without one
-the answer is a redirect to the login page and nothing else, checked in one
+Every view but the login page needs a live admin session; without one the
+answer is a redirect to the login page and nothing else, checked in one
 ``before_request`` so a new view cannot forget it.
+
+Sessions live on the server (:class:`app.models.AdminSession`): the browser's
+cookie holds only a random id, and a session ends, whatever the reason
+(logout, ``clamor admin remove`` / ``logout-all``, idle for
+``ADMIN_SESSION_IDLE_MINUTES``, older than ``ADMIN_SESSION_MAX_HOURS``), by
+:func:`end_sessions` deleting its row. A copied cookie dies with it.
+
+Logins are limited per client address (Flask-Limiter, keyed by a hash of the
+address) and slowed down per account: after five wrong passwords in a row each
+further one makes the account wait longer before another attempt is checked
+(:func:`login_wait`), so that a stranger can slow an organiser down but not
+lock them out for long, nor guess quickly.
 """
 
+import hashlib
 import logging
+import secrets
 from datetime import datetime, time, timedelta
 
 from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, session,
@@ -13,26 +27,45 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from sqlalchemy import func, or_, select, update
-from werkzeug.security import check_password_hash
+from sqlalchemy import delete, func, or_, select, update
+from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
 from . import moderation, tally
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
-from .models import Delivery, Organiser, Signature, utcnow
+from .keys import subkey
+from .models import AdminSession, Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
 from .links import unsubscribe_url
+from .security import client_hash
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 csrf.exempt(bp)
 
-#: A werkzeug hash of nothing anyone types, checked when the account does not
-#: exist, so a wrong address takes as long as a wrong password.
-_DUMMY_HASH = "scrypt:32768:8:1$clamor$" + "0" * 128
+#: How organisers' passwords are hashed (werkzeug's method string): scrypt at
+#: the cost OWASP recommends, N=2**17, r=8, p=1 (128 MiB, a few tenths of a
+#: second). A stored hash with other parameters is replaced at the next login.
+PASSWORD_METHOD = "scrypt:131072:8:1"
+
+#: A werkzeug hash of nothing anyone types, with the parameters of a real one,
+#: checked when no password is: a wrong address (or an account that must wait)
+#: takes as long as a wrong password.
+_DUMMY_HASH = PASSWORD_METHOD + "$clamor$" + "0" * 128
+
+#: Wrong passwords in a row an account may have before each further one makes it wait.
+FREE_FAILURES = 5
+#: The longest wait (seconds) an account is made to take between two checked attempts.
+MAX_LOGIN_WAIT = 300
+
+#: The key of Flask's session cookie that holds the random session id.
+SESSION_KEY = "admin_session"
+
+#: last_seen_at is written at most this often, not on every request.
+_SEEN_EVERY = timedelta(minutes=1)
 
 
 class LoginForm(FlaskForm):
@@ -45,13 +78,95 @@ def _state():
     return current_app.extensions["clamor"]
 
 
+def hash_password(password):
+    """The hash to store for ``password`` (:data:`PASSWORD_METHOD`)."""
+    return generate_password_hash(password, method=PASSWORD_METHOD)
+
+
+def login_wait(failures):
+    """Seconds an account waits after its ``failures``-th wrong password in a row.
+
+    0 for the first :data:`FREE_FAILURES`; then 1 (the 6th), 2, 4, 8 … up to
+    :data:`MAX_LOGIN_WAIT`.
+    """
+    if failures <= FREE_FAILURES:
+        return 0
+    return min(2 ** min(failures - FREE_FAILURES - 1, 16), MAX_LOGIN_WAIT)
+
+
+def _hash_id(session_id):
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def start_session(organiser):
+    """Store a new session for ``organiser``; returns the random id for the cookie (the caller commits)."""
+    session_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(AdminSession(id_hash=_hash_id(session_id), organiser_id=organiser.id, created_at=now,
+                                last_seen_at=now))
+    return session_id
+
+
+def end_sessions(*conditions):
+    """End every session matching ``conditions`` by deleting its row; returns how many (the caller commits).
+
+    The only way a session ends: logout, removing an organiser, ``logout-all``
+    and expiry all come here.
+    """
+    if not conditions:
+        raise TypeError("end_sessions() needs a condition; it would end every session")
+    result = db.session.execute(delete(AdminSession).where(*conditions),
+                                execution_options={"synchronize_session": False})
+    return result.rowcount
+
+
+def _limits(now):
+    """(oldest last_seen_at, oldest created_at) a session may have at ``now`` and still be live."""
+    config = current_app.config
+    return (now - timedelta(minutes=config["ADMIN_SESSION_IDLE_MINUTES"]),
+            now - timedelta(hours=config["ADMIN_SESSION_MAX_HOURS"]))
+
+
+def expired_sessions(now=None):
+    """SQL condition: the sessions idle too long or too old at ``now``."""
+    idle, oldest = _limits(now or utcnow())
+    return or_(AdminSession.last_seen_at < idle, AdminSession.created_at < oldest)
+
+
+def session_organiser(session_id):
+    """The organiser whose live session has the cookie id ``session_id``, or None.
+
+    A session found expired is ended here. Its ``last_seen_at`` moves on when
+    it is a minute old or more, so a page view rarely writes.
+    """
+    id_hash = _hash_id(session_id)
+    record = db.session.get(AdminSession, id_hash)
+    if record is None:
+        return None
+    organiser = record.organiser
+    now = utcnow()
+    idle, oldest = _limits(now)
+    if record.last_seen_at < idle or record.created_at < oldest:
+        log.info("session of organiser %s expired", organiser.email)
+        end_sessions(AdminSession.id_hash == id_hash)
+        db.session.commit()
+        return None
+    if now - record.last_seen_at >= _SEEN_EVERY:
+        # A statement, not the ORM: a logout in another tab may have deleted the row meanwhile.
+        db.session.execute(update(AdminSession).where(AdminSession.id_hash == id_hash).values(last_seen_at=now),
+                           execution_options={"synchronize_session": False})
+        db.session.commit()
+    return organiser
+
+
 def _login_failed(response):
     # Only failed attempts use up the limit; a successful login redirects.
     return response.status_code != 303
 
 
-def _account_key():
-    return "admin-login:" + (request.form.get("email") or "").strip().lower()
+def _client_key():
+    # Never the address itself: a Redis holding the counters would list who logged in from where.
+    return "admin-login:" + client_hash(subkey("client-address"), request.remote_addr)
 
 
 @bp.before_request
@@ -63,11 +178,12 @@ def _require_organiser():
         if request.method == "POST":
             csrf.protect()
         return None
-    organiser_id = session.get("organiser_id")
-    organiser = db.session.get(Organiser, organiser_id) if organiser_id else None
+    session_id = session.get(SESSION_KEY)
+    organiser = session_organiser(session_id) if isinstance(session_id, str) and session_id else None
     if organiser is None:
-        session.pop("organiser_id", None)
+        session.pop(SESSION_KEY, None)
         return redirect(url_for("admin.login", next=request.full_path if request.method == "GET" else None))
+    g.admin_session_hash = _hash_id(session_id)
     g.organiser = organiser
     if request.method == "POST":
         csrf.protect()
@@ -89,27 +205,73 @@ def _safe_next(target):
     return url_for("admin.index")
 
 
+def _claim_attempt(organiser):
+    """Count this attempt as a wrong password before it is checked; False if the account must wait.
+
+    Counting first, with a compare-and-set on the count, means that attempts
+    sent in parallel cannot all be checked in the moment between reading the
+    count and writing it: the ones that lose the race are refused like a
+    waiting account. A correct password resets the count afterwards.
+    """
+    now = utcnow()
+    failures = organiser.failed_logins + 1
+    wait = login_wait(failures)
+    claimed = db.session.execute(
+        update(Organiser)
+        .where(Organiser.id == organiser.id, Organiser.failed_logins == organiser.failed_logins,
+               or_(Organiser.locked_until.is_(None), Organiser.locked_until <= now))
+        .values(failed_logins=failures, locked_until=now + timedelta(seconds=wait) if wait else None),
+        execution_options={"synchronize_session": False},
+    ).rowcount == 1
+    db.session.commit()
+    return claimed
+
+
+def _log_in(organiser, password):
+    """Open a session for ``organiser``, whose ``password`` was just checked; upgrade an old hash."""
+    now = utcnow()
+    previous = session.get(SESSION_KEY)
+    if isinstance(previous, str):
+        end_sessions(AdminSession.id_hash == _hash_id(previous))
+    # Sessions nobody came back to would otherwise stay in the table.
+    end_sessions(expired_sessions(now))
+    if organiser.password_hash.split("$", 1)[0] != PASSWORD_METHOD:
+        organiser.password_hash = hash_password(password)
+        log.info("password hash of organiser %s upgraded to %s", organiser.email, PASSWORD_METHOD)
+    organiser.failed_logins = 0
+    organiser.locked_until = None
+    organiser.last_login_at = now
+    # A fresh cookie: nothing set before login (a planted id, the old CSRF token) survives it.
+    session.clear()
+    session[SESSION_KEY] = start_session(organiser)
+    db.session.commit()
+    log.info("organiser %s logged in", organiser.email)
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["ADMIN_LOGIN_RATE_LIMIT"], methods=["POST"], deduct_when=_login_failed)
 @limiter.limit(lambda: current_app.config["ADMIN_LOGIN_RATE_LIMIT"], methods=["POST"], deduct_when=_login_failed,
-               key_func=_account_key)
+               key_func=_client_key)
 def login():
-    """The login form. Rate-limited per client address and per account (failed attempts only)."""
+    """The login form: failed attempts limited per client address, and slowed down per account."""
     form = LoginForm()
     error = None
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
+        password = form.password.data
         organiser = db.session.scalar(select(Organiser).where(Organiser.email == email))
-        if organiser is not None and check_password_hash(organiser.password_hash, form.password.data):
-            session.clear()
-            session["organiser_id"] = organiser.id
-            organiser.last_login_at = utcnow()
-            db.session.commit()
-            log.info("organiser %s logged in", organiser.email)
-            return redirect(_safe_next(request.args.get("next")), code=303)
         if organiser is None:
-            check_password_hash(_DUMMY_HASH, form.password.data)
-        log.warning("failed admin login for %s", email)
+            check_password_hash(_DUMMY_HASH, password)
+            log.warning("failed admin login for %s (no such organiser)", email)
+        elif not _claim_attempt(organiser):
+            # Not checked, but as slow as a check, and answered like a wrong password.
+            check_password_hash(_DUMMY_HASH, password)
+            log.warning("admin login for %s not checked: the account waits after %s wrong passwords",
+                        email, organiser.failed_logins)
+        elif check_password_hash(organiser.password_hash, password):
+            _log_in(organiser, password)
+            return redirect(_safe_next(request.args.get("next")), code=303)
+        else:
+            log.warning("failed admin login for %s (%s in a row)", email, organiser.failed_logins)
         error = _("Wrong email address or password.")
     elif request.method == "POST":
         error = _("Wrong email address or password.")
@@ -118,6 +280,8 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    end_sessions(AdminSession.id_hash == g.admin_session_hash)
+    db.session.commit()
     log.info("organiser %s logged out", g.organiser.email)
     session.clear()
     return redirect(url_for("admin.login"), code=303)
@@ -292,7 +456,6 @@ def supporters(slug):
     """Accepted supporters, newest first, a page at a time; ``q`` searches name, email, organisation."""
     campaign = _campaign_or_404(slug)
     size = current_app.config["ADMIN_PAGE_SIZE"]
-    page = max(request.args.get("page", 1, type=int), 1)
     q = (request.args.get("q") or "").strip()
     query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
     if q:
@@ -300,9 +463,13 @@ def supporters(slug):
         query = query.where(or_(Signature.name.ilike(like, escape="\\"), Signature.email.ilike(like, escape="\\"),
                                 Signature.organisation.ilike(like, escape="\\")))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    pages = max((total + size - 1) // size, 1)
+    # Any number in the address gives a page: past the end, the last one (an
+    # OFFSET beyond 64 bits would make the database raise).
+    page = min(max(request.args.get("page", 1, type=int), 1), pages)
     rows = db.session.scalars(query.order_by(Signature.id.desc()).offset((page - 1) * size).limit(size)).all()
     return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, page=page, total=total,
-                           pages=max((total + size - 1) // size, 1))
+                           pages=pages)
 
 
 @bp.get("/<slug>/export.csv")

@@ -285,10 +285,9 @@ def admin_group():
 @click.password_option(help="Asked twice when not given.")
 @with_appcontext
 def admin_add(email, password):
-    """Create organiser EMAIL, or set a new password for it."""
-    from werkzeug.security import generate_password_hash
-
-    from .models import Organiser
+    """Create organiser EMAIL, or set a new password for it (which ends their open sessions)."""
+    from .admin import end_sessions, hash_password
+    from .models import AdminSession, Organiser
 
     email = email.strip().lower()
     if "@" not in email:
@@ -300,9 +299,24 @@ def admin_add(email, password):
     if created:
         organiser = Organiser(email=email)
         db.session.add(organiser)
-    organiser.password_hash = generate_password_hash(password, method="scrypt")
+        ended = 0
+    else:
+        # A new password is often set because the old one leaked: whoever used it is out.
+        ended = end_sessions(AdminSession.organiser_id == organiser.id)
+        organiser.failed_logins = 0
+        organiser.locked_until = None
+    organiser.password_hash = hash_password(password)
     db.session.commit()
-    click.echo(f"{'added' if created else 'new password for'} {email}")
+    click.echo(f"added {email}" if created else f"new password for {email}; ended {ended} open session(s)")
+
+
+def _organiser_or_fail(email):
+    from .models import Organiser
+
+    organiser = db.session.scalar(select(Organiser).where(Organiser.email == email.strip().lower()))
+    if organiser is None:
+        raise click.ClickException(f"no organiser {email!r}")
+    return organiser
 
 
 @admin_group.command("remove")
@@ -310,14 +324,28 @@ def admin_add(email, password):
 @with_appcontext
 def admin_remove(email):
     """Delete organiser EMAIL; their open sessions stop working at once."""
-    from .models import Organiser
+    from .admin import end_sessions
+    from .models import AdminSession
 
-    organiser = db.session.scalar(select(Organiser).where(Organiser.email == email.strip().lower()))
-    if organiser is None:
-        raise click.ClickException(f"no organiser {email!r}")
+    organiser = _organiser_or_fail(email)
+    end_sessions(AdminSession.organiser_id == organiser.id)
     db.session.delete(organiser)
     db.session.commit()
     click.echo(f"removed {organiser.email}")
+
+
+@admin_group.command("logout-all")
+@click.argument("email")
+@with_appcontext
+def admin_logout_all(email):
+    """End every open session of organiser EMAIL (a lost laptop); the account stays."""
+    from .admin import end_sessions
+    from .models import AdminSession
+
+    organiser = _organiser_or_fail(email)
+    ended = end_sessions(AdminSession.organiser_id == organiser.id)
+    db.session.commit()
+    click.echo(f"ended {ended} session(s) of {organiser.email}")
 
 
 @admin_group.command("list")

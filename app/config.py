@@ -135,8 +135,13 @@ CONFIRM_EXPIRY_DAYS = 7
 #: data of supporters who did not opt in, and every letter's text.
 RETENTION_DAYS = 180
 
-#: Failed admin logins, per client address and per account (Flask-Limiter syntax).
+#: Failed admin logins per client address (Flask-Limiter syntax). Per account
+#: there is no hard limit but a growing wait (docs/admin.md).
 ADMIN_LOGIN_RATE_LIMIT = "5 per minute"
+#: An admin session nobody used for this many minutes ends (to within a minute).
+ADMIN_SESSION_IDLE_MINUTES = 60
+#: An admin session ends this many hours after login, however busy.
+ADMIN_SESSION_MAX_HOURS = 12
 #: Supporters per page in the admin list.
 ADMIN_PAGE_SIZE = 50
 #: The site's public address, e.g. "https://act.example.org". Every absolute
@@ -148,9 +153,8 @@ BASE_URL = None
 #: gets a 400 and stores nothing. None: BASE_URL's host, 127.0.0.1, localhost.
 TRUSTED_HOSTS = None
 
-#: Behind HTTPS set these two to True (see docs/deploying.md).
+#: Behind HTTPS set this to True (see docs/deploying.md).
 SESSION_COOKIE_SECURE = False
-REMEMBER_COOKIE_SECURE = False
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 

@@ -1,4 +1,4 @@
-"""The tables: Signature, Delivery, the public counter, organiser accounts.
+"""The tables: Signature, Delivery, the public counter, organiser accounts and their sessions.
 
 Times are naive UTC (``utcnow()``) so that SQLite and PostgreSQL compare them
 the same way.
@@ -144,10 +144,37 @@ class Organiser(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     #: Stored lower-case; the login compares lower-case.
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    #: werkzeug scrypt hash.
+    #: werkzeug scrypt hash (:data:`app.admin.PASSWORD_METHOD`; an older cost
+    #: is replaced at the next successful login).
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    #: Wrong passwords in a row since the last successful login.
+    failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: No login attempt for this account is checked before this time (see
+    #: :func:`app.admin.login_wait`); None: no wait.
+    locked_until: Mapped[datetime | None]
+
+
+class AdminSession(db.Model):
+    """One organiser logged in on one browser, from login until logout or expiry.
+
+    The browser's session cookie holds a random id; only its SHA-256 is stored,
+    so someone who reads the database cannot present it. Ending a session, for
+    any reason (logout, ``clamor admin remove`` or ``logout-all``, idle or too
+    old), is deleting its row: see :mod:`app.admin`.
+    """
+
+    __tablename__ = "admin_session"
+
+    #: SHA-256 (hex) of the id in the cookie.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organiser_id: Mapped[int] = mapped_column(ForeignKey("organiser.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Moved on at most once a minute, so that reading pages does not write each time.
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    organiser: Mapped[Organiser] = relationship()
 
 
 class UsedToken(db.Model):

@@ -1,4 +1,4 @@
-"""The organisers' pages: accounts, login and its rate limit, dashboard, moderation, supporters, export."""
+"""The organisers' pages: accounts, login and its rate limit per address, dashboard, moderation, supporters, export."""
 
 import csv
 import io
@@ -97,11 +97,10 @@ def test_wrong_passwords_are_rate_limited(make_app):
         assert login(client, password="guess").status_code == 401
     # The sixth try from this address is refused, even with the right password.
     assert login(client).status_code == 429
-    # Per account too: a sixth guess from a new address is refused.
-    limiter.reset()
-    for i in range(5):
-        assert login(client, password="guess", environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code == 401
-    assert login(client, password="guess", environ_base={"REMOTE_ADDR": "10.0.0.99"}).status_code == 429
+    # Per account there is no hard limit (anyone could lock the organiser out
+    # with it): a guess from another address is checked, and the account is
+    # slowed down instead (tests/test_admin_sessions.py).
+    assert login(client, password="guess", environ_base={"REMOTE_ADDR": "10.0.0.99"}).status_code == 401
     # Another account from a fresh address is not affected, and a good login does not count.
     add_organiser(app, "other@union.test")
     for _ in range(7):
