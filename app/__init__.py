@@ -19,6 +19,7 @@ from .extensions import babel, csrf, db, limiter, migrate
 from .hookspecs import hookimpl
 from .keys import install_keys, subkey
 from .plugins import check_delivery_config, collect_backends, create_plugin_manager, filter_callers
+from .security import quiet_request_log
 
 __all__ = ["create_app", "hookimpl", "subkey", "ConfigError"]
 
@@ -86,6 +87,9 @@ def create_app(test_config=None, instance_path=None):
         # Worker and filter messages must reach the operator's journal. They
         # carry ids, never a supporter's name or address.
         logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The development server's request lines would start with the client's
+    # (or, behind PROXY_FIX_X_FOR, the forwarded) address.
+    quiet_request_log()
     if app.config["PROXY_FIX_X_FOR"]:
         # Only when configured: X-Forwarded-For is whatever the client wrote
         # unless a proxy we trust overwrote it, and the rate limit counts by

@@ -19,7 +19,7 @@ from .i18n import best_language, language_name, page_language, remember_language
 from .keys import subkey
 from .letter_status import StandIn, letter_rows, stand_in, stand_in_rows
 from .models import Delivery, Signature, utcnow
-from .security import client_hash
+from .security import client_hash, client_key
 from .spam import Submission, judge, normalise_email, spend_tokens
 from .tokens import load_letter, load_signature, make_status_token, make_token
 
@@ -138,7 +138,7 @@ def campaign_page(slug):
                 message=form.message.data.replace("\r\n", "\n"),
                 opt_in=form.opt_in.data == "yes",
                 language=g.lang,
-                client_hash=client_hash(subkey("client-address"), request.remote_addr),
+                client_hash=client_key(),
                 form=form,
             )
             verdict = judge(submission, campaign, state.filters["check_submission"])
