@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from .campaigns import CampaignError, load_campaign
 from .extensions import db
 from .models import Delivery, utcnow
+from .security import redact_addresses
 
 EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "instance" / "campaigns"
 
@@ -114,28 +115,40 @@ def deliveries_group(ctx):
 
     if is_paused():
         click.echo("PAUSED: nothing is sent until `clamor deliveries resume`.")
-    rows = db.session.execute(
-        select(Delivery.target_key, Delivery.status, func.count()).group_by(Delivery.target_key, Delivery.status)
-    ).all()
     statuses = ("pending", "sending", "sent", "failed", "held")
+    letters = Delivery.kind == "letter"
     table = {}
-    for target, status, count in rows:
+    # A letter's target is a campaign's target; any other mail goes to a
+    # supporter's own mailbox, whose address must not be printed: one row for
+    # all of it, counted in the database.
+    for target, status, count in db.session.execute(
+        select(Delivery.target_key, Delivery.status, func.count()).where(letters)
+        .group_by(Delivery.target_key, Delivery.status)
+    ).all():
         table.setdefault(target, dict.fromkeys(statuses, 0))[status] = count
-    totals = {status: sum(row[status] for row in table.values()) for status in statuses}
+    own_mail = dict.fromkeys(statuses, 0)
+    for status, count in db.session.execute(
+        select(Delivery.status, func.count()).where(~letters).group_by(Delivery.status)
+    ).all():
+        own_mail[status] = count
+    rows = [(target, table[target]) for target in sorted(table)]
+    if any(own_mail.values()):
+        rows.append((SUPPORTERS_OWN_MAIL, own_mail))
+    totals = {status: sum(row[status] for _, row in rows) for status in statuses}
     click.echo("  ".join(f"{status}: {totals[status]}" for status in statuses))
-    if table:
-        width = max(len(target) for target in table)
+    if rows:
+        width = max(len(target) for target, _ in rows)
         click.echo(f"\n{'target':<{width}}  " + "  ".join(f"{s:>7}" for s in statuses))
-        for target in sorted(table):
-            click.echo(f"{target:<{width}}  " + "  ".join(f"{table[target][s]:>7}" for s in statuses))
+        for target, row in rows:
+            click.echo(f"{target:<{width}}  " + "  ".join(f"{row[s]:>7}" for s in statuses))
     oldest = db.session.scalars(
         select(Delivery).where(Delivery.status.in_(("pending", "sending"))).order_by(Delivery.created_at).limit(1)
     ).first()
     if oldest:
         click.echo(
-            f"\noldest pending: #{oldest.id} to {oldest.target_key}, queued {oldest.created_at:%Y-%m-%d %H:%M} UTC, "
+            f"\noldest pending: #{oldest.id} to {_recipient(oldest)}, queued {oldest.created_at:%Y-%m-%d %H:%M} UTC, "
             f"{oldest.attempts} attempts, next {oldest.next_attempt_at:%Y-%m-%d %H:%M} UTC"
-            + (f": {oldest.last_error}" if oldest.last_error else "")
+            + (f": {_error(oldest)}" if oldest.last_error else "")
         )
     errors = db.session.scalars(
         select(Delivery).where(Delivery.status.in_(("pending", "failed")), Delivery.last_error != "")
@@ -144,7 +157,23 @@ def deliveries_group(ctx):
     if errors:
         click.echo("\nrecent errors:")
         for delivery in errors:
-            click.echo(f"  #{delivery.id} {delivery.status} {delivery.target_key} (attempt {delivery.attempts}): {delivery.last_error}")
+            click.echo(f"  #{delivery.id} {delivery.status} {_recipient(delivery)} (attempt {delivery.attempts}): "
+                       f"{_error(delivery)}")
+
+
+#: How ``clamor deliveries`` names mail to supporters' own mailboxes (confirmations …).
+SUPPORTERS_OWN_MAIL = "supporters' own mail"
+
+
+def _recipient(delivery):
+    """The target's address of a letter; for mail to a supporter, what kind of mail, never the address."""
+    return delivery.target_key if delivery.kind == "letter" else f"{SUPPORTERS_OWN_MAIL} ({delivery.kind})"
+
+
+def _error(delivery):
+    # Redacted when stored (app.delivery.error_text); again here for rows
+    # stored before that was so.
+    return delivery.last_error if delivery.kind == "letter" else redact_addresses(delivery.last_error)
 
 
 @deliveries_group.command("retry")

@@ -37,6 +37,25 @@ def client_key():
     return client_hash(subkey("client-address"), request.remote_addr)
 
 
+#: An email address, with or without angle brackets, as SMTP servers quote it
+#: (``<anna@example.org>``, ``'anna@example.org'`` in smtplib's reprs), a
+#: quoted local part and a domain literal included. The local part may hold
+#: backslashes: ``b'\\xd0\\x9f@…'`` (a bytes repr) is one address.
+_ADDRESS = re.compile(
+    r"""<?(?:"[^"\n]*"|[^\s<>()\[\],;:"'@]+)@(?:\[[^\]\s]*\]|[^\s<>()\[\],;:"'@]+)>?"""
+)
+
+
+def redact_addresses(text):
+    """``text`` with every email address in it replaced by ``<supporter>``.
+
+    For errors of mail sent to a supporter's own mailbox, which quote that
+    address; they are logged and shown to organisers, who need the reason,
+    not the address.
+    """
+    return _ADDRESS.sub("<supporter>", text or "")
+
+
 #: The client address at the start of a Werkzeug request log line
 #: (``203.0.113.7 - - [date] "GET / HTTP/1.1" 200 -``).
 _REQUEST_LOG_ADDRESS = re.compile(r"^\S+(?= - - \[)")
