@@ -103,6 +103,7 @@ def create_app(test_config=None, instance_path=None):
     babel.init_app(app, locale_selector=_select_locale)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
+            _create_private_file(db.engine.url.database)
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
     app.extensions["clamor"] = _make_state(app)
@@ -160,6 +161,23 @@ def _finish_config(app):
         expected = dict if key == "DELIVERY" else (list, tuple)
         if not isinstance(config[key], expected):
             raise ConfigError(f"{key} has the wrong type: {config[key]!r}")
+
+
+def _create_private_file(database):
+    """Create the SQLite file ``database`` empty and readable by its owner only, unless it exists.
+
+    SQLite would create it with the umask's mode (often world-readable) and
+    gives its -wal and -shm files the main file's mode, so creating it first
+    with 0600 covers all three. An empty file is an empty database to SQLite.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        # There already, or its folder missing or not writable: SQLite says
+        # what is wrong when it opens the file.
+        pass
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

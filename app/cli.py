@@ -1,5 +1,6 @@
 """The ``clamor`` command: ``flask --app wsgi`` with Clamor's own commands."""
 
+import os
 import secrets
 import shutil
 import signal
@@ -57,14 +58,21 @@ def init_command():
     from . import create_app, default_instance_path
 
     instance = default_instance_path()
-    (instance / "campaigns").mkdir(parents=True, exist_ok=True)
+    # The database, the outbox and the secret key live here: for the owner
+    # only, a checkout's instance/ (made by git with the umask's mode) included.
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if instance.stat().st_mode & 0o077:
+        try:
+            instance.chmod(0o700)
+        except PermissionError:
+            click.echo(f"warning: others may read {instance}; make it private with chmod 700", err=True)
+    (instance / "campaigns").mkdir(exist_ok=True)
     config_file = instance / "config.py"
-    if not config_file.exists():
-        config_file.write_text(
-            "# Settings for this deployment; see README.md for every key.\n"
-            f"SECRET_KEY = {secrets.token_urlsafe(48)!r}\n"
-        )
-        config_file.chmod(0o600)
+    if _write_private_file(
+        config_file,
+        "# Settings for this deployment; see README.md for every key.\n"
+        f"SECRET_KEY = {secrets.token_urlsafe(48)!r}\n",
+    ):
         click.echo(f"wrote a new SECRET_KEY to {config_file}")
     if not any((instance / "campaigns").glob("*.toml")):
         for example in EXAMPLE_CAMPAIGNS.glob("*.toml"):
@@ -74,6 +82,25 @@ def init_command():
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
     click.echo(f"database ready: {app.config['SQLALCHEMY_DATABASE_URI']}")
+
+
+def _write_private_file(path, text):
+    """Create ``path`` holding ``text``, readable by its owner only from its first byte; False if it exists.
+
+    Created with mode 0600 and O_EXCL (never through a symlink someone left
+    there); a write that fails removes the file, so the next try writes it anew.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return True
 
 
 @click.command("deliver")
