@@ -12,7 +12,6 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
                    stream_with_context, url_for)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sqlalchemy import func, or_, select, update
 from werkzeug.security import check_password_hash
 from wtforms import EmailField, PasswordField
@@ -21,6 +20,7 @@ from wtforms.validators import DataRequired
 from . import moderation, tally
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
+from .forms import PostedForm
 from .models import Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
 from .tokens import make_token
@@ -35,7 +35,7 @@ csrf.exempt(bp)
 _DUMMY_HASH = "scrypt:32768:8:1$clamor$" + "0" * 128
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PostedForm):
     email = EmailField(_l("Email"), validators=[DataRequired()], render_kw={"autocomplete": "username"})
     password = PasswordField(_l("Password"), validators=[DataRequired()],
                              render_kw={"autocomplete": "current-password"})

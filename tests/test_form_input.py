@@ -1,5 +1,6 @@
 """Whatever is typed or posted: refused with a clear message, stored clean, shown escaped, never a 500."""
 
+import io
 import itertools
 import unicodedata
 from html import unescape
@@ -8,10 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flask_wtf import FlaskForm
+
 from app.delivery import deliver_due
 from app.i18n import country_choices
 from app.models import Signature
-from conftest import SLUG, counts, form_fields, sign
+from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, counts, form_fields, sign
 
 CONTROL = "Veuillez supprimer les retours à la ligne et les caractères de contrôle."
 BAD_CHARACTERS = ["\x00", "\r", "\n", "\t", "\x1b", "\x7f", "\x85", "\u2028"]
@@ -172,3 +175,52 @@ def test_random_input_never_breaks_the_form(app, client, changes):
             assert signature.country in COUNTRIES
             assert 0 < len(signature.message) <= app.config["MESSAGE_MAX_LENGTH"]
             assert "\x00" not in signature.message
+
+
+# Fields posted as files.
+
+
+def as_uploads(data, fields):
+    """``data`` with ``fields`` sent as file uploads (multipart) holding the same text."""
+    return {k: (io.BytesIO(v.encode()), f"{k}.txt") if k in fields else v for k, v in data.items()}
+
+
+@pytest.mark.parametrize("fields", [{"name"}, {"email"}, {"message"}, {"name", "email", "organisation", "country"}])
+def test_a_field_posted_as_a_file_is_missing_not_a_500(app, client, fields):
+    url = f"/fr/{SLUG}/"
+    data = form_fields(client.get(url).get_data(as_text=True))
+    data.update(name="Anna Example", email="anna@example.org", organisation="Union", country="FR",
+                message="Libérez-le.", opt_in="no")
+    response = client.post(url, data=as_uploads(data, fields), content_type="multipart/form-data")
+    assert response.status_code in (200, 400)
+    html = text(response)
+    assert "Veuillez corriger les champs signalés ci-dessous." in html
+    assert html.count("Veuillez remplir ce champ.") >= len(fields)
+    with app.app_context():
+        assert counts() == (0, 0)
+
+
+def test_the_admin_login_posted_as_files_is_refused_not_a_500(app, client):
+    add_organiser(app)
+    page = client.get("/admin/login")
+    data = {"csrf_token": form_fields(page.get_data(as_text=True))["csrf_token"], "email": ORGANISER,
+            "password": PASSWORD}
+    response = client.post("/admin/login", data=as_uploads(data, {"email", "password"}),
+                           content_type="multipart/form-data")
+    assert response.status_code == 401
+    assert "Wrong email address or password." in response.get_data(as_text=True)
+    assert client.get("/admin/").status_code == 302  # not logged in
+
+
+def test_every_form_of_the_app_reads_the_posted_form_only():
+    from app.admin import LoginForm
+    from app.forms import ActionForm, PostedForm
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    ours = [cls for cls in subclasses(FlaskForm) if cls.__module__.startswith(("app.", "plugins."))]
+    assert {ActionForm, LoginForm} <= set(ours)
+    assert [cls for cls in ours if not issubclass(cls, PostedForm)] == []
