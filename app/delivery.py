@@ -129,6 +129,11 @@ class DeliveryBackend:
     name = ""
     #: A human name for organisers.
     verbose_name = ""
+    #: True if this backend delivers mail whose addresses have a non-ASCII
+    #: local part (``ПРИМЕР@example.org``: SMTPUTF8, RFC 6531) to the
+    #: supporter and in Reply-To. The action form refuses such addresses while
+    #: the backend of ``DELIVERY["email"]`` says False.
+    smtputf8 = False
 
     def __init__(self, config):
         """Read this backend's own keys from ``config`` (the Flask config)."""

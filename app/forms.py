@@ -74,11 +74,28 @@ class BuiltinMessages:
 
 
 def valid_email(form, field):
-    """Validator: a syntactically valid address (no DNS look-up); stores it normalised."""
+    """Validator: a syntactically valid address (no DNS look-up); stores it normalised.
+
+    An address whose local part is not ASCII (``ПРИМЕР@example.org``) needs
+    SMTPUTF8 end to end; it is refused unless the backend that sends email
+    (``DELIVERY["email"]``) says it has that (:attr:`DeliveryBackend.smtputf8`),
+    or every letter carrying it in Reply-To would fail. Internationalised
+    domains need nothing of the kind and are accepted.
+    """
     try:
-        field.data = validate_email(field.data or "", check_deliverability=False).normalized
+        address = validate_email(field.data or "", check_deliverability=False)
     except EmailNotValidError:
         raise ValidationError(_l("Please enter a valid email address.")) from None
+    if address.smtputf8 and not _email_backend_has_smtputf8():
+        raise ValidationError(_l("Please give an address with only Latin letters, digits and punctuation "
+                                 "before the @: letters cannot be sent with this one."))
+    field.data = address.normalized
+
+
+def _email_backend_has_smtputf8():
+    config = current_app.config
+    backend = current_app.extensions["clamor"].backends.get(config["DELIVERY"].get("email"))
+    return bool(getattr(backend, "smtputf8", False))
 
 
 class CountryField(SelectField):

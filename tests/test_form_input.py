@@ -177,7 +177,7 @@ def test_random_input_never_breaks_the_form(app, client, changes):
             assert "\x00" not in signature.message
 
 
-# Fields posted as files.
+# Fields posted as files, addresses that cannot be carried.
 
 
 def as_uploads(data, fields):
@@ -224,3 +224,52 @@ def test_every_form_of_the_app_reads_the_posted_form_only():
     ours = [cls for cls in subclasses(FlaskForm) if cls.__module__.startswith(("app.", "plugins."))]
     assert {ActionForm, LoginForm} <= set(ours)
     assert [cls for cls in ours if not issubclass(cls, PostedForm)] == []
+
+
+NON_LATIN_LOCAL_PART = "Please give an address with only Latin letters, digits and punctuation before the @"
+
+
+@pytest.mark.parametrize("email", ["ПРИМЕР@example.org", "josé@example.org", "アンナ@example.org"])
+def test_an_address_with_a_non_ascii_local_part_is_refused_while_no_backend_carries_it(app, client, email):
+    # In English: the message is new, and not translated yet.
+    response = sign(client, lang="en", email=email)
+    assert response.status_code == 200
+    assert NON_LATIN_LOCAL_PART in text(response)
+    with app.app_context():
+        assert counts() == (0, 0)
+
+
+@pytest.mark.parametrize("email", ["anna@bücher.de", "anna@пример.рф"])
+def test_an_internationalised_domain_is_accepted(app, client, email):
+    assert sign(client, email=email).status_code == 303
+    with app.app_context():
+        assert Signature.query.one().email == email
+
+
+#: A delivery backend that says it carries SMTPUTF8 addresses.
+UTF8_BACKEND = '''
+from app import hookimpl
+from app.delivery import DeliveryBackend, Receipt
+
+
+class Utf8Outbox(DeliveryBackend):
+    name = "utf8_outbox"
+    smtputf8 = True
+
+    def send(self, letter):
+        return Receipt()
+
+
+@hookimpl
+def register_delivery_backends():
+    return [Utf8Outbox]
+'''
+
+
+def test_a_non_ascii_local_part_is_accepted_when_the_email_backend_carries_it(make_app, instance_path):
+    (instance_path / "plugins").mkdir()
+    (instance_path / "plugins" / "utf8_outbox.py").write_text(UTF8_BACKEND)
+    app = make_app(DELIVERY={"email": "utf8_outbox", "fax": "fax_email"})
+    assert sign(app.test_client(), email="ПРИМЕР@example.org").status_code == 303
+    with app.app_context():
+        assert Signature.query.one().email == "ПРИМЕР@example.org"
