@@ -6,6 +6,7 @@ stays flat however many supporters a campaign has (bench/export.py measures it).
 
 import csv
 import io
+import re
 
 from sqlalchemy import select
 
@@ -21,9 +22,28 @@ EXPORT_COLUMNS = (
 BATCH = 500
 
 
+#: Where a spreadsheet cell could begin a formula: at the start of the value
+#: or after a ";" in it (a French or Russian Excel splits on ";"), past
+#: whitespace and quotes, before = + - @ (or a tab or CR, which some strip).
+_FORMULA = re.compile(r"""(^|;)([\s"']*)(?=[=+\-@\t\r])""")
+
+
 def spreadsheet_safe(value):
-    """Prefix a quote to text a spreadsheet would run as a formula (=, +, -, @)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """``value`` with a quote (') put before every character that would start a formula.
+
+    The CSV is written with every field quoted, so a reader splitting on ","
+    keeps each value whole. One splitting on ";" still cuts a value at each
+    ";" in it, and a cut may start a cell: so the guard is put there as well
+    as at the start (``Anna;'=HYPERLINK(…)``), never elsewhere. Each guard is
+    one quote before the trigger, even where quotes are already, so
+    :func:`spreadsheet_value` gives back the value exactly.
+    """
+    return _FORMULA.sub(r"\1\2'", value)
+
+
+def spreadsheet_value(cell):
+    """The value a :func:`spreadsheet_safe` cell was made from (the guards taken out)."""
+    return re.sub(r"""(^|;)([\s"']*)'(?=[=+\-@\t\r])""", r"\1\2", cell)
 
 
 def export_query(slug=None, opt_in_only=False):
@@ -64,7 +84,9 @@ def iter_csv(query, unsubscribe_url=None):
     the identity map would keep every row alive until the end.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    # Every field quoted: a "," or ";" inside a value never ends it for a
+    # reader that splits on ",".
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for signature in db.session.scalars(query.execution_options(yield_per=BATCH)):

@@ -1,5 +1,6 @@
 """Whatever is typed or posted: refused with a clear message, stored clean, shown escaped, never a 500."""
 
+import csv
 import io
 import itertools
 import unicodedata
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 from flask_wtf import FlaskForm
 
 from app.delivery import deliver_due
+from app.export import spreadsheet_safe, spreadsheet_value
 from app.i18n import country_choices
 from app.models import Signature
-from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, counts, form_fields, sign
+from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, counts, form_fields, login, sign
 
 CONTROL = "Veuillez supprimer les retours à la ligne et les caractères de contrôle."
 BAD_CHARACTERS = ["\x00", "\r", "\n", "\t", "\x1b", "\x7f", "\x85", "\u2028"]
@@ -177,7 +179,7 @@ def test_random_input_never_breaks_the_form(app, client, changes):
             assert "\x00" not in signature.message
 
 
-# Fields posted as files, addresses that cannot be carried.
+# Fields posted as files, addresses that cannot be carried, CSV exports.
 
 
 def as_uploads(data, fields):
@@ -273,3 +275,46 @@ def test_a_non_ascii_local_part_is_accepted_when_the_email_backend_carries_it(ma
     assert sign(app.test_client(), email="ПРИМЕР@example.org").status_code == 303
     with app.app_context():
         assert Signature.query.one().email == "ПРИМЕР@example.org"
+
+
+#: What a spreadsheet would run as a formula at the start of a cell.
+TRIGGERS = ("=", "+", "-", "@")
+#: (name, organisation) pairs that try to start a cell with a formula, in a
+#: reader splitting on "," or on ";" (a French or Russian Excel).
+FORMULAS = [
+    ('Anna;=HYPERLINK("http://evil")', "x;+cmd"),
+    ("=cmd()", "Union; -2+3"),
+    ('Bob;" =1', "Acme;;@SUM(A1)"),
+    ("Carla ; '=1", "Plain; text"),
+]
+
+
+def assert_no_formula(csv_text):
+    for delimiter in (",", ";"):
+        for row in csv.reader(io.StringIO(csv_text), delimiter=delimiter):
+            for cell in row:
+                assert not cell.strip().startswith(TRIGGERS), (delimiter, cell)
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    got = {(spreadsheet_value(r["name"]), spreadsheet_value(r["organisation"])) for r in rows}
+    assert got == set(FORMULAS)
+
+
+def test_the_csv_exports_start_no_cell_with_a_formula_whatever_the_delimiter(app, client):
+    for i, (name, organisation) in enumerate(FORMULAS):
+        assert sign(client, name=name, organisation=organisation, email=f"p{i}@example.org").status_code == 303
+    exported = app.test_cli_runner().invoke(args=["export"])
+    assert exported.exit_code == 0, exported.output
+    assert_no_formula(exported.output)
+    add_organiser(app)
+    admin = app.test_client()
+    login(admin)
+    download = admin.get(f"/admin/{SLUG}/export.csv")
+    assert download.status_code == 200
+    assert_no_formula(download.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("value", [name for pair in FORMULAS for name in pair] + [
+    "'=already quoted", "a;\"\"=1", "\t=1", "x;\t@1", "-5", "2026-01-01", "",
+])
+def test_spreadsheet_value_undoes_spreadsheet_safe(value):
+    assert spreadsheet_value(spreadsheet_safe(value)) == value
