@@ -31,12 +31,13 @@ _FORMULA = re.compile(r"""(^|;)([\s"']*)(?=[=+\-@\t\r])""")
 def spreadsheet_safe(value):
     """``value`` with a quote (') put before every character that would start a formula.
 
-    The CSV is written with every field quoted, so a reader splitting on ","
-    keeps each value whole. One splitting on ";" still cuts a value at each
-    ";" in it, and a cut may start a cell: so the guard is put there as well
-    as at the start (``Anna;'=HYPERLINK(…)``), never elsewhere. Each guard is
-    one quote before the trigger, even where quotes are already, so
-    :func:`spreadsheet_value` gives back the value exactly.
+    A reader splitting on "," (the CSV's delimiter) starts a cell only at the
+    start of a value. One splitting on ";" starts one after every ";" in a
+    value, quoted field or not (quoting every field protects only the first
+    of a line: past its closing quote the reader is in an unquoted cell), so
+    the guard goes there as well as at the start (``Anna;'=HYPERLINK(…)``),
+    never elsewhere. Each guard is one quote right before the trigger, even
+    where quotes are already, so :func:`spreadsheet_value` gives the value back.
     """
     return _FORMULA.sub(r"\1\2'", value)
 
@@ -84,9 +85,7 @@ def iter_csv(query, unsubscribe_url=None):
     the identity map would keep every row alive until the end.
     """
     buffer = io.StringIO()
-    # Every field quoted: a "," or ";" inside a value never ends it for a
-    # reader that splits on ",".
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+    writer = csv.writer(buffer)
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for signature in db.session.scalars(query.execution_options(yield_per=BATCH)):
