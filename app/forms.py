@@ -87,8 +87,8 @@ def valid_email(form, field):
     except EmailNotValidError:
         raise ValidationError(_l("Please enter a valid email address.")) from None
     if address.smtputf8 and not _email_backend_has_smtputf8():
-        raise ValidationError(_l("Please give an address with only Latin letters, digits and punctuation "
-                                 "before the @: letters cannot be sent with this one."))
+        raise ValidationError(_l("Please give an address without accents or non-Latin letters before the @: "
+                                 "letters cannot be sent with this one."))
     field.data = address.normalized
 
 
