@@ -21,6 +21,7 @@ from .hookspecs import hookimpl
 from .keys import install_keys, subkey
 from .links import trusted_hosts
 from .plugins import check_delivery_config, collect_backends, create_plugin_manager, filter_callers
+from .security import quiet_request_log
 
 __all__ = ["create_app", "hookimpl", "subkey", "ConfigError"]
 
@@ -88,6 +89,9 @@ def create_app(test_config=None, instance_path=None):
         # Worker and filter messages must reach the operator's journal. They
         # carry ids, never a supporter's name or address.
         logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The development server's request lines would start with the client's
+    # (or, behind PROXY_FIX_X_FOR, the forwarded) address.
+    quiet_request_log()
     if app.config["PROXY_FIX_X_FOR"]:
         # Only when configured: X-Forwarded-For is whatever the client wrote
         # unless a proxy we trust overwrote it, and the rate limit counts by
@@ -101,6 +105,7 @@ def create_app(test_config=None, instance_path=None):
     babel.init_app(app, locale_selector=_select_locale)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
+            _create_private_file(db.engine.url.database)
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
     app.extensions["clamor"] = _make_state(app)
@@ -176,6 +181,23 @@ def _check_links(app):
             "are built from it, never from the request."
         )
     config["TRUSTED_HOSTS"] = trusted_hosts(config)
+
+
+def _create_private_file(database):
+    """Create the SQLite file ``database`` empty and readable by its owner only, unless it exists.
+
+    SQLite would create it with the umask's mode (often world-readable) and
+    gives its -wal and -shm files the main file's mode, so creating it first
+    with 0600 covers all three. An empty file is an empty database to SQLite.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        # There already, or its folder missing or not writable: SQLite says
+        # what is wrong when it opens the file.
+        pass
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

@@ -26,7 +26,6 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
                    stream_with_context, url_for)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sqlalchemy import delete, func, or_, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
@@ -35,6 +34,7 @@ from wtforms.validators import DataRequired
 from . import moderation, tally
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
+from .forms import PostedForm
 from .keys import subkey
 from .models import AdminSession, Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
@@ -68,7 +68,7 @@ SESSION_KEY = "admin_session"
 _SEEN_EVERY = timedelta(minutes=1)
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PostedForm):
     email = EmailField(_l("Email"), validators=[DataRequired()], render_kw={"autocomplete": "username"})
     password = PasswordField(_l("Password"), validators=[DataRequired()],
                              render_kw={"autocomplete": "current-password"})

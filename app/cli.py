@@ -1,5 +1,6 @@
 """The ``clamor`` command: ``flask --app wsgi`` with Clamor's own commands."""
 
+import os
 import secrets
 import shutil
 import signal
@@ -14,6 +15,7 @@ from sqlalchemy import func, select, update
 from .campaigns import CampaignError, load_campaign
 from .extensions import db
 from .models import Delivery, utcnow
+from .security import redact_addresses
 
 EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "instance" / "campaigns"
 
@@ -56,17 +58,24 @@ def init_command():
     from . import create_app, default_instance_path
 
     instance = default_instance_path()
-    (instance / "campaigns").mkdir(parents=True, exist_ok=True)
+    # The database, the outbox and the secret key live here: for the owner
+    # only, a checkout's instance/ (made by git with the umask's mode) included.
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if instance.stat().st_mode & 0o077:
+        try:
+            instance.chmod(0o700)
+        except PermissionError:
+            click.echo(f"warning: others may read {instance}; make it private with chmod 700", err=True)
+    (instance / "campaigns").mkdir(exist_ok=True)
     config_file = instance / "config.py"
-    if not config_file.exists():
-        config_file.write_text(
-            "# Settings for this deployment; see README.md for every key.\n"
-            f"SECRET_KEY = {secrets.token_urlsafe(48)!r}\n"
-            "# The site's public address: links in emails are built from it. Change it\n"
-            "# before going live (docs/deploying.md); `make run` overrides it.\n"
-            "BASE_URL = \"http://127.0.0.1:5000\"\n"
-        )
-        config_file.chmod(0o600)
+    if _write_private_file(
+        config_file,
+        "# Settings for this deployment; see README.md for every key.\n"
+        f"SECRET_KEY = {secrets.token_urlsafe(48)!r}\n"
+        "# The site's public address: links in emails are built from it. Change it\n"
+        "# before going live (docs/deploying.md); `make run` overrides it.\n"
+        "BASE_URL = \"http://127.0.0.1:5000\"\n",
+    ):
         click.echo(f"wrote a new SECRET_KEY to {config_file}")
     if not any((instance / "campaigns").glob("*.toml")):
         for example in EXAMPLE_CAMPAIGNS.glob("*.toml"):
@@ -76,6 +85,25 @@ def init_command():
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
     click.echo(f"database ready: {app.config['SQLALCHEMY_DATABASE_URI']}")
+
+
+def _write_private_file(path, text):
+    """Create ``path`` holding ``text``, readable by its owner only from its first byte; False if it exists.
+
+    Created with mode 0600 and O_EXCL (never through a symlink someone left
+    there); a write that fails removes the file, so the next try writes it anew.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return True
 
 
 @click.command("deliver")
@@ -117,28 +145,40 @@ def deliveries_group(ctx):
 
     if is_paused():
         click.echo("PAUSED: nothing is sent until `clamor deliveries resume`.")
-    rows = db.session.execute(
-        select(Delivery.target_key, Delivery.status, func.count()).group_by(Delivery.target_key, Delivery.status)
-    ).all()
     statuses = ("pending", "sending", "sent", "failed", "held")
+    letters = Delivery.kind == "letter"
     table = {}
-    for target, status, count in rows:
+    # A letter's target is a campaign's target; any other mail goes to a
+    # supporter's own mailbox, whose address must not be printed: one row for
+    # all of it, counted in the database.
+    for target, status, count in db.session.execute(
+        select(Delivery.target_key, Delivery.status, func.count()).where(letters)
+        .group_by(Delivery.target_key, Delivery.status)
+    ).all():
         table.setdefault(target, dict.fromkeys(statuses, 0))[status] = count
-    totals = {status: sum(row[status] for row in table.values()) for status in statuses}
+    own_mail = dict.fromkeys(statuses, 0)
+    for status, count in db.session.execute(
+        select(Delivery.status, func.count()).where(~letters).group_by(Delivery.status)
+    ).all():
+        own_mail[status] = count
+    rows = [(target, table[target]) for target in sorted(table)]
+    if any(own_mail.values()):
+        rows.append((SUPPORTERS_OWN_MAIL, own_mail))
+    totals = {status: sum(row[status] for _, row in rows) for status in statuses}
     click.echo("  ".join(f"{status}: {totals[status]}" for status in statuses))
-    if table:
-        width = max(len(target) for target in table)
+    if rows:
+        width = max(len(target) for target, _ in rows)
         click.echo(f"\n{'target':<{width}}  " + "  ".join(f"{s:>7}" for s in statuses))
-        for target in sorted(table):
-            click.echo(f"{target:<{width}}  " + "  ".join(f"{table[target][s]:>7}" for s in statuses))
+        for target, row in rows:
+            click.echo(f"{target:<{width}}  " + "  ".join(f"{row[s]:>7}" for s in statuses))
     oldest = db.session.scalars(
         select(Delivery).where(Delivery.status.in_(("pending", "sending"))).order_by(Delivery.created_at).limit(1)
     ).first()
     if oldest:
         click.echo(
-            f"\noldest pending: #{oldest.id} to {oldest.target_key}, queued {oldest.created_at:%Y-%m-%d %H:%M} UTC, "
+            f"\noldest pending: #{oldest.id} to {_recipient(oldest)}, queued {oldest.created_at:%Y-%m-%d %H:%M} UTC, "
             f"{oldest.attempts} attempts, next {oldest.next_attempt_at:%Y-%m-%d %H:%M} UTC"
-            + (f": {oldest.last_error}" if oldest.last_error else "")
+            + (f": {_error(oldest)}" if oldest.last_error else "")
         )
     errors = db.session.scalars(
         select(Delivery).where(Delivery.status.in_(("pending", "failed")), Delivery.last_error != "")
@@ -147,7 +187,23 @@ def deliveries_group(ctx):
     if errors:
         click.echo("\nrecent errors:")
         for delivery in errors:
-            click.echo(f"  #{delivery.id} {delivery.status} {delivery.target_key} (attempt {delivery.attempts}): {delivery.last_error}")
+            click.echo(f"  #{delivery.id} {delivery.status} {_recipient(delivery)} (attempt {delivery.attempts}): "
+                       f"{_error(delivery)}")
+
+
+#: How ``clamor deliveries`` names mail to supporters' own mailboxes (confirmations …).
+SUPPORTERS_OWN_MAIL = "supporters' own mail"
+
+
+def _recipient(delivery):
+    """The target's address of a letter; for mail to a supporter, what kind of mail, never the address."""
+    return delivery.target_key if delivery.kind == "letter" else f"{SUPPORTERS_OWN_MAIL} ({delivery.kind})"
+
+
+def _error(delivery):
+    # Redacted when stored (app.delivery.error_text); again here for rows
+    # stored before that was so.
+    return delivery.last_error if delivery.kind == "letter" else redact_addresses(delivery.last_error)
 
 
 @deliveries_group.command("retry")

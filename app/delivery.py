@@ -27,6 +27,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .extensions import db
 from .models import Delivery, DeliveryPause, utcnow
+from .security import redact_addresses
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,11 @@ class DeliveryBackend:
     name = ""
     #: A human name for organisers.
     verbose_name = ""
+    #: True if this backend delivers mail whose addresses have a non-ASCII
+    #: local part (``ПРИМЕР@example.org``: SMTPUTF8, RFC 6531) to the
+    #: supporter and in Reply-To. The action form refuses such addresses while
+    #: the backend of ``DELIVERY["email"]`` says False.
+    smtputf8 = False
 
     def __init__(self, config):
         """Read this backend's own keys from ``config`` (the Flask config)."""
@@ -454,7 +460,12 @@ def _deliver_one(delivery, state, config, backends):
         _fail(delivery, state, exc)
     except Exception as exc:
         if not isinstance(exc, TemporaryFailure):
-            log.exception("delivery %s: unexpected error, will retry", delivery.id)
+            if delivery.kind == "letter":
+                log.exception("delivery %s: unexpected error, will retry", delivery.id)
+            else:
+                # A traceback would print the supporter's address with the message.
+                log.warning("delivery %s: unexpected error, will retry: %s: %s",
+                            delivery.id, type(exc).__name__, error_text(delivery, exc))
             exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
         age = utcnow() - delivery.created_at
         if delivery.attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
@@ -465,10 +476,10 @@ def _deliver_one(delivery, state, config, backends):
         else:
             delivery.status = "pending"
             delivery.lease_until = None
-            delivery.last_error = str(exc)
+            delivery.last_error = error_text(delivery, exc)
             delay = retry_delay(delivery.attempts, config, exc.retry_after)
             delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
-            log.warning("delivery %s: temporary failure, retry in %.0fs: %s", delivery.id, delay, exc)
+            log.warning("delivery %s: temporary failure, retry in %.0fs: %s", delivery.id, delay, delivery.last_error)
     else:
         delivery.status = "sent"
         delivery.lease_until = None
@@ -482,9 +493,26 @@ def _deliver_one(delivery, state, config, backends):
 def _fail(delivery, state, exc):
     delivery.status = "failed"
     delivery.lease_until = None
-    delivery.last_error = str(exc) or type(exc).__name__
+    delivery.last_error = error_text(delivery, exc)
     log.error("delivery %s failed: %s", delivery.id, delivery.last_error)
     _notify(state, "letter_failed", delivery=delivery, error=exc)
+
+
+def error_text(delivery, exc):
+    """What ``exc`` says, as it may be logged and stored in ``last_error``: a target's address at most.
+
+    Mail to a supporter's own mailbox (every kind but "letter") fails with
+    replies that quote the supporter's address: every address in them is
+    redacted. A letter's error keeps the target's address, not the supporter's
+    (a server may quote the Reply-To).
+    """
+    text = str(exc) or type(exc).__name__
+    if delivery.kind != "letter":
+        return redact_addresses(text)
+    signature = delivery.signature
+    if signature is not None and signature.email:
+        text = re.sub(re.escape(signature.email), "<supporter>", text, flags=re.IGNORECASE)
+    return text
 
 
 def _notify(state, hook, **kwargs):

@@ -6,6 +6,7 @@ stays flat however many supporters a campaign has (bench/export.py measures it).
 
 import csv
 import io
+import re
 
 from sqlalchemy import select
 
@@ -21,9 +22,29 @@ EXPORT_COLUMNS = (
 BATCH = 500
 
 
+#: Where a spreadsheet cell could begin a formula: at the start of the value
+#: or after a ";" in it (a French or Russian Excel splits on ";"), past
+#: whitespace and quotes, before = + - @ (or a tab or CR, which some strip).
+_FORMULA = re.compile(r"""(^|;)([\s"']*)(?=[=+\-@\t\r])""")
+
+
 def spreadsheet_safe(value):
-    """Prefix a quote to text a spreadsheet would run as a formula (=, +, -, @)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """``value`` with a quote (') put before every character that would start a formula.
+
+    A reader splitting on "," (the CSV's delimiter) starts a cell only at the
+    start of a value. One splitting on ";" starts one after every ";" in a
+    value, quoted field or not (quoting every field protects only the first
+    of a line: past its closing quote the reader is in an unquoted cell), so
+    the guard goes there as well as at the start (``Anna;'=HYPERLINK(…)``),
+    never elsewhere. Each guard is one quote right before the trigger, even
+    where quotes are already, so :func:`spreadsheet_value` gives the value back.
+    """
+    return _FORMULA.sub(r"\1\2'", value)
+
+
+def spreadsheet_value(cell):
+    """The value a :func:`spreadsheet_safe` cell was made from (the guards taken out)."""
+    return re.sub(r"""(^|;)([\s"']*)'(?=[=+\-@\t\r])""", r"\1\2", cell)
 
 
 def export_query(slug=None, opt_in_only=False):

@@ -2,11 +2,12 @@
 
 from flask_babel import Babel
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
+
+from .security import client_key
 
 
 class Base(DeclarativeBase):
@@ -17,6 +18,8 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 csrf = CSRFProtect()
 # No default limits: only the routes that send letters or check passwords are
-# limited, each with its own configured rate.
-limiter = Limiter(key_func=get_remote_address)
+# limited, each with its own configured rate. Every limit counts by a keyed
+# hash of the client address, never the address: Flask-Limiter writes its key
+# into storage (Redis keys outlive the request) and into its log lines.
+limiter = Limiter(key_func=client_key)
 babel = Babel()

@@ -8,7 +8,7 @@ Spam filters add their own fields through the ``extend_action_form`` hook.
 import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app
+from flask import current_app, has_request_context, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.i18n import translations as wtforms_translations
@@ -74,11 +74,28 @@ class BuiltinMessages:
 
 
 def valid_email(form, field):
-    """Validator: a syntactically valid address (no DNS look-up); stores it normalised."""
+    """Validator: a syntactically valid address (no DNS look-up); stores it normalised.
+
+    An address whose local part is not ASCII (``ПРИМЕР@example.org``) needs
+    SMTPUTF8 end to end; it is refused unless the backend that sends email
+    (``DELIVERY["email"]``) says it has that (:attr:`DeliveryBackend.smtputf8`),
+    or every letter carrying it in Reply-To would fail. Internationalised
+    domains need nothing of the kind and are accepted.
+    """
     try:
-        field.data = validate_email(field.data or "", check_deliverability=False).normalized
+        address = validate_email(field.data or "", check_deliverability=False)
     except EmailNotValidError:
         raise ValidationError(_l("Please enter a valid email address.")) from None
+    if address.smtputf8 and not _email_backend_has_smtputf8():
+        raise ValidationError(_l("Please give an address without accents or non-Latin letters before the @: "
+                                 "letters cannot be sent with this one."))
+    field.data = address.normalized
+
+
+def _email_backend_has_smtputf8():
+    config = current_app.config
+    backend = current_app.extensions["clamor"].backends.get(config["DELIVERY"].get("email"))
+    return bool(getattr(backend, "smtputf8", False))
 
 
 class CountryField(SelectField):
@@ -91,7 +108,33 @@ class CountryField(SelectField):
             raise ValidationError(_l("Please choose a country from the list."))
 
 
-class ActionForm(FlaskForm):
+class PostedForm(FlaskForm):
+    """Base of every form in Clamor: its fields are fed from ``request.form`` only.
+
+    Flask-WTF would also feed them uploaded files (``request.files``) and a
+    JSON body; a field posted as a file would then hold a ``FileStorage``
+    where every validator expects text, and answer 500. Here such a field is
+    empty and the form invalid, with "Please fill in this field." on it: not
+    even a field with a default (the letter) may stand in for it.
+    """
+
+    class Meta:
+        def wrap_formdata(self, form, formdata):
+            wrapped = super().wrap_formdata(form, formdata)
+            if wrapped is not None and wrapped is not formdata:
+                # Taken from the request (not passed in): the form part only.
+                return request.form or None
+            return wrapped
+
+    def validate(self, extra_validators=None):
+        valid = super().validate(extra_validators)
+        uploaded = [field for field in self if has_request_context() and field.name in request.files]
+        for field in uploaded:
+            field.errors.append(WTFORMS_MESSAGES["This field is required."])
+        return valid and not uploaded
+
+
+class ActionForm(PostedForm):
     """The fields every campaign asks for. Use :func:`make_action_form`."""
 
     class Meta:

@@ -20,9 +20,9 @@ from .keys import subkey
 from .letter_status import letter_rows
 from .links import external_url
 from .models import Delivery, utcnow
-from .security import client_hash
-from .spam import Submission, judge, normalise_email
+from .security import client_hash, client_key
 from .signing import store_signature
+from .spam import Submission, judge, normalise_email
 from .tokens import load_signature, make_token
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def campaign_page(slug):
                 message=form.message.data.replace("\r\n", "\n"),
                 opt_in=form.opt_in.data == "yes",
                 language=g.lang,
-                client_hash=client_hash(subkey("client-address"), request.remote_addr),
+                client_hash=client_key(),
                 form=form,
             )
             verdict = judge(submission, campaign, state.filters["check_submission"])

@@ -26,7 +26,8 @@ class OutboxFilesBackend(DeliveryBackend):
         filename = f"{utcnow():%Y%m%dT%H%M%S}-{letter.campaign}-{letter.delivery_id}.eml"
         data = letter.as_email().as_bytes()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # For the owner only, like the files (mkstemp makes them 0600).
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Write then rename, so a reader never sees half a letter.
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:

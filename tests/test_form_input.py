@@ -1,5 +1,7 @@
 """Whatever is typed or posted: refused with a clear message, stored clean, shown escaped, never a 500."""
 
+import csv
+import io
 import itertools
 import unicodedata
 from html import unescape
@@ -8,10 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flask_wtf import FlaskForm
+
 from app.delivery import deliver_due
+from app.export import spreadsheet_safe, spreadsheet_value
 from app.i18n import country_choices
 from app.models import Signature
-from conftest import SLUG, counts, form_fields, sign
+from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, counts, form_fields, login, sign
 
 CONTROL = "Veuillez supprimer les retours à la ligne et les caractères de contrôle."
 BAD_CHARACTERS = ["\x00", "\r", "\n", "\t", "\x1b", "\x7f", "\x85", "\u2028"]
@@ -172,3 +177,144 @@ def test_random_input_never_breaks_the_form(app, client, changes):
             assert signature.country in COUNTRIES
             assert 0 < len(signature.message) <= app.config["MESSAGE_MAX_LENGTH"]
             assert "\x00" not in signature.message
+
+
+# Fields posted as files, addresses that cannot be carried, CSV exports.
+
+
+def as_uploads(data, fields):
+    """``data`` with ``fields`` sent as file uploads (multipart) holding the same text."""
+    return {k: (io.BytesIO(v.encode()), f"{k}.txt") if k in fields else v for k, v in data.items()}
+
+
+@pytest.mark.parametrize("fields", [{"name"}, {"email"}, {"message"}, {"name", "email", "organisation", "country"}])
+def test_a_field_posted_as_a_file_is_missing_not_a_500(app, client, fields):
+    url = f"/fr/{SLUG}/"
+    data = form_fields(client.get(url).get_data(as_text=True))
+    data.update(name="Anna Example", email="anna@example.org", organisation="Union", country="FR",
+                message="Libérez-le.", opt_in="no")
+    response = client.post(url, data=as_uploads(data, fields), content_type="multipart/form-data")
+    assert response.status_code in (200, 400)
+    html = text(response)
+    assert "Veuillez corriger les champs signalés ci-dessous." in html
+    assert html.count("Veuillez remplir ce champ.") >= len(fields)
+    with app.app_context():
+        assert counts() == (0, 0)
+
+
+def test_the_admin_login_posted_as_files_is_refused_not_a_500(app, client):
+    add_organiser(app)
+    page = client.get("/admin/login")
+    data = {"csrf_token": form_fields(page.get_data(as_text=True))["csrf_token"], "email": ORGANISER,
+            "password": PASSWORD}
+    response = client.post("/admin/login", data=as_uploads(data, {"email", "password"}),
+                           content_type="multipart/form-data")
+    assert response.status_code == 401
+    assert "Wrong email address or password." in response.get_data(as_text=True)
+    assert client.get("/admin/").status_code == 302  # not logged in
+
+
+def test_every_form_of_the_app_reads_the_posted_form_only():
+    from app.admin import LoginForm
+    from app.forms import ActionForm, PostedForm
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    ours = [cls for cls in subclasses(FlaskForm) if cls.__module__.startswith(("app.", "plugins."))]
+    assert {ActionForm, LoginForm} <= set(ours)
+    assert [cls for cls in ours if not issubclass(cls, PostedForm)] == []
+
+
+NON_LATIN_LOCAL_PART = "Please give an address without accents or non-Latin letters before the @"
+
+
+@pytest.mark.parametrize("email", ["ПРИМЕР@example.org", "josé@example.org", "アンナ@example.org"])
+def test_an_address_with_a_non_ascii_local_part_is_refused_while_no_backend_carries_it(app, client, email):
+    # In English: the message is new, and not translated yet.
+    response = sign(client, lang="en", email=email)
+    assert response.status_code == 200
+    assert NON_LATIN_LOCAL_PART in text(response)
+    with app.app_context():
+        assert counts() == (0, 0)
+
+
+@pytest.mark.parametrize("email", ["anna@bücher.de", "anna@пример.рф"])
+def test_an_internationalised_domain_is_accepted(app, client, email):
+    assert sign(client, email=email).status_code == 303
+    with app.app_context():
+        assert Signature.query.one().email == email
+
+
+#: A delivery backend that says it carries SMTPUTF8 addresses.
+UTF8_BACKEND = '''
+from app import hookimpl
+from app.delivery import DeliveryBackend, Receipt
+
+
+class Utf8Outbox(DeliveryBackend):
+    name = "utf8_outbox"
+    smtputf8 = True
+
+    def send(self, letter):
+        return Receipt()
+
+
+@hookimpl
+def register_delivery_backends():
+    return [Utf8Outbox]
+'''
+
+
+def test_a_non_ascii_local_part_is_accepted_when_the_email_backend_carries_it(make_app, instance_path):
+    (instance_path / "plugins").mkdir()
+    (instance_path / "plugins" / "utf8_outbox.py").write_text(UTF8_BACKEND)
+    app = make_app(DELIVERY={"email": "utf8_outbox", "fax": "fax_email"})
+    assert sign(app.test_client(), email="ПРИМЕР@example.org").status_code == 303
+    with app.app_context():
+        assert Signature.query.one().email == "ПРИМЕР@example.org"
+
+
+#: What a spreadsheet would run as a formula at the start of a cell.
+TRIGGERS = ("=", "+", "-", "@")
+#: (name, organisation) pairs that try to start a cell with a formula, in a
+#: reader splitting on "," or on ";" (a French or Russian Excel).
+FORMULAS = [
+    ('Anna;=HYPERLINK("http://evil")', "x;+cmd"),
+    ("=cmd()", "Union; -2+3"),
+    ('Bob;" =1', "Acme;;@SUM(A1)"),
+    ("Carla ; '=1", "Plain; text"),
+]
+
+
+def assert_no_formula(csv_text):
+    for delimiter in (",", ";"):
+        for row in csv.reader(io.StringIO(csv_text), delimiter=delimiter):
+            for cell in row:
+                assert not cell.strip().startswith(TRIGGERS), (delimiter, cell)
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    got = {(spreadsheet_value(r["name"]), spreadsheet_value(r["organisation"])) for r in rows}
+    assert got == set(FORMULAS)
+
+
+def test_the_csv_exports_start_no_cell_with_a_formula_whatever_the_delimiter(app, client):
+    for i, (name, organisation) in enumerate(FORMULAS):
+        assert sign(client, name=name, organisation=organisation, email=f"p{i}@example.org").status_code == 303
+    exported = app.test_cli_runner().invoke(args=["export"])
+    assert exported.exit_code == 0, exported.output
+    assert_no_formula(exported.output)
+    add_organiser(app)
+    admin = app.test_client()
+    login(admin)
+    download = admin.get(f"/admin/{SLUG}/export.csv")
+    assert download.status_code == 200
+    assert_no_formula(download.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("value", [name for pair in FORMULAS for name in pair] + [
+    "'=already quoted", "a;\"\"=1", "\t=1", "x;\t@1", "-5", "2026-01-01", "",
+])
+def test_spreadsheet_value_undoes_spreadsheet_safe(value):
+    assert spreadsheet_value(spreadsheet_safe(value)) == value

@@ -1,11 +1,18 @@
 """Rate limits per client address and per supporter address; X-Forwarded-For is not trusted by default."""
 
+import logging
+
 import pytest
 
 from app import ConfigError, create_app
 from app.extensions import limiter
+from app.keys import subkey
 from app.models import Signature
+from app.security import client_hash
 from conftest import SLUG, counts, sign
+
+#: A client address behind a trusted proxy, as X-Forwarded-For gives it.
+CLIENT = "203.0.113.77"
 
 
 @pytest.fixture
@@ -92,3 +99,26 @@ def test_limiter_keys_do_not_hold_supporters_addresses(limited):
     keys = " ".join(str(key) for key in limiter.storage.storage)  # memory:// keeps them in a dict
     assert "email:" in keys
     assert "anna" not in keys and "example.org" not in keys
+
+
+def test_a_forwarded_address_past_the_limit_is_in_no_log_limiter_key_or_database_file(limited, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    app = limited(PROXY_FIX_X_FOR=1)
+    client = app.test_client()
+    forwarded = {"X-Forwarded-For": CLIENT}
+    statuses = [sign(client, email=f"person{i}@example.org", headers=forwarded).status_code for i in range(3)]
+    assert statuses == [303, 303, 429]
+    # The admin login's per-address limit counts by the same key.
+    for _ in range(2):
+        assert client.post("/admin/login", data={"email": "x@union.test", "password": "wrong"},
+                           headers=forwarded).status_code == 400  # no CSRF token: refused, counted
+    assert "exceeded" in caplog.text  # Flask-Limiter logged the breach ...
+    assert CLIENT not in caplog.text  # ... by the hash
+    keys = [str(key) for key in limiter.storage.storage]  # memory:// keeps them in a dict
+    expected = client_hash(subkey("client-address", app), CLIENT)
+    assert any(expected in key for key in keys)
+    assert not [key for key in keys if CLIENT in key]
+    with app.app_context():
+        assert {s.client_hash for s in Signature.query} == {expected}
+    files = list(tmp_path.glob("test.sqlite3*"))
+    assert files and not [f for f in files if CLIENT.encode() in f.read_bytes()]

@@ -56,8 +56,12 @@ def redis_url():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(stack, instance, storage):
-    """Start one gunicorn process on ``instance`` with rate-limit ``storage``; return its base URL."""
+def serve(stack, instance, storage, logs=None, **settings):
+    """Start one gunicorn process on ``instance`` with rate-limit ``storage``; return its base URL.
+
+    ``settings``: more CLAMOR_* variables. When the process has stopped (at
+    the end of ``stack``), its standard error is appended to ``logs``.
+    """
     port = unused_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CLAMOR_")}
     environment.update(
@@ -66,27 +70,37 @@ def serve(stack, instance, storage):
         CLAMOR_SUBMIT_RATE_LIMIT="2 per minute",
         CLAMOR_FILL_TIME_MIN="0",
         CLAMOR_DELIVERY_WORKER="external",
+        **settings,
     )
     server = subprocess.Popen(
         [Path(sys.executable).parent / "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
         cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    stack.callback(lambda: (server.terminate(), server.communicate(timeout=30)))
+
+    def stop():
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+        if logs is not None:
+            logs.append(stderr)
+
+    stack.callback(stop)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             requests.get(f"{base}/fr/{SLUG}/", timeout=5)
             return base
-        except requests.ConnectionError:
+        # A read timeout too: the worker may still be importing the app.
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline or server.poll() is not None:
                 raise
             time.sleep(0.1)
 
 
-def sign_over_http(base, email):
-    """Open the campaign page, fill in the form, post it; return the status code."""
+def sign_over_http(base, email, headers=None):
+    """Open the campaign page, fill in the form, post it (both with ``headers``); return the status code."""
     browser = requests.Session()
+    browser.headers.update(headers or {})
     url = f"{base}/fr/{SLUG}/"
     data = form_fields(browser.get(url, timeout=10).text)
     data.update(name="Anna Example", email=email, organisation="", country="FR",
@@ -94,13 +108,19 @@ def sign_over_http(base, email):
     return browser.post(url, data=data, allow_redirects=False, timeout=10).status_code
 
 
-def third_letter_status(tmp_path, storage):
-    """Two letters through process A and B, then a third through B: its status code."""
+def init_instance(tmp_path):
+    """`clamor init` in a fresh instance folder; returns its path."""
     instance = tmp_path / "instance"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CLAMOR_")}
     environment["CLAMOR_INSTANCE_PATH"] = str(instance)
     subprocess.run([Path(sys.executable).parent / "clamor", "init"], env=environment, cwd=ROOT,
                    check=True, capture_output=True, timeout=120)
+    return instance
+
+
+def third_letter_status(tmp_path, storage):
+    """Two letters through process A and B, then a third through B: its status code."""
+    instance = init_instance(tmp_path)
     with ExitStack() as stack:
         a, b = serve(stack, instance, storage), serve(stack, instance, storage)
         assert sign_over_http(a, "anna@example.org") == 303
@@ -117,3 +137,28 @@ def test_with_redis_the_processes_share_one_count_and_redis_holds_no_address(tmp
     keys = b" ".join(redis.Redis.from_url(redis_url).keys("*")).decode()
     assert "email:" in keys  # the per-address limit is there, hashed
     assert "anna" not in keys and "example.org" not in keys
+
+
+def test_behind_a_proxy_redis_and_the_servers_log_hold_no_client_address(tmp_path, redis_url):
+    client = "203.0.113.77"
+    store = redis.Redis.from_url(redis_url)
+    store.flushdb()
+    instance = init_instance(tmp_path)
+    logs = []
+    with ExitStack() as stack:
+        base = serve(stack, instance, redis_url, logs=logs, CLAMOR_PROXY_FIX_X_FOR="1")
+        statuses = [sign_over_http(base, f"person{i}@example.org", headers={"X-Forwarded-For": client})
+                    for i in range(3)]
+    assert statuses == [303, 303, 429]
+    stored = []
+    for key in store.scan_iter("*"):
+        kind = store.type(key)
+        value = store.get(key) if kind == b"string" else store.dump(key)
+        stored.append(key + b" " + value)
+    assert stored  # the counters are there ...
+    assert not [entry for entry in stored if client.encode() in entry]  # ... keyed by a hash
+    (log,) = logs
+    assert "exceeded" in log  # Flask-Limiter's line about the third letter, by the hash
+    assert client not in log
+    for path in instance.glob("clamor.sqlite3*"):
+        assert client.encode() not in path.read_bytes(), path
