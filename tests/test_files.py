@@ -91,7 +91,7 @@ def test_signing_and_delivering_keep_database_journal_and_outbox_private(tmp_pat
     outbox = instance / "outbox"
     assert mode(outbox) == 0o700
     letters = list(outbox.glob("*.eml"))
-    assert len(letters) == 5
+    assert len(letters) == 6
     assert {mode(letter) for letter in letters} == {0o600}
     with app.app_context():
         db.engine.dispose()
