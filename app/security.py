@@ -61,8 +61,12 @@ def redact_addresses(text):
 _REQUEST_LOG_ADDRESS = re.compile(r"^\S+(?= - - \[)")
 
 
+#: The token of a supporter's link (letter, confirm, unsubscribe) in a request line.
+_LINK_TOKEN = re.compile(r"(/(?:letter|confirm|unsubscribe)/)[^/\s?]+")
+
+
 class DropClientAddress(logging.Filter):
-    """A filter for the ``werkzeug`` logger: its request lines name no client address.
+    """A filter for the ``werkzeug`` logger: its request lines name no client address and no link token.
 
     The development server (``clamor run``, ``make run``) logs every request
     as ``<address> - - [date] "GET …"``, the address being the forwarded one
@@ -72,6 +76,10 @@ class DropClientAddress(logging.Filter):
     def filter(self, record):
         if isinstance(record.msg, str):
             record.msg = _REQUEST_LOG_ADDRESS.sub("-", record.msg, count=1)
+        if record.args and isinstance(record.args, tuple) and isinstance(record.args[0], str):
+            # The request line: a link's token opens a supporter's letter, so
+            # it stays out of the log like the address.
+            record.args = (_LINK_TOKEN.sub(r"\1…", record.args[0]), *record.args[1:])
         return True
 
 

@@ -241,3 +241,20 @@ def test_tokens_expire_confirm_after_expiry_days_status_with_retention(make_app,
         valid = make_token(signature, "confirm"), make_token(signature, "status")
     assert client.get(f"/fr/confirm/{valid[0]}").status_code == 200
     assert client.get(f"/fr/letter/{valid[1]}").status_code == 200
+
+
+def test_the_request_log_shows_no_link_token(app, caplog):
+    import logging
+
+    from conftest import LiveServer, status_path
+
+    sign(app.test_client())
+    path = status_path(app)
+    token = path.rsplit("/", 1)[1]
+    import urllib.request
+
+    with caplog.at_level(logging.INFO, logger="werkzeug"), LiveServer(app) as server:
+        assert urllib.request.urlopen(server.url + path).status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("/fr/letter/…" in line for line in lines), lines
+    assert not any(token in line or "127.0.0.1" in line for line in lines)
