@@ -231,6 +231,22 @@ def status_path(app, email="anna@example.org"):
         return status_url(signature).removeprefix(app.config["BASE_URL"])
 
 
+def statements_during(app, action):
+    """The SQL statements ``action()`` sent to ``app``'s database, in order."""
+    from sqlalchemy import event
+
+    seen = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda conn, cursor, statement, *args: seen.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return seen
+
+
 def counts():
     """(signatures, deliveries) stored right now; needs an app context."""
     return db.session.query(Signature).count(), db.session.query(Delivery).count()

@@ -10,12 +10,12 @@ import re
 from email import message_from_bytes, policy
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.delivery import deliver_due
 from app.extensions import db, limiter
 from app.models import CampaignTally, Delivery, Signature
-from conftest import SLUG, add_campaign, counts, sign
+from conftest import SLUG, add_campaign, counts, sign, statements_during
 
 @pytest.fixture
 def app(make_app):
@@ -115,22 +115,13 @@ def test_mail_to_a_typed_address_carries_nothing_that_was_typed(app):
 
 
 def _writes(app, action):
-    seen = []
-    with app.app_context():
-        engine = db.engine
-
-    def listener(conn, cursor, statement, parameters, context, executemany):
+    """The shape of each write ``action()`` sends (no values, no savepoint names)."""
+    shapes = []
+    for statement in statements_during(app, action):
         words = statement.split()
         if words[0].upper() in ("INSERT", "UPDATE", "DELETE", "SAVEPOINT", "RELEASE", "ROLLBACK"):
-            # The shape of the statement, not its values or savepoint names.
-            seen.append(" ".join(w for w in words[:3] if not w.startswith("sa_savepoint")))
-
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        action()
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
-    return seen
+            shapes.append(" ".join(w for w in words[:3] if not w.startswith("sa_savepoint")))
+    return shapes
 
 
 def test_a_repeat_does_the_same_writes_as_a_new_signer(app):
