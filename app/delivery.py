@@ -12,10 +12,10 @@ import random
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from datetime import datetime, timedelta
+from email import message_from_bytes
+from email import policy as email_policy
+from email.utils import make_msgid
 
 from babel import Locale
 from flask import current_app
@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, inspect, or_, select, update
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
+from . import mailbytes
 from .extensions import db
 from .models import Delivery, DeliveryPause, utcnow
 
@@ -85,36 +86,39 @@ class Letter:
     #: ``to_address`` is TEST_MODE_RECIPIENT.
     target_key: str = ""
 
-    def as_email(self, to_address=None):
-        """Return the letter as an :class:`EmailMessage` (policy default).
+    def as_bytes(self, to_address=None):
+        """Return the letter as the bytes of an email (RFC 5322, CRLF line ends, ASCII only).
 
         ``to_address`` overrides the recipient (a fax gateway's address).
-        Header values are built from structured objects, and the email package
-        refuses CR or LF in them, so a supporter's name cannot add a header.
-        Attachments become MIME parts after the text. Raises
-        :class:`PermanentFailure` when the letter cannot be written as email:
-        trying again would not change that.
+        Clamor writes every header itself (:mod:`app.mailbytes`): display
+        names and the subject are encoded, never decoded, so nothing a
+        supporter typed can become a header, an address or a body. Headers:
+        From, Reply-To, To, Subject, Date, Message-ID, MIME-Version,
+        Content-Language, Content-Type, Content-Transfer-Encoding. Attachments
+        follow the text as base64 parts of a multipart/mixed message. Raises
+        :class:`PermanentFailure` when the letter cannot be written as email
+        (a line break in a name, an address that is not one): trying again
+        would not change that.
         """
         try:
-            return self._build_email(to_address)
+            return mailbytes.letter_bytes(self, to_address)
         except ValueError as exc:
             raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
 
-    def _build_email(self, to_address):
-        msg = EmailMessage()
-        msg["From"] = Address(display_name=self.from_name, addr_spec=self.from_address)
-        msg["Reply-To"] = Address(display_name=self.reply_to_name, addr_spec=self.reply_to_address)
-        msg["To"] = Address(display_name=self.to_name, addr_spec=to_address or self.to_address)
-        msg["Subject"] = self.subject
-        msg["Date"] = format_datetime(self.date.replace(tzinfo=UTC))
-        msg["Message-ID"] = self.message_id
-        msg.set_content(self.body)
-        # After set_content, which drops every Content-* header set before it.
-        msg["Content-Language"] = self.language
-        for filename, mime_type, data in self.attachments:
-            maintype, _, subtype = mime_type.partition("/")
-            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-        return msg
+    def as_email(self, to_address=None):
+        """Return the letter as an :class:`~email.message.EmailMessage`, for plugins that want one.
+
+        It is :meth:`as_bytes` parsed back (``policy.default`` that never
+        refolds what it parsed), so it holds exactly what would be sent, and
+        writing it out again (``as_bytes()``, ``mailbox``) gives the same
+        headers. Raises :class:`PermanentFailure` as :meth:`as_bytes` does.
+        """
+        return message_from_bytes(self.as_bytes(to_address), policy=_PARSED)
+
+
+#: Parsing what Clamor wrote: policy.default, but a header it parsed is written
+#: back as it came, never refolded (refolding decodes encoded-words first).
+_PARSED = email_policy.default.clone(refold_source="none")
 
 
 class DeliveryBackend:

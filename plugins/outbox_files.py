@@ -24,7 +24,7 @@ class OutboxFilesBackend(DeliveryBackend):
     def send(self, letter):
         # No supporter data in the file name: only the time and the delivery id.
         filename = f"{utcnow():%Y%m%dT%H%M%S}-{letter.campaign}-{letter.delivery_id}.eml"
-        data = letter.as_email().as_bytes()
+        data = letter.as_bytes()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             # Write then rename, so a reader never sees half a letter.
