@@ -200,7 +200,9 @@ def build_letter(delivery, campaign, config):
             one_line(signature.name),
             one_line(signature.organisation),
             country_name(signature.country, language),
-            signature.email,
+            # A fax is printed and filed: the supporter's address stays out of
+            # it (an email letter carries it in Reply-To anyway).
+            signature.email if delivery.channel != "fax" else "",
         ]
         body = signature.message.strip() + "\n\n" + "\n".join(line for line in block if line) + "\n"
         return Letter(
