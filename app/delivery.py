@@ -8,10 +8,12 @@ target's channel. A letter accepted is a letter delivered or visibly failed.
 """
 
 import logging
+import queue
 import random
 import re
 import secrets
 import threading
+from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
@@ -341,14 +343,23 @@ def deliver_due(app=None, limit=None):
     if is_paused():
         db.session.remove()
         return 0
+    connections = config.get("DELIVERY_CONNECTIONS", 1)
+    if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
+        raise ValueError(f"DELIVERY_CONNECTIONS must be a whole number of connections (1 or more), not {connections!r}")
     ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
     if not ids:
         return 0
     backends = {}
+    senders = _Senders(app, connections) if connections > 1 else None
+    send = senders.send if senders else _sender_here(backends, state, config)
     # Letters each target received in the last hour, counted once per batch.
     # Two workers may each send up to a batch past the cap: good enough to keep
-    # a press office from being flooded, without a query per letter.
+    # a press office from being flooded, without a query per letter. A letter
+    # counts from the moment it is handed to a connection, so letters in
+    # flight on several connections cannot overshoot the cap together.
     hourly = {}
+    #: (delivery, backend name, Future of its Receipt), oldest first.
+    in_flight = []
     try:
         # The batch's rows are leased to this worker, so what was loaded stays
         # true after each letter's commit; expiring it would reload every row
@@ -371,24 +382,122 @@ def deliver_due(app=None, limit=None):
                 break
             if not _still_claimed(delivery):
                 continue
-            if not _wait_for_cap(delivery, config, hourly):
-                _deliver_one(delivery, state, config, backends)
-                if delivery.status == "sent":
-                    hourly[delivery.target_key] += 1
-            try:
-                db.session.commit()
-            except StaleDataError:
-                # Deleted while it was being sent: nothing is left to record.
-                db.session.rollback()
-                log.info("delivery %s was deleted while it was being sent", inspect(delivery).identity[0])
+            if _wait_for_cap(delivery, config, hourly):
+                _commit(delivery)
+                continue
+            hourly[delivery.target_key] += 1
+            in_flight.append((delivery, *_start_one(delivery, state, config, send)))
+            # Sending goes on in the connections' threads meanwhile; outcomes
+            # are recorded and committed here, in this thread and its session.
+            _record_finished(in_flight, state, config, hourly, keep=connections - 1)
+        _record_finished(in_flight, state, config, hourly, keep=0)
     finally:
-        for backend in backends.values():
-            try:
-                backend.close()
-            except Exception:
-                log.exception("closing delivery backend %s failed", backend.name)
+        if senders:
+            senders.close()
+        _close_backends(backends)
         db.session.remove()
     return len(ids)
+
+
+def _commit(delivery):
+    try:
+        db.session.commit()
+    except StaleDataError:
+        # Deleted while it was being sent: nothing is left to record.
+        db.session.rollback()
+        log.info("delivery %s was deleted while it was being sent", inspect(delivery).identity[0])
+
+
+def _record_finished(in_flight, state, config, hourly, keep):
+    """Record (and commit) the letters whose sending finished, waiting until at most ``keep`` are in flight."""
+    while in_flight:
+        if len(in_flight) > keep:
+            futures.wait([outcome for _, _, outcome in in_flight], return_when=futures.FIRST_COMPLETED)
+        finished = [item for item in in_flight if item[2].done()]
+        if not finished:
+            return
+        for item in finished:
+            in_flight.remove(item)
+            delivery, backend_name, outcome = item
+            _deliver_one(delivery, state, config, backend_name, outcome)
+            if delivery.status != "sent":
+                hourly[delivery.target_key] -= 1
+            _commit(delivery)
+
+
+def _backend(backends, state, config, name):
+    """The batch's instance of backend ``name`` in ``backends``, made on first use."""
+    backend = backends.get(name)
+    if backend is None:
+        backend = backends[name] = state.backends[name](config)
+    return backend
+
+
+def _close_backends(backends):
+    for backend in backends.values():
+        try:
+            backend.close()
+        except Exception:
+            log.exception("closing delivery backend %s failed", backend.name)
+
+
+def _sender_here(backends, state, config):
+    """``send(backend name, letter) -> Future``: sends at once, in this thread (DELIVERY_CONNECTIONS = 1)."""
+
+    def send(name, letter):
+        outcome = futures.Future()
+        try:
+            outcome.set_result(_backend(backends, state, config, name).send(letter))
+        except Exception as exc:
+            outcome.set_exception(exc)
+        return outcome
+
+    return send
+
+
+class _Senders:
+    """``connections`` threads, each with backends of its own (so an SMTP connection of its own).
+
+    ``send(backend name, letter)`` hands a finished letter to whichever thread
+    is free and returns a Future of its Receipt. The threads only send: they
+    never touch the database, whose session belongs to the batch's thread.
+    Each runs in an app context of its own (fax_email looks up its email backend).
+    """
+
+    def __init__(self, app, connections):
+        self.jobs = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._run, args=(app,), name=f"clamor-send-{n}", daemon=True)
+            for n in range(connections)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, app):
+        backends = {}
+        with app.app_context():
+            state = app.extensions["clamor"]
+            try:
+                while (job := self.jobs.get()) is not None:
+                    outcome, name, letter = job
+                    try:
+                        outcome.set_result(_backend(backends, state, app.config, name).send(letter))
+                    except BaseException as exc:  # handed to the batch's thread, which decides
+                        outcome.set_exception(exc)
+            finally:
+                _close_backends(backends)
+
+    def send(self, name, letter):
+        outcome = futures.Future()
+        self.jobs.put((outcome, name, letter))
+        return outcome
+
+    def close(self):
+        """Let every thread finish what it was given, close its backends, and stop."""
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 def _wait_for_cap(delivery, config, hourly):
@@ -435,7 +544,13 @@ def _still_claimed(delivery):
     return False
 
 
-def _deliver_one(delivery, state, config, backends):
+def _start_one(delivery, state, config, send):
+    """Build ``delivery``'s letter and hand it to ``send``; return (backend name, Future of the Receipt).
+
+    What stops a letter before it is sent (its campaign is gone, no backend
+    for its channel, a letter that cannot be built) is in the Future too, so
+    every outcome is recorded in one place, :func:`_deliver_one`.
+    """
     campaign = state.campaigns.get(delivery.campaign)
     backend_name = config["DELIVERY"].get(delivery.channel)
     try:
@@ -443,11 +558,18 @@ def _deliver_one(delivery, state, config, backends):
             raise PermanentFailure(f"campaign {delivery.campaign!r} is no longer configured")
         if backend_name is None:
             raise TemporaryFailure(f"no backend configured for channel {delivery.channel!r} (config DELIVERY)")
-        backend = backends.get(backend_name)
-        if backend is None:
-            backend = backends[backend_name] = state.backends[backend_name](config)
         delivery.backend = backend_name
-        receipt = backend.send(build_letter(delivery, campaign, config))
+        return backend_name, send(backend_name, build_letter(delivery, campaign, config))
+    except Exception as exc:
+        failed = futures.Future()
+        failed.set_exception(exc)
+        return backend_name, failed
+
+
+def _deliver_one(delivery, state, config, backend_name, outcome):
+    """Record what sending ``delivery`` came to: ``outcome`` is the Future :func:`_start_one` returned."""
+    try:
+        receipt = outcome.result()
     except PermanentFailure as exc:
         _fail(delivery, state, exc)
     except Exception as exc:
