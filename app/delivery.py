@@ -119,8 +119,9 @@ class Letter:
 
 
 #: Parsing what Clamor wrote: policy.default, but a header it parsed is written
-#: back as it came, never refolded (refolding decodes encoded-words first).
-_PARSED = email_policy.default.clone(refold_source="none")
+#: back as it came, never refolded (refolding decodes encoded-words first),
+#: with the CRLF line ends it came with.
+_PARSED = email_policy.default.clone(refold_source="none", linesep="\r\n")
 
 
 class DeliveryBackend:

@@ -177,9 +177,21 @@ class _Field:
             # Leading, trailing or doubled spaces only survive inside encoded-words.
             self.add_encoded(text)
             return
+        as_is = [plain(word) and len(word) <= LINE_LENGTH - 12 for word in words]
+        # A word that starts or ends with "(", ")" or a backslash next to an
+        # encoded-word is encoded with it: decoders that know comments
+        # (email.header's make_header) drop the space between them.
+        changed = True
+        while changed:
+            changed = False
+            for n, word in enumerate(words):
+                if as_is[n] and (n and not as_is[n - 1] and word[0] in "()\\"
+                                 or n + 1 < len(words) and not as_is[n + 1] and word[-1] in "()\\"):
+                    as_is[n] = False
+                    changed = True
         run = []
-        for word in words:
-            if plain(word) and len(word) <= LINE_LENGTH - 12:
+        for word, plain_word in zip(words, as_is):
+            if plain_word:
                 if run:
                     self.add_encoded(" ".join(run))
                     run = []
@@ -190,8 +202,8 @@ class _Field:
             self.add_encoded(" ".join(run))
 
     def text(self):
-        """The field as written: folded lines, each ended by CRLF."""
-        return "\r\n".join([*self.lines, self.line]) + "\r\n"
+        """The field as written: folded lines, each ended by CRLF ("Name: " when empty, as email writes it)."""
+        return "\r\n".join([*self.lines, self.line + (" " if self.fresh and not self.lines else "")]) + "\r\n"
 
     def unfolded(self):
         """The value on one line (folds are only ever before a token's space)."""
@@ -391,17 +403,18 @@ def letter_bytes(letter, to_address=None):
     if not letter.attachments:
         return (head + text_headers + "\r\n" + body).encode("ascii")
     boundary = new_boundary()
-    parts = [head, f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n',
+    parts = [head, f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"\r\n\r\n',
              f"--{boundary}\r\n", text_headers, "\r\n", body]
     for filename, mime_type, data in letter.attachments:
         if not isinstance(mime_type, str) or not _MIME_TYPE.match(mime_type):
             raise HeaderError(f"attachment type {mime_type!r} is not a MIME type")
         parts += [
-            f"--{boundary}\r\n",
+            # The CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1), not to the part.
+            f"\r\n--{boundary}\r\n",
             f"Content-Type: {mime_type.lower()}\r\n",
             "Content-Transfer-Encoding: base64\r\n",
             f"Content-Disposition: attachment; {_filename_parameter(filename)}\r\n\r\n",
             _base64_lines(bytes(data)),
         ]
-    parts.append(f"--{boundary}--\r\n")
+    parts.append(f"\r\n--{boundary}--\r\n")
     return "".join(parts).encode("ascii")
