@@ -23,7 +23,7 @@ from babel import Locale
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import delete, func, inspect, or_, select, update
+from sqlalchemy import bindparam, delete, func, inspect, or_, select, update
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -384,13 +384,14 @@ def deliver_due(app=None, limit=None):
             if not _still_claimed(delivery):
                 continue
             if _wait_for_cap(delivery, config, hourly):
-                _commit(delivery)
+                _commit([delivery])
                 continue
             hourly[delivery.target_key] += 1
             in_flight.append((delivery, *_start_one(delivery, state, config, send)))
-            # Sending goes on in the connections' threads meanwhile; outcomes
+            # Sending goes on in the connections' threads meanwhile (each has a
+            # second letter queued, so none waits for this thread); outcomes
             # are recorded and committed here, in this thread and its session.
-            _record_finished(in_flight, state, config, hourly, keep=connections - 1)
+            _record_finished(in_flight, state, config, hourly, keep=2 * connections - 1 if senders else 0)
         _record_finished(in_flight, state, config, hourly, keep=0)
     finally:
         if senders:
@@ -400,30 +401,62 @@ def deliver_due(app=None, limit=None):
     return len(ids)
 
 
-def _commit(delivery):
+def _commit(deliveries):
+    """Commit the outcomes of ``deliveries`` (one transaction: the letters that finished together).
+
+    A letter deleted while it was being sent (``clamor forget``) has no row to
+    take its outcome: the others are then committed one by one without it.
+    """
     try:
         db.session.commit()
+        return
     except StaleDataError:
-        # Deleted while it was being sent: nothing is left to record.
-        db.session.rollback()
-        log.info("delivery %s was deleted while it was being sent", inspect(delivery).identity[0])
+        pass
+    # The rollback forgets every change, so keep them first.
+    changes = [(delivery, _changes(delivery)) for delivery in deliveries]
+    db.session.rollback()
+    for delivery, values in changes:
+        if not _still_claimed(delivery, "while it was being sent"):
+            continue
+        for key, value in values.items():
+            setattr(delivery, key, value)
+        try:
+            db.session.commit()
+        except StaleDataError:
+            db.session.rollback()
+            log.info("delivery %s was deleted while it was being sent", inspect(delivery).identity[0])
+
+
+def _changes(delivery):
+    """The attributes of ``delivery`` changed since it was loaded, and their new values."""
+    return {attr.key: attr.value for attr in inspect(delivery).attrs if attr.history.has_changes()}
 
 
 def _record_finished(in_flight, state, config, hourly, keep):
-    """Record (and commit) the letters whose sending finished, waiting until at most ``keep`` are in flight."""
+    """Record the letters whose sending finished, waiting until at most ``keep`` are in flight.
+
+    The letters found finished together are committed together: with several
+    connections that is most of them, and one commit a letter would be most
+    of this thread's work.
+    """
     while in_flight:
         if len(in_flight) > keep:
             futures.wait([outcome for _, _, outcome in in_flight], return_when=futures.FIRST_COMPLETED)
         finished = [item for item in in_flight if item[2].done()]
         if not finished:
             return
+        recorded = []
         for item in finished:
             in_flight.remove(item)
             delivery, backend_name, outcome = item
+            # Expired by a rollback in _commit: its row may be gone as well.
+            if inspect(delivery).expired and not _still_claimed(delivery, "while it was being sent"):
+                continue
             _deliver_one(delivery, state, config, backend_name, outcome)
             if delivery.status != "sent":
                 hourly[delivery.target_key] -= 1
-            _commit(delivery)
+            recorded.append(delivery)
+        _commit(recorded)
 
 
 def _backend(backends, state, config, name):
@@ -530,7 +563,12 @@ def sent_in_last_hour(key):
     return (Delivery.target_key == key) & (Delivery.status == "sent") & (Delivery.sent_at > hour_ago)
 
 
-def _still_claimed(delivery):
+#: Does this delivery's row still exist? A Core statement: four times cheaper
+#: than the ORM query, once per letter.
+_STILL_THERE = select(Delivery.__table__.c.id).where(Delivery.__table__.c.id == bindparam("id"))
+
+
+def _still_claimed(delivery, when="before it was sent"):
     """False when ``delivery`` was deleted since the batch was claimed; it must not go out then.
 
     ``clamor forget`` deletes a supporter's unsent letters, in flight or not:
@@ -538,10 +576,10 @@ def _still_claimed(delivery):
     them anyway.
     """
     delivery_id = inspect(delivery).identity[0]
-    if db.session.scalar(select(Delivery.id).where(Delivery.id == delivery_id)) is not None:
+    if db.session.execute(_STILL_THERE, {"id": delivery_id}).first() is not None:
         return True
     db.session.expunge(delivery)
-    log.info("delivery %s was deleted before it was sent; skipped", delivery_id)
+    log.info("delivery %s was deleted %s; skipped", delivery_id, when)
     return False
 
 

@@ -36,6 +36,7 @@ clients, and ``email.header.decode_header``, follow RFC 2047).
 
 import base64
 import binascii
+import functools
 import re
 import secrets
 from datetime import UTC
@@ -320,6 +321,13 @@ def _unstructured_field(name, text):
     return field.text()
 
 
+# Campaign data only (a target's name and address, a campaign's subject),
+# which every letter to that target repeats; never a supporter's name or
+# text, which would then outlive the batch in a long-running worker.
+_target_field = functools.lru_cache(maxsize=512)(_address_field)
+_subject_field = functools.lru_cache(maxsize=128)(_unstructured_field)
+
+
 # -- the body -------------------------------------------------------------------------------------
 
 def _base64_lines(data):
@@ -369,11 +377,13 @@ def letter_headers(letter, to_address=None):
     language = letter.language
     if not isinstance(language, str) or not _LANGUAGE_TAG.match(language):
         raise HeaderError(f"language {language!r} is not a language tag")
+    # A letter to a campaign's target (not a supporter's own email) has campaign data in To and Subject.
+    to_field, subject_field = (_target_field, _subject_field) if letter.target_key else (_address_field, _unstructured_field)
     return (
         _address_field("From", letter.from_name, letter.from_address)
         + _address_field("Reply-To", letter.reply_to_name, letter.reply_to_address)
-        + _address_field("To", letter.to_name, to_address or letter.to_address)
-        + _unstructured_field("Subject", letter.subject)
+        + to_field("To", letter.to_name, to_address or letter.to_address)
+        + subject_field("Subject", letter.subject)
         + f"Date: {format_datetime(_utc(letter.date))}\r\n"
         + f"Message-ID: {message_id}\r\n"
         + "MIME-Version: 1.0\r\n"

@@ -468,3 +468,41 @@ def test_a_plugin_can_still_use_as_email(make_app):
     assert message.get_content().startswith("Libérez-le.")
     assert dataclasses.replace(letter, to_address="x@fax.tc").as_email()["To"].addresses[0].addr_spec == "x@fax.tc"
     assert letter.as_email("gateway@fax.tc")["To"].addresses[0].addr_spec == "gateway@fax.tc"
+
+
+def test_a_supporter_forgotten_while_two_connections_send_loses_no_one_elses_outcome(make_app, scripted_smtp, caplog):
+    """`clamor forget` while a letter of theirs is at DATA on one connection and the other connection goes on."""
+    import logging
+    import threading
+    import time
+
+    caplog.set_level(logging.INFO, logger="app.delivery")
+    controller, inbox = scripted_smtp(data_replies=[2])  # the first letter (Anna's) takes two seconds
+    app = smtp_backed_app(make_app, controller, DELIVERY_CONNECTIONS=2)
+    sign(app.test_client(), email="anna@example.org", name="Anna")
+    sign(app.test_client(), email="bob@example.org", name="Bob")
+    claimed = []
+
+    def worker():
+        with app.app_context():
+            claimed.append(deliver_due())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(0.5)
+    result = app.test_cli_runner().invoke(args=["forget", "anna@example.org"])
+    assert result.exit_code == 0, result.output
+    thread.join(timeout=30)
+    assert claimed == [10]
+    senders = collections.Counter(Received(e.original_content).message["Reply-To"].addresses[0].addr_spec
+                                  for e in inbox.envelopes)
+    assert senders == {"anna@example.org": 5, "bob@example.org": 5}
+    with app.app_context():
+        # Anna's letter that was at DATA had no row left to record; her sent ones
+        # keep only target and time; Bob's are all recorded, once.
+        deliveries = {d.id: d for d in Delivery.query}
+        (gone,) = set(range(1, 11)) - set(deliveries)
+        assert gone <= 5  # one of Anna's
+        assert {d.status for d in deliveries.values()} == {"sent"}
+        assert {d.signature.email for d in deliveries.values() if d.signature} == {"bob@example.org"}
+    assert f"delivery {gone} was deleted while it was being sent" in caplog.text
