@@ -56,6 +56,7 @@ _PIECES = re.compile(r"[^ ]+ ?| ")
 #: Bytes a Q encoded-word may carry as they are in a phrase (RFC 2047 §5 (3)).
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTES = ["_" if b == 0x20 else chr(b) if b in _Q_SAFE else f"={b:02X}" for b in range(256)]
+_Q_AS_IS = bytes(_Q_SAFE) + b" "
 #: What may never be in a header value at all, encoded or not: a decoder
 #: that writes the text back out would write a line break.
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
@@ -82,7 +83,8 @@ class HeaderError(ValueError):
 def _cost(text):
     """(UTF-8 bytes, characters as Q) of ``text``."""
     data = text.encode("utf-8")
-    return len(data), sum(len(_Q_BYTES[b]) for b in data)
+    # Each byte outside the safe set (and the space, written "_") takes three characters.
+    return len(data), len(data) + 2 * len(data.translate(None, _Q_AS_IS))
 
 
 def _ew_length(nbytes, qlength):
@@ -92,9 +94,10 @@ def _ew_length(nbytes, qlength):
 def _encoded_word(text):
     """``text`` as one UTF-8 encoded-word, B or Q, whichever is shorter."""
     data = text.encode("utf-8")
-    q = "".join(_Q_BYTES[b] for b in data)
-    b = base64.b64encode(data).decode("ascii")
-    return f"=?utf-8?b?{b}?=" if len(b) < len(q) else f"=?utf-8?q?{q}?="
+    nbytes, qlength = _cost(text)
+    if 4 * -(-nbytes // 3) < qlength:
+        return f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?="
+    return f"=?utf-8?q?{''.join(map(_Q_BYTES.__getitem__, data))}?="
 
 
 def _split_word(piece, budget):
