@@ -355,14 +355,25 @@ def encode_body(text):
     return "base64", _base64_lines(data)
 
 
-def _filename_parameter(filename):
+def _disposition(filename):
+    """The Content-Disposition field of an attachment called ``filename``, folded."""
     _check_text(filename, "an attachment's file name")
-    if _TOKEN_FILENAME.match(filename):
-        return f'filename="{filename}"'
-    # RFC 2231: the name as UTF-8, percent-encoded.
-    quoted = "".join(chr(b) if chr(b).isalnum() and b < 128 or chr(b) in "-._~" else f"%{b:02X}"
-                     for b in filename.encode("utf-8"))
-    return f"filename*=utf-8''{quoted}"
+    if _TOKEN_FILENAME.match(filename) and len(filename) <= 40:
+        return f'Content-Disposition: attachment; filename="{filename}"\r\n'
+    # RFC 2231: the name as UTF-8, percent-encoded, in numbered sections of
+    # whole characters so that each fits on a line of its own.
+    sections, section = [], ""
+    for char in filename:
+        encoded = "".join(chr(b) if chr(b).isalnum() and b < 128 or chr(b) in "-._~" else f"%{b:02X}"
+                          for b in char.encode("utf-8"))
+        if len(section) + len(encoded) > 48:
+            sections.append(section)
+            section = ""
+        section += encoded
+    sections.append(section)
+    sections[0] = "utf-8''" + sections[0]
+    parameters = [f"filename*{n}*={text}" for n, text in enumerate(sections)]
+    return "Content-Disposition: attachment;\r\n " + ";\r\n ".join(parameters) + "\r\n"
 
 
 def new_boundary():
@@ -426,7 +437,7 @@ def letter_bytes(letter, to_address=None):
             f"\r\n--{boundary}\r\n",
             f"Content-Type: {mime_type.lower()}\r\n",
             "Content-Transfer-Encoding: base64\r\n",
-            f"Content-Disposition: attachment; {_filename_parameter(filename)}\r\n\r\n",
+            _disposition(filename) + "\r\n",
             _base64_lines(bytes(data)),
         ]
     parts.append(f"\r\n--{boundary}--\r\n")

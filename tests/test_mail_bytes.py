@@ -328,14 +328,17 @@ def test_the_payloads_mean_what_emailmessage_means(name):
 
 def test_a_letter_with_an_attachment_is_multipart_mixed_with_the_pdf_in_base64():
     pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40
+    long_name = "письмо Ержану Елшібаевқа бостандық, Ақорда баспасөз қызметі 7.pdf"
     letter = make_letter(attachments=(("letter-7.pdf", "application/pdf", pdf),
-                                      ("письмо 7.pdf", "application/pdf", b"%PDF-1.4 second\n")))
+                                      (long_name, "application/pdf", b"%PDF-1.4 second\n")))
     ours = assert_same_meaning(letter)
     assert ours.message.get_content_type() == "multipart/mixed"
     parts = list(ours.message.iter_attachments())
     assert [p["Content-Transfer-Encoding"] for p in parts] == ["base64", "base64"]
     assert parts[0].get_content() == pdf
-    assert parts[1].get_filename() == "письмо 7.pdf"
+    assert parts[1].get_filename() == long_name
+    # Every line, the parts' headers and the base64 included.
+    assert max(len(line) for line in ours.data.split(b"\r\n")) <= 78
     # A fresh boundary each time, so no text can guess it.
     assert ours.message.get_boundary() != Received(letter.as_bytes()).message.get_boundary()
 
