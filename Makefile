@@ -9,7 +9,7 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots install install-test translations compile-translations system-test-deps clean lock
+.PHONY: run test screenshots bench install install-test translations compile-translations system-test-deps clean lock
 
 # Every dependency comes from a lock file that pins it with its hashes
 # (requirements/*.lock, made by `make lock`): pip refuses a package whose file
@@ -92,6 +92,17 @@ test: install-test compile-translations system-test-deps
 # docs/screenshot-*.png, taken by the browser tests in Chromium.
 screenshots: install-test compile-translations system-test-deps
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
+
+# bench/delivery.py against Postfix's smtp-sink (Debian's postfix package; Postfix
+# itself is never started: "No configuration" leaves it without a main.cf).
+bench: install-test compile-translations
+	@if [ ! -x /usr/sbin/smtp-sink ]; then \
+	  echo "installing postfix (for smtp-sink) with apt-get"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections && \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; \
+	fi
+	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -89,6 +89,10 @@ DELIVERY_POLL_SECONDS = 5
 #: before another worker may take them over.
 DELIVERY_BATCH_SIZE = 50
 DELIVERY_LEASE_SECONDS = 300
+#: How many connections (SMTP sessions, HTTP sessions) one worker sends a
+#: batch over at once, each in a thread of its own. Outcomes are still
+#: recorded one by one by the worker; TARGET_HOURLY_CAP still holds.
+DELIVERY_CONNECTIONS = 1
 #: A letter that failed temporarily this many times is marked failed.
 DELIVERY_MAX_ATTEMPTS = 10
 #: A letter still failing temporarily this many seconds after it was queued is

@@ -1,49 +1,58 @@
-"""How fast does ``clamor deliver`` send? Letters per second against a raw smtplib loop.
+"""How fast does ``clamor deliver`` send? Letters per second, as ratios against raw smtplib.
 
-    .venv/bin/python bench/delivery.py [--letters 1000] [--repeats 2]
+    .venv/bin/python bench/delivery.py [--sink smtp-sink|aiosmtpd] [--letters 1000] [--repeats 2]
 
-Builds a throwaway instance (SQLite, the example campaign or another with
-email targets only, an ``instance/config.py`` sending email with ``smtp``
-and otherwise the defaults), queues N letters
-with ``queue_deliveries`` as signing does (not timed), and starts an aiosmtpd
-sink on 127.0.0.1 that only counts what it accepts. Then, in the same run and
-into the same sink, best of a few repeats each:
+(``make bench`` installs Debian's postfix for ``smtp-sink`` when it is
+missing, and runs this with the defaults.)
 
-- raw smtplib: one ``smtplib.SMTP`` connection; for each letter, an
-  ``EmailMessage`` built with the standard library from the letter's strings
-  (the very letters Clamor sends, so the same headers, body and size), then
-  ``send_message``. Two figures from the same loop: *build + send*, what a
-  script sending N personal letters must do, and *send only*, the transport
-  alone with message building left out.
-- Clamor: ``clamor deliver --once`` as a subprocess, timed from start to
-  exit: Python start-up, imports, ``create_app``, claiming, building each
-  letter and its email, SMTP, committing each outcome, closing. The same
-  command with nothing due is timed too, so the start-up share is visible.
+Builds a throwaway instance (SQLite, the example campaign, an
+``instance/config.py`` sending email with ``smtp`` and otherwise the
+defaults), queues N letters with ``queue_deliveries`` as signing does (not
+timed), and starts a sink on 127.0.0.1 that only counts what it accepts:
 
-The sink runs in a process of its own: in the benchmark's process it would
-share the GIL with the raw loop but not with Clamor, flattering Clamor. After
-each phase the sink must have received exactly N messages and every letter
-must be marked sent, or the benchmark stops with an error. Timings are
-printed, never asserted.
+- ``smtp-sink`` (the default): Postfix's test server, ``smtp-sink -u nobody
+  -c 127.0.0.1:PORT 1000``, written in C; its ``-c`` counters (sessions and
+  messages) are read from its output;
+- ``aiosmtpd``: a Python server in a process of its own, counting the same.
 
-The start-up (about two seconds here) is paid once by the long-running
-``clamor deliver`` service and once per run by ``--once``, so the ratio from
-start to exit grows with N; both ratios are printed. The default 1000 letters
-take about two minutes; ``--letters 2000 --repeats 3`` about four.
+Then, into the same sink, best of a few repeats each, for the same letters:
+
+1. raw send-only: one ``smtplib.SMTP`` connection sending messages built
+   before the clock starts (``EmailMessage``, from the letters' strings): the
+   transport alone, the yardstick every other figure is divided by;
+2. raw build + send: the same loop building each ``EmailMessage`` as it goes,
+   what a hand-written script sending N personal letters does;
+3. ``clamor deliver --once`` with ``DELIVERY_CONNECTIONS = 1``, as a
+   subprocess: start-up, claiming, building each letter's bytes, SMTP,
+   committing each outcome;
+4. the same with ``DELIVERY_CONNECTIONS = 4``;
+5. fax: ``clamor deliver --once`` for fax letters (a campaign whose targets
+   are fax numbers): each letter is rendered as a PDF and emailed to a
+   gateway address through ``smtp``; letters per second only.
+
+Each Clamor figure is given from process start to exit and without the
+start-up (the same command with nothing due, timed too): a long-running
+``clamor deliver`` pays start-up once. After every phase the sink must have
+received exactly as many messages as letters were sent, and every letter
+must be marked sent, or the benchmark stops with a non-zero exit. Timings
+are printed, never asserted.
 """
 
 import argparse
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import smtplib
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -61,60 +70,161 @@ from app.extensions import db  # noqa: E402
 from app.models import Delivery, Signature, utcnow  # noqa: E402
 
 CLAMOR = ROOT / ".venv" / "bin" / "clamor"
-TARGET_RATIO = 0.7
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+#: The issue's targets, as letters/s against raw send-only, without start-up.
+TARGETS = {1: 0.5, 4: 1.5}
+
+FAX_CAMPAIGN = """\
+slug = "bench-fax"
+status = "open"
+default_language = "kk"
+languages = ["kk"]
+sender = "LabourStart"
+{targets}
+[text.kk]
+title = "Ержан Елшібаевты босатыңыз"
+short_name = "Ержан Елшібаевқа бостандық"
+body = ["p"]
+subject = "Ержан Елшібаевты босатыңыз"
+letter = "Құрметті Президент!"
+"""
 
 
-# -- the sink -------------------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the sinks ------------------------------------------------------------------------------------
+
+class SmtpSink:
+    """Postfix's ``smtp-sink`` in the foreground; ``take()`` reads its ``-c`` counters since the last call."""
+
+    COUNTERS = re.compile(rb"sess=(\d+) quit=\d+ mesg=(\d+)")
+
+    def __init__(self):
+        if not SMTP_SINK.exists():
+            raise SystemExit(f"{SMTP_SINK} is missing: `make bench` installs Debian's postfix, "
+                             "or use --sink aiosmtpd")
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [str(SMTP_SINK), "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "1000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.sessions = self.messages = 0
+        self.taken = (0, 0)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"smtp-sink did not start: {self.process.stderr.read().decode()}")
+                time.sleep(0.05)
+        # The probe connection above is one session.
+        self._settle()
+        self.taken = (self.sessions, self.messages)
+
+    def _read(self):
+        buffer = b""
+        while chunk := self.process.stdout.read1(4096):
+            buffer += chunk
+            *done, buffer = re.split(rb"[\r\n]", buffer)
+            for line in done:
+                match = self.COUNTERS.search(line)
+                if match:
+                    with self._lock:
+                        self.sessions, self.messages = int(match[1]), int(match[2])
+
+    def _settle(self, expected=None, timeout=5.0):
+        """Wait until the counters reach ``expected`` messages (or stop moving for 0.3 s)."""
+        deadline = time.monotonic() + timeout
+        last, still_since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                now = (self.sessions, self.messages)
+            if expected is not None and now[1] - self.taken[1] >= expected:
+                time.sleep(0.1)  # anything beyond expected would show now
+                break
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since > 0.3:
+                break
+            time.sleep(0.02)
+
+    def take(self, expected=None):
+        """(messages, sessions) received since the last call."""
+        self._settle(expected)
+        with self._lock:
+            now = (self.sessions, self.messages)
+        sessions, messages = now[0] - self.taken[0], now[1] - self.taken[1]
+        self.taken = now
+        return messages, sessions
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(10)
+
 
 class CountingHandler:
-    """aiosmtpd handler that keeps nothing: how many messages, how many bytes."""
+    """aiosmtpd handler that keeps nothing: how many sessions, how many messages."""
 
-    def __init__(self, count, size):
-        self.count = count
-        self.size = size
+    def __init__(self, messages, sessions):
+        self.messages = messages
+        self.sessions = sessions
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        with self.sessions.get_lock():
+            self.sessions.value += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
-        with self.count.get_lock():
-            self.count.value += 1
-            self.size.value += len(envelope.original_content)
+        with self.messages.get_lock():
+            self.messages.value += 1
         return "250 OK queued"
 
 
-def run_sink(port, count, size, ready, stop):
+def run_aiosmtpd(port, messages, sessions, ready, stop):
     from aiosmtpd.controller import Controller
 
-    controller = Controller(CountingHandler(count, size), hostname="127.0.0.1", port=port)
+    controller = Controller(CountingHandler(messages, sessions), hostname="127.0.0.1", port=port)
     controller.start()
     ready.set()
     stop.wait()
     controller.stop()
 
 
-class Sink:
-    """An aiosmtpd Controller in a child process; ``take()`` reads and resets its counters."""
+class AiosmtpdSink:
+    """An aiosmtpd Controller in a child process (in ours it would share the GIL with the raw loop only)."""
 
     def __init__(self):
-        # Forked before the benchmark starts any thread (call it first).
+        # Forked before the benchmark starts any thread (make it first).
         context = multiprocessing.get_context("fork")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.count = context.Value("q", 0)
-        self.size = context.Value("q", 0)
+        self.port = free_port()
+        self.messages = context.Value("q", 0)
+        self.sessions = context.Value("q", 0)
         self._stop = context.Event()
         ready = context.Event()
         self.process = context.Process(
-            target=run_sink, args=(self.port, self.count, self.size, ready, self._stop), daemon=True
+            target=run_aiosmtpd, args=(self.port, self.messages, self.sessions, ready, self._stop), daemon=True
         )
         self.process.start()
         if not ready.wait(60):
             raise SystemExit("the aiosmtpd sink did not start")
 
-    def take(self):
-        """(messages, bytes) received since the last call."""
-        with self.count.get_lock():
-            taken = self.count.value, self.size.value
-            self.count.value = self.size.value = 0
+    def take(self, expected=None):
+        """(messages, sessions) received since the last call."""
+        deadline = time.monotonic() + 5
+        while expected is not None and self.messages.value < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with self.messages.get_lock(), self.sessions.get_lock():
+            taken = self.messages.value, self.sessions.value
+            self.messages.value = self.sessions.value = 0
         return taken
 
     def close(self):
@@ -122,13 +232,19 @@ class Sink:
         self.process.join(10)
 
 
+SINKS = {"smtp-sink": SmtpSink, "aiosmtpd": AiosmtpdSink}
+
+
 # -- the instance ---------------------------------------------------------------------------------
 
-def make_instance(folder, campaign_file, port, letters):
+def make_instance(folder, campaign_file, port, letters, fax_letters):
     """An instance folder as `clamor init` leaves it, set to send through the sink."""
     instance = folder / "instance"
     (instance / "campaigns").mkdir(parents=True)
     shutil.copy(campaign_file, instance / "campaigns")
+    targets = "".join(f'[[targets]]\nname = "Ақорда баспасөз қызметі {n}"\nfax = "+7 7172 74-56-3{n}"\n'
+                      for n in range(5))
+    (instance / "campaigns" / "bench-fax.toml").write_text(FAX_CAMPAIGN.format(targets=targets))
     # Defaults everywhere else (batch size, logging at INFO). The hourly cap
     # stays on, so its counting runs, but above N, so no letter waits.
     (instance / "config.py").write_text(
@@ -138,7 +254,8 @@ def make_instance(folder, campaign_file, port, letters):
         "DELIVERY = {'email': 'smtp', 'fax': 'fax_email'}\n"
         "SENDER_ADDRESS = 'campaigns@clamor.test'\n"
         f"SMTP_HOST = '127.0.0.1'\nSMTP_PORT = {port}\n"
-        f"TARGET_HOURLY_CAP = {letters + 1}\n"
+        f"TARGET_HOURLY_CAP = {max(letters, fax_letters) + 1}\n"
+        "FAX_ADDRESS_TEMPLATE = '{e164}@fax.clamor.test'\n"
     )
     app = create_app(instance_path=instance)
     with app.app_context():
@@ -146,10 +263,10 @@ def make_instance(folder, campaign_file, port, letters):
     return instance, app
 
 
-def queue_letters(app, letters):
-    """Queue ``letters`` letters as signing does: a Signature with one Delivery per target."""
+def queue_letters(app, slug, letters):
+    """Queue ``letters`` letters of campaign ``slug`` as signing does: a Signature with one Delivery per target."""
     with app.app_context():
-        campaign = app.extensions["clamor"].default_campaign()
+        campaign = app.extensions["clamor"].campaigns[slug]
         targets = len(campaign.targets)
         text = campaign.text(campaign.default_language)
         for i in range(-(-letters // targets)):
@@ -162,27 +279,29 @@ def queue_letters(app, letters):
             db.session.add(signature)
         db.session.flush()
         # The last supporter's letters beyond N are dropped.
-        for delivery in db.session.scalars(select(Delivery).order_by(Delivery.id.desc()).limit(-letters % targets)):
+        extra = select(Delivery).where(Delivery.campaign == slug).order_by(Delivery.id.desc()).limit(-letters % targets)
+        for delivery in db.session.scalars(extra):
             db.session.delete(delivery)
         db.session.commit()
-        assert db.session.scalar(select(func.count()).select_from(Delivery)) == letters
 
 
-def requeue(app):
-    """Make every letter pending and due again, as if never tried."""
+def set_status(app, slug, status, others="sent"):
+    """Make every letter of ``slug`` ``status`` (pending: due now, as if never tried), every other ``others``."""
     with app.app_context():
-        db.session.execute(update(Delivery).values(
-            status="pending", attempts=0, next_attempt_at=utcnow(), lease_until=None,
+        db.session.execute(update(Delivery).where(Delivery.campaign != slug).values(status=others))
+        db.session.execute(update(Delivery).where(Delivery.campaign == slug).values(
+            status=status, attempts=0, next_attempt_at=utcnow(), lease_until=None,
             sent_at=None, provider_id="", last_error="", backend=""))
         db.session.commit()
+        db.session.remove()
 
 
-def queued_letters(app):
-    """Every queued letter, as Clamor builds it (plain strings)."""
+def queued_letters(app, slug):
+    """Every queued letter of ``slug``, as Clamor builds it (plain strings)."""
     with app.app_context():
-        campaign = app.extensions["clamor"].default_campaign()
-        deliveries = db.session.scalars(select(Delivery).order_by(Delivery.id)).all()
-        letters = [build_letter(delivery, campaign, app.config) for delivery in deliveries]
+        campaign = app.extensions["clamor"].campaigns[slug]
+        query = select(Delivery).where(Delivery.campaign == slug).order_by(Delivery.id)
+        letters = [build_letter(delivery, campaign, app.config) for delivery in db.session.scalars(query)]
         db.session.remove()
     return letters
 
@@ -203,24 +322,33 @@ def raw_email(letter):
     return msg
 
 
-def raw_smtplib(port, letters):
-    """(seconds for build + send, seconds for send only) over one smtplib connection."""
-    building = 0.0
+def raw_send_only(port, letters):
+    """Seconds to send messages built beforehand, over one smtplib connection."""
+    messages = [(letter.from_address, letter.to_address, raw_email(letter).as_bytes(policy=policy.SMTP))
+                for letter in letters]
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as connection:
+        for from_address, to_address, data in messages:
+            connection.sendmail(from_address, [to_address], data)
+    return time.perf_counter() - started
+
+
+def raw_build_and_send(port, letters):
+    """Seconds to build each EmailMessage and send it, over one smtplib connection."""
     started = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", port) as connection:
         for letter in letters:
-            before = time.perf_counter()
-            message = raw_email(letter)
-            building += time.perf_counter() - before
-            connection.send_message(message, from_addr=letter.from_address, to_addrs=[letter.to_address])
-    total = time.perf_counter() - started
-    return total, total - building
+            connection.send_message(raw_email(letter), from_addr=letter.from_address, to_addrs=[letter.to_address])
+    return time.perf_counter() - started
 
 
-def clamor_deliver(instance):
+def clamor_deliver(instance, connections):
     """Seconds for `clamor deliver --once`, start to exit, and what it printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAMOR_")}
     env["CLAMOR_INSTANCE_PATH"] = str(instance)
+    env["CLAMOR_DELIVERY_CONNECTIONS"] = str(connections)
+    # This checkout's code, whatever the venv's editable install points at.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     started = time.perf_counter()
     done = subprocess.run([str(CLAMOR), "deliver", "--once"], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -229,17 +357,19 @@ def clamor_deliver(instance):
     return seconds, done.stdout.strip()
 
 
-def check_sink(sink, expected, phase):
-    """Average message size; stops the benchmark unless exactly ``expected`` arrived."""
-    received, size = sink.take()
+def check_sink(sink, expected, phase, connections=None):
+    """Stops the benchmark unless exactly ``expected`` messages arrived (over ``connections`` sessions, if given)."""
+    received, sessions = sink.take(expected)
     if received != expected:
         raise SystemExit(f"{phase}: the sink received {received} messages, expected exactly {expected}")
-    return size / max(received, 1)
+    if connections and expected and connections > 1 and sessions < 2:
+        raise SystemExit(f"{phase}: the sink saw {sessions} connection(s), expected more than one")
+    return sessions
 
 
-def check_sent(app, n, output):
+def check_sent(app, slug, n, output):
     with app.app_context():
-        sent = db.session.scalar(select(func.count()).where(Delivery.status == "sent"))
+        sent = db.session.scalar(select(func.count()).where(Delivery.campaign == slug, Delivery.status == "sent"))
         db.session.remove()
     if sent != n or output != f"{n} deliveries attempted":
         raise SystemExit(f"clamor deliver: {sent} of {n} letters marked sent; it printed {output!r}")
@@ -247,7 +377,9 @@ def check_sent(app, n, output):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sink", choices=sorted(SINKS), default="smtp-sink")
     parser.add_argument("--letters", type=int, default=1000)
+    parser.add_argument("--fax-letters", type=int, default=100, help="letters for the fax phase (each a PDF)")
     parser.add_argument("--repeats", type=int, default=2, choices=range(1, 100), metavar="R",
                         help="best of this many runs of each phase")
     parser.add_argument("--campaign", type=Path,
@@ -256,59 +388,75 @@ def main():
     if not CLAMOR.exists():
         raise SystemExit(f"{CLAMOR} is missing: run `make install` first")
     logging.basicConfig(level=logging.WARNING)
-    n = args.letters
-    raw_times, send_times, clamor_times, idle_times = [], [], [], []
-    sink = Sink()
+    n, fax_n = args.letters, args.fax_letters
+    times = {key: [] for key in ("send", "build", "clamor1", "clamor4", "fax", "idle")}
+    sessions = {}
+    sink = SINKS[args.sink]()
     try:
         with tempfile.TemporaryDirectory(prefix="clamor-bench-") as tmp:
-            instance, app = make_instance(Path(tmp), args.campaign, sink.port, n)
-            queue_letters(app, n)
-            letters = queued_letters(app)
-            # The raw loop's emails are byte for byte the ones Clamor sends.
-            if raw_email(letters[0]).as_bytes() != letters[0].as_email().as_bytes():
-                raise SystemExit("the raw loop's email differs from Clamor's")
+            instance, app = make_instance(Path(tmp), args.campaign, sink.port, n, fax_n)
+            slug = args.campaign.stem  # a campaign file is named after its slug
+            queue_letters(app, slug, n)
+            queue_letters(app, "bench-fax", fax_n)
+            letters = queued_letters(app, slug)
+            raw_size = sum(len(raw_email(letter).as_bytes(policy=policy.SMTP)) for letter in letters) / n
+            clamor_size = sum(len(letter.as_bytes()) for letter in letters) / n
             for _ in range(args.repeats):
-                total, send_only = raw_smtplib(sink.port, letters)
-                raw_times.append(total)
-                send_times.append(send_only)
-                raw_size = check_sink(sink, n, "raw smtplib")
-                seconds, output = clamor_deliver(instance)
-                clamor_times.append(seconds)
-                clamor_size = check_sink(sink, n, "clamor deliver")
-                check_sent(app, n, output)
-                requeue(app)
+                times["send"].append(raw_send_only(sink.port, letters))
+                check_sink(sink, n, "raw send-only")
+                times["build"].append(raw_build_and_send(sink.port, letters))
+                check_sink(sink, n, "raw build + send")
+                for connections in (1, 4):
+                    set_status(app, slug, "pending")
+                    seconds, output = clamor_deliver(instance, connections)
+                    times[f"clamor{connections}"].append(seconds)
+                    sessions[connections] = check_sink(sink, n, f"clamor deliver, {connections} connection(s)",
+                                                       connections)
+                    check_sent(app, slug, n, output)
+                set_status(app, "bench-fax", "pending")
+                seconds, output = clamor_deliver(instance, 1)
+                times["fax"].append(seconds)
+                check_sink(sink, fax_n, "clamor deliver, fax")
+                check_sent(app, "bench-fax", fax_n, output)
             # The same command with nothing due: start-up, create_app, one empty claim.
-            with app.app_context():
-                db.session.execute(update(Delivery).values(status="sent"))
-                db.session.commit()
-                db.session.remove()
+            set_status(app, slug, "sent")
             for _ in range(args.repeats):
-                seconds, output = clamor_deliver(instance)
-                idle_times.append(seconds)
+                seconds, output = clamor_deliver(instance, 1)
+                times["idle"].append(seconds)
                 check_sink(sink, 0, "clamor deliver with nothing due")
             with app.app_context():
                 db.engine.dispose()
     finally:
         sink.close()
 
-    raw, send, clamor, idle = min(raw_times), min(send_times), min(clamor_times), min(idle_times)
-    work = clamor - idle
+    best = {key: min(values) for key, values in times.items()}
+    idle = best["idle"]
+    send_rate = n / best["send"]
 
-    def row(label, seconds):
-        print(f"  {label:<48} {seconds:7.2f} s {n / seconds:7.0f} letters/s")
+    def row(label, seconds, count=n, without=None):
+        rate = count / seconds
+        line = f"  {label:<44} {seconds:7.2f} s {rate:7.0f} letters/s"
+        if count == n:
+            line += f"  {rate / send_rate:5.2f} x send-only"
+        if without is not None:
+            work = seconds - idle
+            line += f"   without start-up: {work:6.2f} s {count / work:7.0f} letters/s"
+            if count == n:
+                line += f" {count / work / send_rate:5.2f} x"
+        print(line)
 
-    print(f"{n} letters ({args.campaign.stem}), aiosmtpd on 127.0.0.1 in its own process, best of {args.repeats}; "
-          f"{raw_size:.0f} bytes a message (raw) / {clamor_size:.0f} (clamor)")
-    row("raw smtplib, one connection, build + send", raw)
-    row("raw smtplib, one connection, send only", send)
-    row("clamor deliver --once, process start to exit", clamor)
-    print(f"  {'  of which start-up (same command, nothing due)':<48} {idle:7.2f} s")
-    row("  clamor deliver without that start-up", work)
-    print(f"clamor / raw build + send: {raw / clamor:.2f} start to exit, {raw / work:.2f} without start-up "
-          f"(target {TARGET_RATIO})")
-    print(f"clamor / raw send only:    {send / clamor:.2f} start to exit, {send / work:.2f} without start-up")
-    pairs = " ".join(f"{r / c:.2f}" for r, c in zip(raw_times, clamor_times))
-    print(f"each repeat, clamor / raw build + send, start to exit: {pairs}")
+    print(f"{n} letters ({args.campaign.stem}) into {args.sink} on 127.0.0.1, best of {args.repeats}; "
+          f"{raw_size:.0f} bytes a message (EmailMessage) / {clamor_size:.0f} (Clamor)")
+    row("raw smtplib send-only, pre-built, 1 connection", best["send"])
+    row("raw smtplib build + send (EmailMessage), 1 conn.", best["build"])
+    row("clamor deliver --once, 1 connection", best["clamor1"], without=True)
+    row(f"clamor deliver --once, 4 connections ({sessions[4]} sessions)", best["clamor4"], without=True)
+    row(f"fax_email, PDF each, 1 connection ({fax_n} letters)", best["fax"], count=fax_n, without=True)
+    print(f"  {'start-up (clamor deliver --once, nothing due)':<44} {idle:7.2f} s")
+    for connections, target in TARGETS.items():
+        ratio = n / (best[f"clamor{connections}"] - idle) / send_rate
+        print(f"target: {connections} connection(s) >= {target} x send-only without start-up: "
+              f"{ratio:.2f} ({'met' if ratio >= target else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ class OutboxFilesBackend(DeliveryBackend):
     def send(self, letter):
         # No supporter data in the file name: only the time and the delivery id.
         filename = f"{utcnow():%Y%m%dT%H%M%S}-{letter.campaign}-{letter.delivery_id}.eml"
-        data = letter.as_email().as_bytes()
+        data = letter.as_bytes()
         try:
             # For the owner only, like the files (mkstemp makes them 0600).
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import ssl
 
 from app import hookimpl
 from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+from app.mailbytes import addr_spec
 
 
 class SMTPBackend(DeliveryBackend):
@@ -54,6 +55,8 @@ class SMTPBackend(DeliveryBackend):
     def send(self, letter):
         """Send over the batch's connection, opening it on first use.
 
+        The message is :meth:`Letter.as_bytes`, sent as it is; the envelope
+        addresses are the letter's, in ASCII (an IDN domain in punycode).
         4xx replies, a dropped connection (as if 451) and timeouts raise
         :class:`TemporaryFailure`; a 5xx reply raises :class:`PermanentFailure`.
         The connection is dropped after a 421 or a network error, so the next
@@ -64,8 +67,8 @@ class SMTPBackend(DeliveryBackend):
                 # Connect before building the message: while the server is
                 # down, each letter of a batch costs one refused connection.
                 self._connection = self._connect()
-            message = letter.as_email()
-            self._connection.send_message(message, from_addr=letter.from_address, to_addrs=[letter.to_address])
+            data = letter.as_bytes()
+            self._connection.sendmail(addr_spec(letter.from_address), [addr_spec(letter.to_address)], data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise self._classify(code, reply) from exc
