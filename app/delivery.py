@@ -551,7 +551,7 @@ class _Senders:
 
     def close(self):
         """Let every thread finish what it was given, close its backends, and stop."""
-        for _ in self.threads:
+        for _thread in self.threads:
             self.jobs.put(None)
         for thread in self.threads:
             thread.join()

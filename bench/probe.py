@@ -14,7 +14,6 @@ inserts) measured 0.83 here.
 """
 
 import argparse
-import re
 import shutil
 import statistics
 import sys
