@@ -1,9 +1,11 @@
 """Delivery backend ``mailgun``: sends each letter through Mailgun's HTTP API.
 
 Settings: MAILGUN_DOMAIN, MAILGUN_API_KEY, MAILGUN_REGION (us | eu) or
-MAILGUN_BASE_URL, MAILGUN_TIMEOUT. One ``POST {base}/{domain}/messages`` per
-letter, over one HTTP session per batch. No supporter data goes into ``v:``
-variables: Mailgun can show those to recipients.
+MAILGUN_BASE_URL, MAILGUN_TIMEOUT. One ``POST {base}/{domain}/messages.mime``
+per letter, over one HTTP session per batch: the letter goes as the MIME bytes
+Clamor wrote itself (:meth:`app.delivery.Letter.as_bytes`), so no name or
+subject is ever handed to Mailgun's own parser to decode. No supporter data
+goes into ``o:``/``v:`` options: Mailgun can show those to recipients.
 """
 
 from email.utils import parsedate_to_datetime
@@ -12,6 +14,7 @@ import requests
 
 from app import hookimpl
 from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+from app.mailbytes import addr_spec
 from app.models import utcnow
 
 REGIONS = {"us": "https://api.mailgun.net/v3", "eu": "https://api.eu.mailgun.net/v3"}
@@ -35,30 +38,23 @@ class MailgunBackend(DeliveryBackend):
             raise PermanentFailure("the mailgun backend needs MAILGUN_DOMAIN and MAILGUN_API_KEY")
         if base is None:
             raise PermanentFailure(f"MAILGUN_REGION must be us or eu, not {region!r} (or set MAILGUN_BASE_URL)")
-        self.url = f"{base.rstrip('/')}/{self.domain}/messages"
+        self.url = f"{base.rstrip('/')}/{self.domain}/messages.mime"
         self.timeout = float(config["MAILGUN_TIMEOUT"])
         self.session = requests.Session()
         self.session.auth = ("api", self.api_key)
 
     def send(self, letter):
-        """POST the letter; 200 returns Mailgun's id.
+        """POST the letter's bytes; 200 returns Mailgun's id.
 
         429, 420, 5xx, 404 (for the first tries) and network errors or timeouts
         raise :class:`TemporaryFailure` (with ``Retry-After`` when given); any
         other 4xx raises :class:`PermanentFailure` with Mailgun's ``message``.
         """
-        data = {
-            "from": _address(letter.from_name, letter.from_address),
-            "to": _address(letter.to_name, letter.to_address),
-            "subject": letter.subject,
-            "text": letter.body,
-            "h:Reply-To": _address(letter.reply_to_name, letter.reply_to_address),
-            "h:Message-Id": letter.message_id,
-            "o:tag": letter.campaign,
-        }
-        files = [("attachment", (name, content, mime)) for name, mime, content in letter.attachments]
+        # The envelope recipient; the headers are in the message itself.
+        data = {"to": addr_spec(letter.to_address), "o:tag": letter.campaign}
+        files = [("message", ("letter.eml", letter.as_bytes(), "message/rfc822"))]
         try:
-            response = self.session.post(self.url, data=data, files=files or None, timeout=self.timeout)
+            response = self.session.post(self.url, data=data, files=files, timeout=self.timeout)
         except requests.RequestException as exc:
             raise TemporaryFailure(f"Mailgun {self.url}: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
@@ -73,14 +69,6 @@ class MailgunBackend(DeliveryBackend):
 
     def close(self):
         self.session.close()
-
-
-def _address(name, address):
-    # Mailgun parses these as RFC 5322 addresses; quote the display name.
-    if not name:
-        return address
-    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}" <{address}>'
 
 
 def _json(response):

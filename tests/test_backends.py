@@ -6,6 +6,7 @@ dropped connection and a stall are temporary; 5xx is permanent.
 
 import io
 import json
+from email import message_from_bytes, policy
 from datetime import timedelta
 
 import pypdf
@@ -150,21 +151,24 @@ class MailgunStub:
     def __init__(self, script=()):
         self.script = list(script)
         self.requests = []
+        #: The MIME bytes of each request's letter.
+        self.letters = []
         self.accepted = []
 
     def __call__(self, request):
         self.requests.append(request)
+        self.letters.append(request.files["message"].read() if "message" in request.files else b"")
         if self.script:
             status, headers, body = self.script.pop(0)
             return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
-        self.accepted.append(request.form["h:Message-Id"])
+        self.accepted.append(message_from_bytes(self.letters[-1])["Message-ID"])
         return Response(json.dumps({"id": f"<mg-{len(self.accepted)}@mg.clamor.test>", "message": "Queued. Thank you."}),
                         content_type="application/json")
 
 
 def test_mailgun_request_has_the_exact_fields_and_auth(mailgun_app, httpserver):
     stub = MailgunStub()
-    httpserver.expect_request("/v3/mg.clamor.test/messages", method="POST").respond_with_handler(stub)
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
     app = mailgun_app()
     sign(app.test_client(), name="Anna Example", email="anna@example.org")
     with app.app_context():
@@ -176,23 +180,26 @@ def test_mailgun_request_has_the_exact_fields_and_auth(mailgun_app, httpserver):
     assert request.authorization.type == "basic"
     assert (request.authorization.username, request.authorization.password) == ("api", "key-123")
     form = request.form.to_dict(flat=False)
-    target = form["to"][0].rpartition("<")[2].rstrip(">")
-    assert form == {
-        "from": ['"Anna Example via Libérez Erzhan Elshibayev" <campaigns@clamor.test>'],
-        "to": [form["to"][0]],
-        "subject": ["Libérez Erzhan Elshibayev"],
-        "text": [form["text"][0]],
-        "h:Reply-To": ['"Anna Example" <anna@example.org>'],
-        "h:Message-Id": [deliveries[target].message_id],
-        "o:tag": [SLUG],
-    }
-    assert form["text"][0].startswith("Free Erzhan Elshibayev now.")
+    target = form["to"][0]
+    # The envelope recipient and the tag; the letter is the MIME bytes Clamor wrote.
+    assert form == {"to": [target], "o:tag": [SLUG]}
+    assert list(request.files) == ["message"]
+    stub_bytes = stub.letters[0]
+    raw = message_from_bytes(stub_bytes, policy=policy.default)
+    assert raw["From"].addresses[0].display_name == "Anna Example via Libérez Erzhan Elshibayev"
+    assert raw["From"].addresses[0].addr_spec == "campaigns@clamor.test"
+    assert str(raw["Reply-To"]) == "Anna Example <anna@example.org>"
+    assert raw["To"].addresses[0].addr_spec == target
+    assert raw["Message-ID"] == deliveries[target].message_id
+    assert raw["Subject"] == "Libérez Erzhan Elshibayev"
+    assert raw.get_content().startswith("Free Erzhan Elshibayev now.")
+    assert stub_bytes.isascii() and b"\r\n" in stub_bytes
     assert not any(key.startswith("v:") for key in form)
 
 
 def test_mailgun_429_then_200_delivers_once_honouring_retry_after(mailgun_app, httpserver):
     stub = MailgunStub([(429, {"Retry-After": "120"}, {"message": "Too many requests"})])
-    httpserver.expect_request("/v3/mg.clamor.test/messages", method="POST").respond_with_handler(stub)
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
     app = mailgun_app()
     sign(app.test_client())
     with app.app_context():
@@ -212,7 +219,7 @@ def test_mailgun_429_then_200_delivers_once_honouring_retry_after(mailgun_app, h
 def test_mailgun_400_fails_with_mailguns_message_shown_by_clamor_deliveries(mailgun_app, httpserver):
     bad = (400, {}, {"message": "'to' parameter is not a valid address. please check documentation"})
     stub = MailgunStub([bad] * 5)
-    httpserver.expect_request("/v3/mg.clamor.test/messages", method="POST").respond_with_handler(stub)
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
     app = mailgun_app()
     sign(app.test_client())
     with app.app_context():
@@ -227,7 +234,7 @@ def test_mailgun_400_fails_with_mailguns_message_shown_by_clamor_deliveries(mail
 @pytest.mark.parametrize("status, outcome", [(401, "failed"), (403, "failed"), (420, "pending"), (503, "pending")])
 def test_mailgun_status_codes(mailgun_app, httpserver, status, outcome):
     stub = MailgunStub([(status, {}, {"message": f"status {status}"})])
-    httpserver.expect_request("/v3/mg.clamor.test/messages", method="POST").respond_with_handler(stub)
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
     app = mailgun_app()
     sign(app.test_client())
     with app.app_context():
@@ -238,7 +245,7 @@ def test_mailgun_status_codes(mailgun_app, httpserver, status, outcome):
 
 def test_mailgun_404_is_temporary_three_tries_then_permanent(mailgun_app, httpserver):
     stub = MailgunStub([(404, {}, {"message": "Domain not found: mg.clamor.test"})] * 3)
-    httpserver.expect_request("/v3/mg.clamor.test/messages", method="POST").respond_with_handler(stub)
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
     app = mailgun_app()
     sign(app.test_client())
     statuses = []
@@ -256,7 +263,7 @@ def test_mailgun_404_is_temporary_three_tries_then_permanent(mailgun_app, httpse
 def test_mailgun_timeout_is_temporary(mailgun_app, httpserver):
     import time
 
-    httpserver.expect_request("/v3/mg.clamor.test/messages").respond_with_handler(lambda r: time.sleep(2) or Response("{}"))
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime").respond_with_handler(lambda r: time.sleep(2) or Response("{}"))
     app = mailgun_app(MAILGUN_TIMEOUT=0.5)
     sign(app.test_client())
     with app.app_context():
@@ -270,8 +277,8 @@ def test_mailgun_region_picks_the_api_host():
     from plugins.mailgun import MailgunBackend
 
     base = {"MAILGUN_DOMAIN": "mg.example.org", "MAILGUN_API_KEY": "k", "MAILGUN_BASE_URL": None, "MAILGUN_TIMEOUT": 5}
-    assert MailgunBackend({**base, "MAILGUN_REGION": "eu"}).url == "https://api.eu.mailgun.net/v3/mg.example.org/messages"
-    assert MailgunBackend({**base, "MAILGUN_REGION": "us"}).url == "https://api.mailgun.net/v3/mg.example.org/messages"
+    assert MailgunBackend({**base, "MAILGUN_REGION": "eu"}).url == "https://api.eu.mailgun.net/v3/mg.example.org/messages.mime"
+    assert MailgunBackend({**base, "MAILGUN_REGION": "us"}).url == "https://api.mailgun.net/v3/mg.example.org/messages.mime"
 
 
 # --- fax_email -------------------------------------------------------------
