@@ -671,7 +671,9 @@ def _fail(delivery, state, exc):
     delivery.lease_until = None
     delivery.last_error = error_text(delivery, exc)
     log.error("delivery %s failed: %s", delivery.id, delivery.last_error)
-    _notify(state, "letter_failed", delivery=delivery, error=exc)
+    # Plugins get the error as it may be logged, without the original (whose
+    # text, or its cause's, could quote the supporter's address).
+    _notify(state, "letter_failed", delivery=delivery, error=type(exc)(delivery.last_error))
 
 
 def error_text(delivery, exc):

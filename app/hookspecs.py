@@ -79,7 +79,9 @@ def letter_failed(delivery, error):
 
     :param delivery: the :class:`app.models.Delivery`, already marked failed,
         with ``last_error`` set.
-    :param error: the exception that ended it.
+    :param error: the exception that ended it (a ``PermanentFailure`` or
+        ``TemporaryFailure``), its text as stored in ``last_error``: no
+        supporter's address, and no cause.
 
     The return value is ignored; an exception is logged.
     """

@@ -209,3 +209,19 @@ def test_redact_addresses(text, redacted):
     from app.security import redact_addresses
 
     assert redact_addresses(text) == redacted
+
+
+def test_the_letter_failed_hook_gets_no_supporter_address(make_app, scripted_smtp, instance_path):
+    (instance_path / "plugins").mkdir(exist_ok=True)
+    (instance_path / "plugins" / "failwatch.py").write_text(
+        "from app import hookimpl\n\nSEEN = []\n\n\n@hookimpl\ndef letter_failed(delivery, error):\n"
+        "    SEEN.append((type(error).__name__, str(error), error.__cause__))\n")
+    controller, _ = scripted_smtp(rcpt_replies=[REFUSED])
+    app = smtp_backed_app(make_app, controller, CONFIRM_SUPPORTER_EMAIL=True)
+    assert sign(app.test_client(), email=SUPPORTER).status_code == 303
+    with app.app_context():
+        assert deliver_due() == 1
+    watcher = next(p for p in app.extensions["clamor"].plugin_manager.get_plugins() if hasattr(p, "SEEN"))
+    (kind, text, cause), = watcher.SEEN
+    assert kind == "PermanentFailure" and cause is None
+    assert "550 5.1.1 <supporter>" in text and SUPPORTER not in text
