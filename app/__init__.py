@@ -60,9 +60,14 @@ class Clamor:
             self.worker.start_thread()
 
     def wake_worker(self):
-        """Let the in-process delivery thread (if any) look for work now."""
-        if self.start_worker:
-            self.worker.start_thread()
+        """Let the in-process delivery thread, if this process runs one, look for work now.
+
+        Never starts one: only a request does (:meth:`ensure_worker`). A CLI
+        command (``clamor moderation approve``) that started the thread would
+        exit in the middle of its batch, leaving the letters it had claimed
+        waiting for their lease to run out.
+        """
+        if self.start_worker and self.worker.thread is not None:
             self.worker.wake()
 
 

@@ -194,3 +194,33 @@ def test_help_before_init_says_what_to_do_without_a_traceback(tmp_path):
     assert "Error: SECRET_KEY is not set. Run `clamor init`" in result.stderr
     assert "Traceback" not in result.stderr
     assert "init" in result.stdout and "Prepare instance/" in result.stdout
+
+
+def test_a_cli_command_never_starts_the_delivery_thread(tmp_path):
+    """`clamor moderation approve` with DELIVERY_WORKER = "thread" queues the letters and leaves them to a server."""
+    instance = tmp_path / "instance"
+    assert clamor("init", instance=instance).returncode == 0
+    (instance / "config.py").write_text((instance / "config.py").read_text() + 'DELIVERY_WORKER = "thread"\n'
+                                        "SPAM_FILTERS = []\nDELIVERY_POLL_SECONDS = 0.1\n")
+    from app import create_app
+    from app.extensions import db
+    from app.models import Signature
+
+    app = create_app({"TESTING": True, "DELIVERY_WORKER": "external"}, instance_path=instance)
+    with app.app_context():
+        campaign = app.extensions["clamor"].campaigns[SLUG]
+        from app.delivery import queue_deliveries
+
+        signature = Signature(campaign=SLUG, name="Held", email="held@example.org", message="Free him.",
+                              language="fr", status="held", status_reason="test")
+        queue_deliveries(signature, campaign, app.config, status="held")
+        db.session.add(signature)
+        db.session.commit()
+        held = signature.id
+    result = clamor("moderation", "approve", str(held), instance=instance)
+    assert result.returncode == 0, result.stderr
+    with app.app_context():
+        statuses = [d.status for d in Delivery.query]
+    # Queued for the server's (or `clamor deliver`'s) worker: none claimed by a thread that died with the command.
+    assert statuses == ["pending"] * len(campaign.targets)
+    assert not list((instance / "outbox").glob("*.eml"))
