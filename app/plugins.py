@@ -53,7 +53,11 @@ def create_plugin_manager(app):
         pm.register(importlib.import_module(dotted), name=dotted.rsplit(".", 1)[1])
     _load_entry_points(pm, app.config["PLUGINS"])
     _load_instance_plugins(pm, Path(app.instance_path) / "plugins")
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        # A misspelt hook name: the organiser needs its name and where it is.
+        raise PluginError(f"plugin {exc.plugin!r} implements a hook that does not exist: {exc}") from exc
     return pm
 
 

@@ -2,6 +2,7 @@
 
 import email.utils
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -40,7 +41,8 @@ def test_worker_delivers_every_letter_to_a_real_smtp_server(smtp_config, smtp_se
         assert msg["To"].addresses[0].addr_spec == target
         assert msg["Subject"] == "Libérez Erzhan Elshibayev"
         assert msg["Message-ID"] == message_ids[target]
-        assert email.utils.parsedate_to_datetime(msg["Date"]) is not None
+        sent = email.utils.parsedate_to_datetime(msg["Date"])
+        assert sent.tzinfo is not None and abs(datetime.now(UTC) - sent) < timedelta(minutes=5)
         body = msg.get_content().replace("\r\n", "\n")
         assert body.startswith(letter)
         # The signature block, with the country named in the letter's language.
@@ -176,7 +178,7 @@ def test_misspelt_hook_stops_start_up(app_config, instance_path):
     (instance_path / "plugins" / "typo.py").write_text(
         "from app import hookimpl\n@hookimpl\ndef register_delivery_backend():\n    return []\n"
     )
-    with pytest.raises(Exception, match="register_delivery_backend"):
+    with pytest.raises(PluginError, match="register_delivery_backend"):
         create_app(app_config, instance_path=instance_path)
 
 
