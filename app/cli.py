@@ -333,6 +333,8 @@ def _settings():
     settings.from_object("app.config")
     settings.from_pyfile("config.py", silent=True)
     settings.from_prefixed_env("CLAMOR")
+    # What create_app derives from the instance folder, for the backends' sake.
+    settings["OUTBOX_DIR"] = settings.get("OUTBOX_DIR") or str(instance / "outbox")
     return settings, instance
 
 

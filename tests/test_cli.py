@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,9 +189,14 @@ def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_p
     assert "Traceback" not in result.stderr
 
 
-def test_help_before_init_says_what_to_do_without_a_traceback(tmp_path):
+def test_help_before_init_lists_every_command_and_says_to_run_init(tmp_path):
     result = clamor("--help", instance=tmp_path / "empty")
     assert result.returncode == 0
-    assert "Error: SECRET_KEY is not set. Run `clamor init`" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "init" in result.stdout and "Prepare instance/" in result.stdout
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr
+    listed = re.findall(r"^  ([a-z-]+)  ", result.stdout.split("Commands:")[1], flags=re.M)
+    assert {"init", "campaign", "deliver", "deliveries", "export", "forget", "purge", "admin", "moderation",
+            "translations"} <= set(listed)
+    # After the list, not before it as an error: what to do, and why.
+    end = " ".join(result.stdout.split("Commands:")[1].split())
+    assert "Run `clamor init` first" in end and "SECRET_KEY is not set" in end
+
