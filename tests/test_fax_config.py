@@ -1,0 +1,59 @@
+"""Fax targets need a gateway and international numbers: `clamor campaign check` and start-up say so."""
+
+from conftest import SLUG
+from test_cli import clamor
+
+FAX_CAMPAIGN = '''
+slug = "fax-check"
+default_language = "en"
+languages = ["en"]
+
+[[targets]]
+name = "Embassy"
+fax = "{fax}"
+
+[text.en]
+title = "Title"
+short_name = "Short"
+body = ["Body."]
+subject = "Subject"
+letter = """Letter."""
+'''
+
+
+def write(tmp_path, fax):
+    path = tmp_path / "fax-check.toml"
+    path.write_text(FAX_CAMPAIGN.format(fax=fax))
+    return path
+
+
+def test_check_refuses_fax_targets_without_a_gateway(tmp_path):
+    path = write(tmp_path, "+32 2 123 45 67")
+    result = clamor("campaign", "check", str(path), instance=tmp_path / "no-instance")
+    assert result.returncode == 1, result.stdout
+    assert "FAX_ADDRESS_TEMPLATE is not set" in result.stderr
+    assert str(path) in result.stderr
+    configured = clamor("campaign", "check", str(path), instance=tmp_path / "no-instance",
+                        env={"CLAMOR_FAX_ADDRESS_TEMPLATE": "{e164}@fax.example"})
+    assert configured.returncode == 0, configured.stderr
+
+
+def test_check_refuses_a_number_without_its_country_code(tmp_path):
+    path = write(tmp_path, "21 123 4567")
+    result = clamor("campaign", "check", str(path), instance=tmp_path / "no-instance",
+                    env={"CLAMOR_FAX_ADDRESS_TEMPLATE": "{e164}@fax.example"})
+    assert result.returncode == 1
+    assert "targets[1].fax: fax number '21 123 4567' needs its country code" in result.stderr
+    assert "E.164" in result.stderr
+
+
+def test_start_up_stops_on_fax_targets_without_a_gateway(tmp_path):
+    instance = tmp_path / "instance"
+    assert clamor("init", instance=instance).returncode == 0
+    (instance / "campaigns" / f"{SLUG}.toml").unlink()
+    (instance / "campaigns" / "fax-check.toml").write_text(FAX_CAMPAIGN.format(fax="+32 2 123 45 67"))
+    result = clamor("deliver", "--once", instance=instance)
+    assert result.returncode == 1
+    assert "FAX_ADDRESS_TEMPLATE is not set" in result.stderr and "Traceback" not in result.stderr
+    started = clamor("deliver", "--once", instance=instance, env={"CLAMOR_FAX_ADDRESS_TEMPLATE": "{e164}@fax.example"})
+    assert started.returncode == 0, started.stderr
