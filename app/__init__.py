@@ -230,6 +230,12 @@ def _finish_config(app):
         options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
         config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    else:
+        # After a database restart the pool's connections are dead: test each
+        # before use, so the first request after an outage works.
+        options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.setdefault("pool_pre_ping", True)
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not config.get("OUTBOX_DIR"):
         config["OUTBOX_DIR"] = str(Path(app.instance_path) / "outbox")
     if config["DELIVERY_WORKER"] not in ("thread", "external"):
