@@ -12,7 +12,7 @@ from app.campaigns import CampaignError, load_campaign
 from app.cli import main
 from app.export import EXPORT_COLUMNS
 from app.models import Delivery
-from conftest import EXAMPLE_CAMPAIGNS, SLUG, sign
+from conftest import EXAMPLE_CAMPAIGNS, SHIPPED_CAMPAIGNS, SLUG, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_environment_overrides_config(tmp_path):
 
 
 def test_campaign_check_accepts_the_example():
-    result = clamor("campaign", "check", str(EXAMPLE_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
+    result = clamor("campaign", "check", str(SHIPPED_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
     assert result.returncode == 0, result.stderr
     assert "ok: " in result.stdout
 
