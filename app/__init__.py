@@ -198,6 +198,9 @@ def create_app(test_config=None, instance_path=None):
     # that CLI commands and gunicorn's master process never run one.
     app.before_request(app.extensions["clamor"].ensure_worker)
     app.context_processor(lambda: {"campaign_errors": app.extensions["clamor"].campaign_errors})
+    from .i18n import one_full_stop
+
+    app.jinja_env.filters["one_full_stop"] = one_full_stop
     cli.init_app(app)
     return app
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from babel import Locale
 from flask import current_app, g, has_request_context, request
 from flask_babel import Domain, get_locale
+from markupsafe import Markup
 
 #: ISO 3166 codes CLDR lists that are not countries a supporter lives in.
 NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"}
@@ -113,6 +114,21 @@ def remember_language(response, lang):
             secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
         )
     return response
+
+
+_DOUBLE_FULL_STOP = re.compile(r"(?<=[^\W\d_])\.\.(?=\s|$)")
+
+
+def one_full_stop(text):
+    """``text`` with a full stop doubled after an abbreviation made single.
+
+    A long date ends with one in some languages ("1 декабря 2026 г.", Ukrainian
+    "1 грудня 2026 р."); where a sentence ends with the date, the
+    abbreviation's full stop is the sentence's: "… 2026 г.", never "… 2026 г..".
+    """
+    fixed = _DOUBLE_FULL_STOP.sub(".", str(text))
+    # A translated template string may be Markup (escaped already): keep it so.
+    return Markup(fixed) if isinstance(text, Markup) else fixed
 
 
 def page_language():

@@ -159,3 +159,20 @@ def test_new_deleted_and_refused_files_in_one_process(make_app, instance_path):
 
     path.unlink()
     assert client.get("/en/second-campaign/").status_code == 404
+
+
+def test_closing_hides_the_targets_and_the_contact_is_on_the_closed_and_privacy_pages(make_app, instance_path):
+    app = make_app(CAMPAIGN_RELOAD_SECONDS=0)
+    client = app.test_client()
+    path = instance_path / "campaigns" / f"{SLUG}.toml"
+    page = client.get(f"/en/{SLUG}/").get_data(as_text=True)
+    assert "Your message will be sent to the following addresses" in page and "press@akorda.kz" in page
+
+    edit(path, 'status = "open"', 'status = "closed"\ncontact = "organisers@union.example"')
+    page = client.get(f"/en/{SLUG}/").get_data(as_text=True)
+    assert "This campaign is closed" in page
+    assert "Your message will be sent to the following addresses" not in page and "press@akorda.kz" not in page
+    contact = ('Write to the organisers at <a href="mailto:organisers@union.example">'
+               'organisers@union.example</a>.')
+    assert contact in page
+    assert contact in client.get(f"/en/{SLUG}/privacy").get_data(as_text=True)

@@ -403,3 +403,10 @@ def test_every_error_page_is_translated(app, lang):
         assert code == status
         assert html_lang(body) == lang, status
         assert english_left_in(body, lang) == [], f"English on the {lang} {status} page"
+
+
+def test_a_russian_date_ends_the_sentence_with_one_full_stop(client):
+    html = client.get(sign(client, lang="ru", slug=SLUG).headers["Location"]).get_data(as_text=True)
+    sentence = re.search(r"Ваше письмо получено [^<]*", html).group(0)
+    assert re.search(r"\d{4}\s?г\. В ближайшие", sentence), sentence
+    assert ".." not in sentence
