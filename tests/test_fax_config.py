@@ -57,3 +57,22 @@ def test_start_up_stops_on_fax_targets_without_a_gateway(tmp_path):
     assert "FAX_ADDRESS_TEMPLATE is not set" in result.stderr and "Traceback" not in result.stderr
     started = clamor("deliver", "--once", instance=instance, env={"CLAMOR_FAX_ADDRESS_TEMPLATE": "{e164}@fax.example"})
     assert started.returncode == 0, started.stderr
+
+
+def test_a_fax_letter_leaves_no_fonttools_chatter_in_the_log(make_app, instance_path, smtp_server, caplog):
+    import logging
+
+    from app.delivery import deliver_due
+    from conftest import sign
+    from test_backends import FAX_CAMPAIGN as KAZAKH_FAX_CAMPAIGN
+
+    (instance_path / "campaigns" / "fax-test.toml").write_text(KAZAKH_FAX_CAMPAIGN)
+    app = make_app(DELIVERY={"email": "outbox_files", "fax": "fax_email"}, FAX_VIA="smtp",
+                   SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, FAX_ADDRESS_TEMPLATE="{e164}@fax.tc")
+    assert sign(app.test_client(), lang="kk", slug="fax-test", country="KZ").status_code == 303
+    caplog.set_level(logging.INFO)
+    with app.app_context():
+        assert deliver_due() == 1
+    assert len(smtp_server.inbox.envelopes) == 1  # the fax really was made and sent
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("fontTools")] == []
+    assert any(r.name == "app.delivery" for r in caplog.records)  # INFO lines do reach the log

@@ -80,7 +80,7 @@ def test_a_new_language_from_make_translation_add_to_the_no_english_walk(tmp_pat
         translated, missing, fuzzy, copied = rows[LANG, domain]
         assert translated == "0" and fuzzy == "0" and copied == "0", (domain, rows[LANG, domain])
         assert int(missing) > 0
-    assert rows["fr", "messages"][1:] == ("0", "0", "0")  # a shipped language: complete
+    assert int(rows["fr", "messages"][0]) > 100  # a shipped language: translated
 
     for path in catalogues(copy, LANG):
         fill_with_english(path, LANG)
