@@ -9,7 +9,8 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots bench install install-test translations compile-translations system-test-deps clean lock
+.PHONY: run test screenshots bench install install-test translations compile-translations system-test-deps clean lock \
+  translation-add translation-status
 
 # Every dependency comes from a lock file that pins it with its hashes
 # (requirements/*.lock, made by `make lock`): pip refuses a package whose file
@@ -51,15 +52,22 @@ install-test: $(VENV)/.test-installed
 # plugin's module): plugins/translations/<domain>.pot and
 # plugins/translations/<lang>/LC_MESSAGES/<domain>.po. Found by their .pot.
 PLUGIN_DOMAINS := $(basename $(notdir $(wildcard plugins/translations/*.pot)))
+# The same for a deployment's single-file plugins in instance/plugins/.
+INSTANCE ?= instance
+INSTANCE_PLUGIN_DOMAINS := $(basename $(notdir $(wildcard $(INSTANCE)/plugins/translations/*.pot)))
+# Every catalogue as "folder:domain": the app's, each built-in plugin's, each instance plugin's.
+CATALOGUES := translations:messages $(addprefix plugins/translations:,$(PLUGIN_DOMAINS)) \
+  $(addprefix $(INSTANCE)/plugins/translations:,$(INSTANCE_PLUGIN_DOMAINS))
+# The commands below that only read or write catalogues need .venv, not a fresh install.
+NEED_VENV = @test -x $(BIN)/pybabel || { echo "no $(BIN)/pybabel: run \`make install\` once first"; exit 1; }
 # tests/test_translations.py extracts with the same options: keep them in step.
 EXTRACT := $(BIN)/pybabel extract -k _l -k lazy_gettext -k lazy_ngettext --no-location --sort-output --project=Clamor
 
 # Compiled catalogues (.mo) are build output, made from the .po files here and
 # never committed (see docs/translating.md). Fuzzy entries are not compiled.
 compile-translations: install
-	$(BIN)/pybabel compile -d translations -D messages --statistics
-	@for domain in $(PLUGIN_DOMAINS); do \
-	  $(BIN)/pybabel compile -d plugins/translations -D $$domain --statistics || exit 1; \
+	@for catalogue in $(CATALOGUES); do \
+	  $(BIN)/pybabel compile -d $${catalogue%%:*} -D $${catalogue#*:} --statistics || exit 1; \
 	done
 
 # Extract strings from the code, merge them into every catalogue, compile.
@@ -70,7 +78,33 @@ translations: install
 	  $(EXTRACT) -o plugins/translations/$$domain.pot plugins/$$domain.py && \
 	  $(BIN)/pybabel update -i plugins/translations/$$domain.pot -d plugins/translations -D $$domain --ignore-obsolete || exit 1; \
 	done
+	@for domain in $(INSTANCE_PLUGIN_DOMAINS); do \
+	  $(EXTRACT) -o $(INSTANCE)/plugins/translations/$$domain.pot $(INSTANCE)/plugins/$$domain.py && \
+	  $(BIN)/pybabel update -i $(INSTANCE)/plugins/translations/$$domain.pot -d $(INSTANCE)/plugins/translations \
+	    -D $$domain --ignore-obsolete || exit 1; \
+	done
 	$(MAKE) compile-translations
+
+# A new language: `make translation-add LANG=uk` makes an empty catalogue of
+# every domain (the app's, each plugin's) with the language's plural rule.
+# A catalogue that exists already is left alone, so running it again after a
+# plugin arrived adds only that plugin's.
+translation-add:
+	@test "$(origin LANG)" = "command line" || { echo "usage: make translation-add LANG=uk (an ISO 639-1 code)"; exit 2; }
+	$(NEED_VENV)
+	@for catalogue in $(CATALOGUES); do \
+	  folder=$${catalogue%%:*}; domain=$${catalogue#*:}; \
+	  if [ -e $$folder/$(LANG)/LC_MESSAGES/$$domain.po ]; then \
+	    echo "$$folder/$(LANG)/LC_MESSAGES/$$domain.po exists; left as it is"; \
+	  else \
+	    $(BIN)/pybabel init -i $$folder/$$domain.pot -d $$folder -D $$domain -l $(LANG) || exit 1; \
+	  fi; \
+	done
+
+# Per language and domain: translated, missing, fuzzy, copied from English.
+translation-status:
+	$(NEED_VENV)
+	$(BIN)/clamor translations
 
 # Links in the mail a local run writes to instance/outbox/ point at this server.
 run: export CLAMOR_BASE_URL ?= http://$(HOST):$(PORT)

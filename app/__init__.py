@@ -6,6 +6,8 @@
 import logging
 import os
 import secrets
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,13 +16,15 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .campaigns import load_campaigns
+from .campaigns import CampaignError, load_campaign, load_campaigns
 from .delivery import DeliveryWorker
 from .extensions import babel, csrf, db, limiter, migrate
 from .hookspecs import hookimpl
 from .keys import install_keys, subkey
 from .links import trusted_hosts
-from .plugins import check_delivery_config, collect_backends, create_plugin_manager, filter_callers
+from .plugins import (
+    campaign_channel_problems, check_delivery_config, collect_backends, create_plugin_manager, filter_callers,
+)
 from .security import quiet_request_log
 
 __all__ = ["create_app", "hookimpl", "subkey", "ConfigError"]
@@ -50,9 +54,77 @@ class Clamor:
     default_slug: str | None
     worker: DeliveryWorker | None = None
     start_worker: bool = field(default=False)
+    #: The folder of campaign files, watched for edits (None: not watched).
+    campaign_folder: Path | None = None
+    #: The app's config, for reloading campaigns (LANGUAGES, DELIVERY, backends' keys).
+    config: dict = field(default_factory=dict)
+    #: file name -> why its last edit was refused, while the last good version serves.
+    campaign_errors: dict = field(default_factory=dict)
+    #: path -> (mtime, size) of the campaign files last read.
+    _stamps: dict = field(default_factory=dict)
+    _checked_at: float = 0.0
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def default_campaign(self):
         return self.campaigns.get(self.default_slug) if self.default_slug else None
+
+    def refresh_campaigns(self):
+        """Reload campaign files changed, added or deleted since the last look, at most every CAMPAIGN_RELOAD_SECONDS.
+
+        Called at the start of every request and of every delivery batch, so
+        that each process serves an edit within seconds, without a restart.
+        A changed file becomes a new :class:`~app.campaigns.Campaign` object
+        in a new ``campaigns`` dict (objects are never changed in place:
+        caches may be keyed on them). A file that no longer validates is
+        logged in one line and kept in ``campaign_errors`` (the admin pages
+        show it), and its last good version goes on serving.
+        """
+        interval = self.config.get("CAMPAIGN_RELOAD_SECONDS", 2)
+        if self.campaign_folder is None or interval is None or interval < 0:
+            return
+        now = time.monotonic()
+        if now - self._checked_at < interval or not self._reload_lock.acquire(blocking=False):
+            return
+        try:
+            self._checked_at = now
+            stamps = campaign_stamps(self.campaign_folder)
+            if stamps != self._stamps:
+                self._reload(stamps)
+        finally:
+            self._reload_lock.release()
+
+    def _reload(self, stamps):
+        campaigns, errors = dict(self.campaigns), dict(self.campaign_errors)
+        for path in set(self._stamps) - set(stamps):
+            errors.pop(path.name, None)
+            for slug, campaign in list(campaigns.items()):
+                if campaign.path == path:
+                    del campaigns[slug]
+                    log.warning("campaign %s removed: its file %s is gone", slug, path)
+        for path, stamp in stamps.items():
+            if self._stamps.get(path) == stamp:
+                continue
+            try:
+                campaign = load_campaign(path, self.config["LANGUAGES"])
+                problems = campaign_channel_problems(campaign, self.config, self.backends)
+                if problems:
+                    raise CampaignError(problems)
+            except CampaignError as exc:
+                errors[path.name] = str(exc)
+                serving = "the last good version still serves" if any(
+                    c.path == path for c in campaigns.values()) else "not served"
+                log.error("campaign file %s not reloaded (%s): %s", path, serving, " | ".join(
+                    line.replace("\n", " ") for line in exc.errors))
+                continue
+            errors.pop(path.name, None)
+            log.info("campaign %s %s from %s", campaign.slug,
+                     "reloaded" if campaign.slug in campaigns else "loaded", path)
+            campaigns[campaign.slug] = campaign
+        self._stamps = stamps
+        self.campaign_errors = errors
+        self.campaigns = dict(sorted(campaigns.items()))
+        configured = self.config.get("DEFAULT_CAMPAIGN")
+        self.default_slug = configured or _pick_default(self.campaigns)
 
     def ensure_worker(self):
         """Start the in-process delivery thread if this app runs one and it is not running."""
@@ -94,6 +166,9 @@ def create_app(test_config=None, instance_path=None):
         # Worker and filter messages must reach the operator's journal. They
         # carry ids, never a supporter's name or address.
         logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # fpdf2 hands every fax's font subsetting to fontTools, which logs ~40
+    # INFO lines per letter: noise in the worker's journal.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     # The development server's request lines would start with the client's
     # (or, behind PROXY_FIX_X_FOR, the forwarded) address.
     quiet_request_log()
@@ -122,9 +197,15 @@ def create_app(test_config=None, instance_path=None):
     app.register_blueprint(admin.bp)
     errors.init_app(app)
     app.after_request(add_security_headers)
+    # Campaign files edited since the last look are served from this request on.
+    app.before_request(app.extensions["clamor"].refresh_campaigns)
     # The delivery thread starts with the first request, not at import, so
     # that CLI commands and gunicorn's master process never run one.
     app.before_request(app.extensions["clamor"].ensure_worker)
+    app.context_processor(lambda: {"campaign_errors": app.extensions["clamor"].campaign_errors})
+    from .i18n import one_full_stop
+
+    app.jinja_env.filters["one_full_stop"] = one_full_stop
     cli.init_app(app)
     return app
 
@@ -156,6 +237,12 @@ def _finish_config(app):
         # fresh database fails with "database is locked".
         options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    else:
+        # After a database restart the pool's connections are dead: test each
+        # before use, so the first request after an outage works.
+        options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.setdefault("pool_pre_ping", True)
         config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not config.get("OUTBOX_DIR"):
         config["OUTBOX_DIR"] = str(Path(app.instance_path) / "outbox")
@@ -214,25 +301,42 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     cursor.close()
 
 
+def campaign_stamps(folder):
+    """``{path: (mtime, size)}`` of every campaign file in ``folder``."""
+    stamps = {}
+    for path in sorted(Path(folder).glob("*.toml")) if Path(folder).is_dir() else ():
+        try:
+            info = path.stat()
+        except OSError:
+            continue  # deleted between the listing and the look
+        stamps[path] = (info.st_mtime_ns, info.st_size)
+    return stamps
+
+
+def _pick_default(campaigns):
+    open_ones = [slug for slug, c in campaigns.items() if c.is_open]
+    return (open_ones or list(campaigns) or [None])[0]
+
+
 def _make_state(app):
     config = app.config
     pm = create_plugin_manager(app)
     backends = collect_backends(pm)
-    check_delivery_config(config, backends)
-    campaigns = load_campaigns(Path(app.instance_path) / "campaigns", config["LANGUAGES"])
+    folder = Path(app.instance_path) / "campaigns"
+    stamps = campaign_stamps(folder)
+    campaigns = load_campaigns(folder, config["LANGUAGES"])
+    # The email backend always (receipts, confirmations); the others below,
+    # only for the campaigns whose targets need them.
+    check_delivery_config(config, backends, {"email"})
     for campaign in campaigns.values():
-        for target in campaign.targets:
-            if target.channel not in config["DELIVERY"]:
-                raise ConfigError(
-                    f"{campaign.path}: target {target.name!r} is reached by {target.channel}, "
-                    f"but DELIVERY has no backend for {target.channel!r}."
-                )
+        problems = campaign_channel_problems(campaign, config, backends)
+        if problems:
+            raise ConfigError("\n".join(problems))
     default_slug = config["DEFAULT_CAMPAIGN"]
     if default_slug and default_slug not in campaigns:
         raise ConfigError(f"DEFAULT_CAMPAIGN is {default_slug!r}, but instance/campaigns/ has no such campaign.")
     if not default_slug and campaigns:
-        open_ones = [slug for slug, c in campaigns.items() if c.is_open]
-        default_slug = (open_ones or list(campaigns))[0]
+        default_slug = _pick_default(campaigns)
     state = Clamor(
         plugin_manager=pm,
         backends=backends,
@@ -240,6 +344,10 @@ def _make_state(app):
         filters=filter_callers(pm, config["SPAM_FILTERS"]),
         default_slug=default_slug,
         start_worker=config["DELIVERY_WORKER"] == "thread",
+        campaign_folder=folder,
+        config=config,
+        _stamps=stamps,
+        _checked_at=time.monotonic(),
     )
     state.worker = DeliveryWorker(app)
     return state

@@ -1,8 +1,10 @@
 """Campaign files: ``instance/campaigns/<slug>.toml``, loaded and validated.
 
 A campaign is data an organiser edits by hand, so every problem is reported
-with the file and the key at fault, and the app refuses to serve a campaign
-that does not validate (``clamor campaign check`` shows the same message).
+with the file and the key at fault (all of them at once, not only the first),
+TOML syntax errors come with the offending line and a guess at the mistake,
+and the app refuses to serve a campaign that does not validate (``clamor
+campaign check`` shows the same messages).
 """
 
 import re
@@ -14,12 +16,15 @@ from pathlib import Path
 from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
+from .phone import FaxNumberError, parse_fax_number
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STATUSES = ("open", "closed")
 #: Slugs that would clash with the supporters' signed-link pages (/<lang>/confirm/…).
 RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
 TOP_KEYS = {
-    "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "targets", "text",
+    "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "contact",
+    "targets", "text",
 }
 TARGET_KEYS = {"name", "email", "fax", "language"}
 #: key -> (type, required) for each language's text.
@@ -35,8 +40,19 @@ TEXT_KEYS = {
 }
 
 
+#: A UTF-8 byte-order mark, which Windows Notepad writes at the start of a file.
+BOM = "\ufeff"
+
+
 class CampaignError(ValueError):
-    """A campaign file is invalid; the message names the file and the key."""
+    """A campaign file is invalid; the message names the file and the key, one line per problem.
+
+    ``errors`` lists those lines.
+    """
+
+    def __init__(self, errors):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,10 @@ class Campaign:
     closed_at: date | None = None
     #: An external privacy statement, used instead of the built-in page.
     privacy_url: str | None = None
+    #: The organisers' email address, shown on the privacy page and the closed page.
+    contact: str | None = None
+    #: What the loader fixed by itself (a byte-order mark removed), for ``campaign check``.
+    notes: tuple = ()
 
     @property
     def is_open(self):
@@ -111,45 +131,61 @@ class Campaign:
 
 
 def load_campaign(path, known_languages=None):
-    """Parse and validate one campaign file; raise :class:`CampaignError` if it is wrong."""
+    """Parse and validate one campaign file; raise :class:`CampaignError` listing every problem."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        raw = path.read_bytes()
     except OSError as exc:
         raise CampaignError(f"{path}: cannot be read: {exc.strerror}") from exc
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CampaignError(f"{path}: line {line}: not UTF-8 text; save the file as UTF-8") from exc
+    notes = []
+    if source.startswith(BOM):
+        # Harmless, invisible, and written by Notepad: TOML forbids it, Clamor drops it.
+        source = source[len(BOM):]
+        notes.append("removed a UTF-8 byte-order mark (BOM) at the start of the file")
+    try:
+        data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
-        raise CampaignError(f"{path}: not valid TOML: {exc}") from exc
+        raise CampaignError(f"{path}: not valid TOML: {describe_toml_error(str(exc), source)}") from exc
+
+    errors = []
 
     def fail(key, message):
-        raise CampaignError(f"{path}: {key}: {message}")
+        errors.append(f"{path}: {key}: {message}")
 
+    lines = source.splitlines()
     for key in sorted(set(data) - TOP_KEYS):
         fail(key, "unknown key (a typo?)")
     for key in ("slug", "default_language", "languages", "targets", "text"):
         if key not in data:
             fail(key, "missing")
 
-    slug = data["slug"]
+    slug = data.get("slug", path.stem)
     if not isinstance(slug, str) or not SLUG_RE.match(slug):
         fail("slug", "must be lower-case letters, digits and hyphens")
-    if slug in RESERVED_SLUGS:
+    elif slug in RESERVED_SLUGS:
         fail("slug", f"{slug!r} is reserved for Clamor's own pages; choose another")
-    if path.suffix == ".toml" and path.stem != slug:
+    elif path.suffix == ".toml" and path.stem != slug:
         fail("slug", f"is {slug!r} but the file is named {path.name!r}; they must match")
     status = data.get("status", "open")
     if status not in STATUSES:
         fail("status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
 
-    languages = data["languages"]
+    languages = data.get("languages", [])
     if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
-        fail("languages", "must be a non-empty list of language codes")
+        if "languages" in data:
+            fail("languages", "must be a non-empty list of language codes")
+        languages = []
     if known_languages is not None:
         for lang in languages:
             if lang not in known_languages:
                 fail("languages", f"{lang!r} is not in LANGUAGES ({', '.join(known_languages)})")
-    default_language = data["default_language"]
-    if default_language not in languages:
+    default_language = data.get("default_language")
+    if "default_language" in data and default_language not in languages:
         fail("default_language", f"{default_language!r} is not in languages")
 
     goal = data.get("goal")
@@ -165,14 +201,23 @@ def load_campaign(path, known_languages=None):
             closed_at = date.fromisoformat(closed_at)
         except ValueError:
             fail("closed_at", f"{closed_at!r} is not a date (YYYY-MM-DD)")
+            closed_at = None
     if closed_at is not None and (isinstance(closed_at, datetime) or not isinstance(closed_at, date)):
         fail("closed_at", "must be a date, e.g. closed_at = 2026-12-31")
     privacy_url = data.get("privacy_url")
     if privacy_url is not None and (not isinstance(privacy_url, str) or not privacy_url.startswith(("https://", "http://", "/"))):
         fail("privacy_url", "must be an https:// address")
+    contact = data.get("contact")
+    if contact is not None:
+        try:
+            contact = validate_email(contact, check_deliverability=False).normalized
+        except (EmailNotValidError, TypeError) as exc:
+            fail("contact", f"{contact!r} is not an email address ({exc})")
 
-    targets = _load_targets(data["targets"], languages, fail)
-    texts = _load_texts(data["text"], languages, fail)
+    targets = _load_targets(data["targets"], languages, fail, lines) if "targets" in data else []
+    texts = _load_texts(data["text"], languages, fail, lines) if "text" in data else {}
+    if errors:
+        raise CampaignError(errors)
     return Campaign(
         slug=slug,
         status=status,
@@ -185,22 +230,42 @@ def load_campaign(path, known_languages=None):
         path=path,
         closed_at=closed_at,
         privacy_url=privacy_url,
+        contact=contact,
+        notes=tuple(notes),
     )
 
 
-def _load_targets(raw, languages, fail):
+def _misplaced_key(key, header, lines):
+    """A hint when ``key`` (a top-level key) was written below ``header`` and so landed in that table."""
+    if key not in TOP_KEYS:
+        return ""
+    inside = False
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped.split("#")[0].strip() == header
+        elif inside and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return (f": line {number} `{stripped}` is a top-level key, but it comes after the {header} header, "
+                    f"so TOML puts it in that table; move it above the first [...] header of the file")
+    return f": {key} is a top-level key; move it above the first [...] header of the file"
+
+
+def _load_targets(raw, languages, fail, lines=()):
     if not isinstance(raw, list) or not raw:
-        fail("targets", "must list at least one target ([[targets]] tables)")
+        fail("targets", "must list at least one target ([[targets]] tables, with double brackets)")
+        return []
     targets, keys = [], set()
     for i, item in enumerate(raw, 1):
         where = f"targets[{i}]"
         if not isinstance(item, dict):
             fail(where, "must be a table with name and email (or fax)")
+            continue
         for key in sorted(set(item) - TARGET_KEYS):
-            fail(f"{where}.{key}", "unknown key (a typo?)")
+            fail(f"{where}.{key}", "unknown key (a typo?)" + _misplaced_key(key, "[[targets]]", lines))
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             fail(f"{where}.name", "missing")
+            name = ""
         email, fax = item.get("email"), item.get("fax")
         if bool(email) == bool(fax):
             fail(where, "needs exactly one of email or fax")
@@ -209,8 +274,15 @@ def _load_targets(raw, languages, fail):
                 email = validate_email(email, check_deliverability=False).normalized
             except (EmailNotValidError, TypeError) as exc:
                 fail(f"{where}.email", f"{email!r} is not an email address ({exc})")
-        if fax is not None and (not isinstance(fax, str) or sum(c.isdigit() for c in fax) < 6):
-            fail(f"{where}.fax", f"{fax!r} is not a fax number")
+        if fax is not None:
+            if not isinstance(fax, str):
+                fail(f"{where}.fax", f"{fax!r} is not a fax number (write it as a string in quotes)")
+            else:
+                try:
+                    parse_fax_number(fax)
+                except FaxNumberError as exc:
+                    fail(f"{where}.fax", f"{exc}: write it in international (E.164) form, "
+                                         "a + then the country code and number, e.g. \"+7 7172 12 34 56\"")
         language = item.get("language")
         if language is not None and language not in languages:
             fail(f"{where}.language", f"{language!r} is not one of the campaign's languages")
@@ -222,9 +294,10 @@ def _load_targets(raw, languages, fail):
     return targets
 
 
-def _load_texts(raw, languages, fail):
+def _load_texts(raw, languages, fail, lines=()):
     if not isinstance(raw, dict):
         fail("text", "must hold one table per language ([text.fr] …)")
+        return {}
     texts = {}
     for lang in languages:
         section = raw.get(lang)
@@ -234,8 +307,9 @@ def _load_texts(raw, languages, fail):
                 f"missing: the campaign is offered in {_language_label(lang)}, so it needs a [text.{lang}] "
                 "section with its title, short_name, body, subject and letter in that language",
             )
+            continue
         for key in sorted(set(section) - set(TEXT_KEYS)):
-            fail(f"text.{lang}.{key}", "unknown key (a typo?)")
+            fail(f"text.{lang}.{key}", "unknown key (a typo?)" + _misplaced_key(key, f"[text.{lang}]", lines))
         values = {}
         for key, (kind, required) in TEXT_KEYS.items():
             value = section.get(key)
@@ -245,13 +319,66 @@ def _load_texts(raw, languages, fail):
                 continue
             if not isinstance(value, kind) or (kind is list and not all(isinstance(x, str) for x in value)):
                 fail(f"text.{lang}.{key}", "must be " + ("a list of strings" if kind is list else "a string"))
+                continue
             if required and not value or (kind is str and not value.strip()):
                 fail(f"text.{lang}.{key}", "is empty")
             values[key] = value.strip() if kind is str else [x.strip() for x in value]
-        texts[lang] = CampaignText(**values)
+        try:
+            texts[lang] = CampaignText(**values)
+        except TypeError:
+            pass  # a required key is missing: reported above
     for lang in sorted(set(raw) - set(languages)):
         fail(f"text.{lang}", "is not in languages")
     return texts
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)$")
+_CURLY_QUOTES = "\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb"
+
+
+def describe_toml_error(message, source):
+    """tomllib's ``message`` about ``source``, with the offending line quoted and a likely cause and fix.
+
+    tomllib names only the first error and says it in parser terms ("Invalid
+    value"); an organiser needs to know which line, what is probably wrong,
+    and what to write instead.
+    """
+    match = _TOML_POSITION.search(message)
+    lines = source.splitlines()
+    if not match or not lines:
+        return message
+    number = int(match.group(1))
+    reason = message[: match.start()].strip()
+    line = lines[number - 1] if number <= len(lines) else ""
+    hint = _toml_hint(reason, line, lines, number)
+    quoted = f"line {number}: {line.strip()}"
+    return f"{quoted}\n  tomllib says: {reason}" + (f"\n  probably: {hint}" if hint else "")
+
+
+def _toml_hint(reason, line, lines, number):
+    if any(q in line for q in _CURLY_QUOTES):
+        return ("curly quotes (“…” or ‘…’): TOML needs straight quotes \"…\"; a word processor or a phone "
+                "keyboard may have changed them. Retype the quotes around the value in a plain-text editor")
+    if reason.startswith("Illegal character '\\n'") or "Unclosed" in reason and "string" in reason:
+        return ('a text of several lines (the letter) in "…": a string in single double quotes must end on '
+                'the same line. Put a text of several lines between triple quotes: letter = """ … """')
+    if reason.startswith("Expected newline or end of document after a statement") and line.count('"') > 2:
+        return ('a " inside a string ends it early: write \\" for a quotation mark inside the text, use '
+                "typographic quotes «…», or put the text between single quotes '…'")
+    if reason.startswith("Unclosed array"):
+        return ("a missing comma in a list: every item of a list [ … ] but the last must be followed by a comma, "
+                "e.g. [\"fr\", \"en\"] (on this line or at the end of the one above)")
+    if reason.startswith(("Cannot overwrite a value", "Cannot declare")):
+        single = next((f"line {i} `{t.strip()}`" for i, t in enumerate(lines, 1) if t.strip() == "[targets]"), None)
+        if single:
+            return (f"{single} has single brackets: each target is one entry of a list of tables, written "
+                    "[[targets]] with double brackets, once per target")
+        return "the same key or [table] is written twice: keep one of them (or use [[double brackets]] for a list)"
+    if reason.startswith("Invalid statement") and number == 1 and line.startswith("\ufeff"):
+        return "the file starts with a byte-order mark; save it as UTF-8 without BOM"
+    if reason.startswith("Invalid value"):
+        return 'a value must be a "string" in straight quotes, a number, true/false, a date or a [list]'
+    return ""
 
 
 def _language_label(code):

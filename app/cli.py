@@ -13,6 +13,7 @@ from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from sqlalchemy import func, select, update
 
 from .campaigns import CampaignError, load_campaign
+from .plugins import campaign_channel_problems
 from .extensions import db
 from .models import Delivery, utcnow
 from .security import redact_addresses
@@ -33,16 +34,30 @@ def _create_app():
 
 
 class _ClamorGroup(FlaskGroup):
-    """Flask's group, but ``clamor --help`` before ``clamor init`` says what is wrong instead of a traceback."""
+    """Flask's group, but ``clamor --help`` before ``clamor init`` lists every command and says to run init.
+
+    Clamor's commands are registered on the group itself, so they are listed
+    even when the app cannot start; the reason it cannot is said at the end.
+    """
 
     def list_commands(self, ctx):
         try:
             ctx.ensure_object(ScriptInfo).load_app()
         except click.ClickException as exc:
-            click.secho(f"Error: {exc.format_message()}\n", err=True, fg="red")
-            # The commands that need no working app (init, campaign check).
+            ctx.meta["clamor.load_error"] = exc.format_message()
             return click.Group.list_commands(self, ctx)
         return super().list_commands(ctx)
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        error = ctx.meta.get("clamor.load_error")
+        if error:
+            formatter.write_paragraph()
+            formatter.write_text(
+                "Run `clamor init` first: it writes instance/config.py with a SECRET_KEY, installs the "
+                "example campaign and creates the database. Until then the commands that need the app "
+                f"stop with this message: {error}"
+            )
 
 
 @click.group(cls=_ClamorGroup, create_app=_create_app)
@@ -257,32 +272,83 @@ def campaign_group():
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 def campaign_check(files):
     """Validate campaign files (default: every file in instance/campaigns/)."""
+    # The deployment's LANGUAGES (instance/config.py, CLAMOR_LANGUAGES), not
+    # only the defaults: a language added there is a language campaigns may use.
+    settings, instance = _settings()
+    if not files:
+        files = sorted((instance / "campaigns").glob("*.toml"))
+        if not files:
+            raise click.ClickException(f"no campaign files in {instance / 'campaigns'}")
+    backends = _backend_registry(settings, instance)
+    failed = False
+    for path in files:
+        try:
+            campaign = load_campaign(path, settings["LANGUAGES"])
+            problems = campaign_channel_problems(campaign, settings, backends) if backends is not None else []
+            if problems:
+                raise CampaignError(problems)
+        except CampaignError as exc:
+            for line in exc.errors:
+                click.echo(f"error: {line}", err=True)
+            failed = True
+        else:
+            for note in campaign.notes:
+                click.echo(f"note: {path}: {note}")
+            click.echo(f"ok: {path} ({campaign.slug}, {len(campaign.targets)} targets, {', '.join(campaign.languages)})")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("translations")
+@click.option("--show-copies", is_flag=True, help="Also list each string translated as its English.")
+def translations_command(show_copies):
+    """Show how complete each language's catalogues are: translated, missing, fuzzy, copied from English."""
+    from . import PROJECT_ROOT
+    from .i18n import catalogue_status
+
+    settings, instance = _settings()
+    statuses = catalogue_status(PROJECT_ROOT, settings["LANGUAGES"], instance)
+    width = max(len(s.domain) for s in statuses)
+    click.echo(f"{'language':<8}  {'domain':<{width}}  translated  missing  fuzzy  copied from English")
+    incomplete = False
+    for s in statuses:
+        copied = "-" if s.language == "en" else str(s.copied)
+        click.echo(f"{s.language:<8}  {s.domain:<{width}}  {s.translated:>10}  {s.missing:>7}  {s.fuzzy:>5}  {copied:>19}")
+        if show_copies:
+            for msgid in s.copied_ids:
+                click.echo(f"    copied: {msgid!r}")
+        incomplete |= bool(s.missing or s.fuzzy or s.copied)
+    if incomplete:
+        click.echo("\nEvery missing, fuzzy or copied string shows English on the page; see docs/translating.md.")
+
+
+def _settings():
+    """The deployment's settings without building the app (defaults, instance/config.py, CLAMOR_*), and instance/."""
     from flask import Config
 
     from . import default_instance_path
 
-    # The deployment's LANGUAGES (instance/config.py, CLAMOR_LANGUAGES), not
-    # only the defaults: a language added there is a language campaigns may use.
     instance = default_instance_path()
     settings = Config(instance)
     settings.from_object("app.config")
     settings.from_pyfile("config.py", silent=True)
     settings.from_prefixed_env("CLAMOR")
-    if not files:
-        files = sorted((instance / "campaigns").glob("*.toml"))
-        if not files:
-            raise click.ClickException(f"no campaign files in {instance / 'campaigns'}")
-    failed = False
-    for path in files:
-        try:
-            campaign = load_campaign(path, settings["LANGUAGES"])
-        except CampaignError as exc:
-            click.echo(f"error: {exc}", err=True)
-            failed = True
-        else:
-            click.echo(f"ok: {path} ({campaign.slug}, {len(campaign.targets)} targets, {', '.join(campaign.languages)})")
-    if failed:
-        sys.exit(1)
+    # What create_app derives from the instance folder, for the backends' sake.
+    settings["OUTBOX_DIR"] = settings.get("OUTBOX_DIR") or str(instance / "outbox")
+    return settings, instance
+
+
+def _backend_registry(settings, instance):
+    """The delivery backends this deployment's plugins register, or None (with a warning) if they cannot load."""
+    from types import SimpleNamespace
+
+    from .plugins import PluginError, collect_backends, create_plugin_manager
+
+    try:
+        return collect_backends(create_plugin_manager(SimpleNamespace(config=settings, instance_path=str(instance))))
+    except PluginError as exc:
+        click.echo(f"warning: plugins cannot load, so delivery settings are not checked: {exc}", err=True)
+        return None
 
 
 @click.command("export")
@@ -471,13 +537,15 @@ def moderation_reject(signature_id, yes):
     click.echo(f"rejected #{signature_id}: deleted")
 
 
-#: Commands that need no working app (init writes the SECRET_KEY the app needs).
-main.add_command(init_command)
-main.add_command(campaign_group)
+#: Clamor's own commands. init and campaign check need no working app (init
+#: writes the SECRET_KEY the app needs); the others load it when they run.
+COMMANDS = (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
+            purge_command, admin_group, moderation_group, translations_command)
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 def init_app(app):
     """Attach every command to ``app.cli``, so ``flask --app wsgi …`` has them too."""
-    for command in (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
-                    purge_command, admin_group, moderation_group):
+    for command in COMMANDS:
         app.cli.add_command(command)

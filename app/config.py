@@ -76,6 +76,9 @@ SUBMIT_RATE_LIMIT = "5 per minute; 30 per day"
 #: hosts serve the site.
 RATELIMIT_STORAGE_URI = "memory://"
 RATELIMIT_HEADERS_ENABLED = False
+#: When the storage (Redis) cannot be reached, count in each process's memory
+#: instead of failing every signature; back to the storage once it answers.
+RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
 #: How many reverse proxies in front of Clamor set X-Forwarded-For. 0 (the
 #: default) ignores the header, which anyone can forge; behind one nginx, 1.
 PROXY_FIX_X_FOR = 0
@@ -116,6 +119,11 @@ MAX_CONTENT_LENGTH = 64 * 1024
 #: Interface languages Clamor offers; a campaign picks among them.
 LANGUAGES = ["en", "fr", "ru", "kk"]
 BABEL_DEFAULT_LOCALE = "en"
+
+#: Every process looks at most this often (seconds) whether a campaign file in
+#: instance/campaigns/ changed, was added or deleted, and serves the new
+#: version without a restart. A negative number: never (read at start-up only).
+CAMPAIGN_RELOAD_SECONDS = 2
 
 #: Campaign shown at ``/<lang>/``; None: the only open campaign, else the
 #: first by slug.

@@ -364,6 +364,7 @@ def deliver_due(app=None, limit=None):
     app = app or current_app._get_current_object()
     config = app.config
     state = app.extensions["clamor"]
+    state.refresh_campaigns()
     if is_paused():
         db.session.remove()
         return 0

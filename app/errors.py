@@ -1,10 +1,12 @@
 """Error pages: translated, friendly, never a stack trace."""
 
 import logging
+import time
 
 from flask import Response, current_app, g, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,18 @@ MESSAGES = {
     429: (_l("Please wait a moment"), _l("Too many letters were sent from your connection. Please wait a little and try again.")),
     500: (_l("Something went wrong on our side"), _l("Your letter may not have been stored. Please try again in a few minutes.")),
 }
+#: The database did not answer: the truth is that nothing was stored.
+UNAVAILABLE_MESSAGE = (
+    _l("Sorry, the site cannot store letters right now"),
+    _l("Our database is not answering, so nothing was stored. Please send your letter again in a few minutes."),
+)
+UNAVAILABLE_PAGE_MESSAGE = _l(
+    "Our database is not answering, so signing does not work right now. Please come back in a few minutes."
+)
+#: Seconds a client is told to wait (Retry-After) while the database is down.
+UNAVAILABLE_RETRY_AFTER = 30
+#: At most one traceback this often (seconds): an outage fails every request.
+TRACEBACK_INTERVAL = 60
 CSRF_MESSAGE = (
     _l("Your form has expired"),
     _l("For your security the form can only be sent from this site, within one visit. "
@@ -60,7 +74,71 @@ def handle_unexpected_error(error):
     return render_error(500, *MESSAGES[500])
 
 
+def is_database_unavailable(error):
+    """True if ``error`` says the database cannot be reached (down, restarting, connection lost)."""
+    return isinstance(error, (OperationalError, InterfaceError)) or bool(getattr(error, "connection_invalidated", False))
+
+
+def handle_database_error(error):
+    """A 503 with Retry-After when the database is down; the form again, with what the supporter typed.
+
+    One log line per failed request, a traceback at most every TRACEBACK_INTERVAL.
+    """
+    if not is_database_unavailable(error):
+        return handle_unexpected_error(error)
+    from .extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone; the session is discarded at teardown anyway
+        pass
+    throttle = current_app.extensions.setdefault("clamor_db_error_log", {"traceback_at": None})
+    now = time.monotonic()
+    detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
+    if throttle["traceback_at"] is None or now - throttle["traceback_at"] >= TRACEBACK_INTERVAL:
+        throttle["traceback_at"] = now
+        log.error("database unavailable (%s %s): %s: %s", request.method, request.endpoint, type(error).__name__,
+                  detail, exc_info=error)
+    else:
+        log.error("database unavailable (%s %s): %s: %s", request.method, request.endpoint, type(error).__name__,
+                  detail)
+    _language_from_path()
+    page = _form_again() if request.endpoint == "public.campaign_page" else None
+    if page is None:
+        page = render_template("error.html", status=503, title=UNAVAILABLE_MESSAGE[0],
+                               explanation=UNAVAILABLE_MESSAGE[1])
+    response = current_app.make_response((page, 503))
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _form_again():
+    """The campaign's form filled with the POST's fields (empty on a GET), or None if it cannot be drawn."""
+    from .consent import CONSENT_SENTENCE
+    from .forms import extra_fields, make_action_form
+
+    state = current_app.extensions["clamor"]
+    slug = (request.view_args or {}).get("slug")
+    campaign = state.campaigns.get(slug) if slug else state.default_campaign()
+    lang = getattr(g, "lang", None)
+    if campaign is None or lang not in campaign.languages or not campaign.is_open:
+        return None
+    posted = request.method == "POST"
+    try:
+        form = make_action_form(campaign, lang, state.filters["extend_action_form"])()
+        return render_template(
+            "unavailable.html", campaign=campaign, text=campaign.text(lang), form=form,
+            extra_fields=extra_fields(form), consent_sentence=CONSENT_SENTENCE,
+            title=UNAVAILABLE_MESSAGE[0], explanation=UNAVAILABLE_MESSAGE[1] if posted else UNAVAILABLE_PAGE_MESSAGE,
+        )
+    except Exception:
+        log.warning("database unavailable: the form could not be drawn again", exc_info=True)
+        return None
+
+
 def init_app(app):
+    app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(InternalServerError, handle_unexpected_error)

@@ -5,12 +5,15 @@ the letter's (what a target reads) from the campaign, and is applied with
 ``force_locale`` when the letter is built.
 """
 
+import re
 import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from babel import Locale
 from flask import current_app, g, has_request_context, request
 from flask_babel import Domain, get_locale
+from markupsafe import Markup
 
 #: ISO 3166 codes CLDR lists that are not countries a supporter lives in.
 NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"}
@@ -113,6 +116,21 @@ def remember_language(response, lang):
     return response
 
 
+_DOUBLE_FULL_STOP = re.compile(r"(?<=[^\W\d_])\.\.(?=\s|$)")
+
+
+def one_full_stop(text):
+    """``text`` with a full stop doubled after an abbreviation made single.
+
+    A long date ends with one in some languages ("1 декабря 2026 г.", Ukrainian
+    "1 грудня 2026 р."); where a sentence ends with the date, the
+    abbreviation's full stop is the sentence's: "… 2026 г.", never "… 2026 г..".
+    """
+    fixed = _DOUBLE_FULL_STOP.sub(".", str(text))
+    # A translated template string may be Markup (escaped already): keep it so.
+    return Markup(fixed) if isinstance(text, Markup) else fixed
+
+
 def page_language():
     """The language of the page being rendered, for ``<html lang>``."""
     locale = get_locale()
@@ -175,3 +193,92 @@ def plugin_domain(plugin_file, domain):
     the plugin has no catalogue for falls back to the English msgid.
     """
     return Domain(str(Path(plugin_file).resolve().parent / "translations"), domain=domain)
+
+
+#: Strings a language legitimately writes exactly as English does (a cognate,
+#: a loanword). Everything else whose translation equals its msgid counts as
+#: "copied from English". Keep this short: each entry hides a possible copy.
+SAME_AS_ENGLISH = {
+    "fr": {"%(name)s via %(campaign)s", "Organisation", "Pages", "Signatures"},
+}
+_PLACEHOLDER = re.compile(r"%\(\w+\)[sd]|%[sd]|\{\w*\}")
+
+
+def legitimately_english(language, msgid):
+    """True if ``msgid`` may stay as it is in ``language``: placeholders and punctuation only, or allow-listed."""
+    if not any(c.isalpha() for c in _PLACEHOLDER.sub("", msgid)):
+        return True
+    return msgid in SAME_AS_ENGLISH.get(language, ())
+
+
+@dataclass
+class CatalogueStatus:
+    """How far one language's catalogue of one gettext domain is translated."""
+
+    language: str
+    domain: str
+    #: The .po file (it may not exist).
+    path: Path
+    total: int = 0
+    translated: int = 0
+    missing: int = 0
+    fuzzy: int = 0
+    #: Translated as the English itself (msgstr == msgid), not allow-listed.
+    copied: int = 0
+    copied_ids: list = field(default_factory=list)
+
+
+def catalogue_domains(root, instance_path=None):
+    """``[(domain, folder)]``: the app's catalogue and every plugin's that ships a .pot.
+
+    The built-in plugins' catalogues live in ``plugins/translations/``, a
+    deployment's single-file plugins' in ``instance/plugins/translations/``.
+    """
+    root = Path(root)
+    domains = [("messages", root / "translations")]
+    folders = [root / "plugins" / "translations"]
+    if instance_path:
+        folders.append(Path(instance_path) / "plugins" / "translations")
+    for folder in folders:
+        domains += [(pot.stem, folder) for pot in sorted(folder.glob("*.pot"))]
+    return domains
+
+
+def catalogue_status(root, languages=(), instance_path=None):
+    """A :class:`CatalogueStatus` per language and domain, counted against each domain's .pot.
+
+    The languages are ``languages`` plus every language that has a catalogue
+    of the app's domain; a language without a catalogue counts as missing
+    everything.
+    """
+    from babel.messages.pofile import read_po
+
+    domains = catalogue_domains(root, instance_path)
+    found = {p.parent.parent.name for p in (Path(root) / "translations").glob("*/LC_MESSAGES/messages.po")}
+    statuses = []
+    for language in sorted(set(languages) | found):
+        for domain, folder in domains:
+            with open(folder / f"{domain}.pot", "rb") as fh:
+                template = [m for m in read_po(fh) if m.id]
+            path = folder / language / "LC_MESSAGES" / f"{domain}.po"
+            catalog = None
+            if path.exists():
+                with open(path, "rb") as fh:
+                    catalog = read_po(fh, locale=language)
+            status = CatalogueStatus(language, domain, path, total=len(template))
+            for entry in template:
+                message = catalog.get(entry.id, entry.context) if catalog is not None else None
+                strings = message.string if message is not None and isinstance(message.string, tuple) else (
+                    (message.string,) if message is not None else ("",))
+                ids = entry.id if isinstance(entry.id, tuple) else (entry.id,)
+                if not all(strings):
+                    status.missing += 1
+                elif message.fuzzy:
+                    status.fuzzy += 1
+                elif language != "en" and any(s in ids for s in strings) and not legitimately_english(language, ids[0]):
+                    status.copied += 1
+                    status.copied_ids.append(ids[0])
+                else:
+                    status.translated += 1
+            statuses.append(status)
+    return statuses

@@ -128,14 +128,16 @@ def collect_backends(pm):
     return registry
 
 
-def check_delivery_config(config, registry):
+def check_delivery_config(config, registry, channels=None):
     """Raise :class:`PluginError` unless every channel in ``DELIVERY`` names a
-    backend that can be made with these settings.
+    registered backend, and each of ``channels`` (default: all) one that can
+    be made with these settings.
 
-    Each named backend is made once and closed: a backend's ``__init__``
+    Each such backend is made once and closed: a backend's ``__init__``
     raises :class:`~app.delivery.PermanentFailure` when its settings are
     missing or wrong (``MAILGUN_API_KEY``), and that stops start-up here
-    rather than failing every letter of the first batch.
+    rather than failing every letter of the first batch. A channel no
+    campaign uses (fax, by default) is not made: its settings may be unset.
     """
     for channel, name in config["DELIVERY"].items():
         if name not in registry:
@@ -144,10 +146,37 @@ def check_delivery_config(config, registry):
                 f"DELIVERY[{channel!r}] names the backend {name!r}, which no plugin "
                 f"registers. Known backends: {known}."
             )
+        if channels is not None and channel not in channels:
+            continue
         try:
             registry[name](config).close()
         except PermanentFailure as exc:
             raise PluginError(f"DELIVERY[{channel!r}] = {name!r} cannot work: {exc}") from exc
+
+
+def campaign_channel_problems(campaign, config, registry):
+    """Why ``campaign``'s targets cannot be reached with these settings: a list of messages, [] when they can.
+
+    Every channel its targets use needs a ``DELIVERY`` entry naming a
+    registered backend that can be made with the settings (a ``fax`` target
+    and no ``FAX_ADDRESS_TEMPLATE``, say).
+    """
+    problems = []
+    for channel in sorted({target.channel for target in campaign.targets}):
+        names = ", ".join(repr(t.name) for t in campaign.targets if t.channel == channel)
+        name = config["DELIVERY"].get(channel)
+        if name is None:
+            problems.append(f"{campaign.path}: targets {names} are reached by {channel}, "
+                            f"but DELIVERY has no backend for {channel!r}.")
+            continue
+        if name not in registry:
+            continue  # check_delivery_config says so
+        try:
+            registry[name](config).close()
+        except PermanentFailure as exc:
+            problems.append(f"{campaign.path}: targets {names} are reached by {channel}, "
+                            f"but DELIVERY[{channel!r}] = {name!r} cannot send them: {exc}")
+    return problems
 
 
 def filter_callers(pm, enabled):

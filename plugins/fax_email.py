@@ -12,7 +12,6 @@ FAX_SUBJECT_TEMPLATE, FAX_BODY_PREFIX, FAX_SENDER, FAX_REPLY_TO, FAX_VIA.
 """
 
 import dataclasses
-import re
 from pathlib import Path
 
 from flask import current_app
@@ -20,64 +19,10 @@ from flask import current_app
 import app as clamor
 from app import hookimpl
 from app.delivery import DeliveryBackend, PermanentFailure
+# Re-exported: the parser moved to the core, and other code imports it from here.
+from app.phone import FaxNumber, FaxNumberError, parse_fax_number  # noqa: F401
 
 FONT = Path(clamor.__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
-
-# E.164 country codes are prefix-free: these are the one- and two-digit ones;
-# every other code has three digits. Enough to split off {national} without
-# a phone-number database.
-_ONE_DIGIT = {"1", "7"}
-_TWO_DIGITS = set(
-    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split()
-)
-_SEPARATORS = re.compile(r"[\s\-./()\u00a0]")
-
-
-class FaxNumberError(ValueError):
-    """A fax number that cannot be written in international (E.164) form."""
-
-
-@dataclasses.dataclass(frozen=True)
-class FaxNumber:
-    #: Country code without "+", e.g. "7".
-    country_code: str
-    #: The national significant number, e.g. "7172123456".
-    national: str
-
-    @property
-    def digits(self):
-        return self.country_code + self.national
-
-    @property
-    def e164(self):
-        return "+" + self.digits
-
-    def format(self, template):
-        return template.format(e164=self.e164, digits=self.digits, national=self.national)
-
-
-def parse_fax_number(text):
-    """Parse an international number ("+7 7172 12-34-56", "0044 (0)20 …") into a :class:`FaxNumber`.
-
-    Raises :class:`FaxNumberError` for a number without its country code or of
-    a length E.164 does not allow.
-    """
-    raw = text.strip().replace("(0)", "")
-    if raw.startswith("00"):
-        raw = "+" + raw[2:]
-    if not raw.startswith("+"):
-        raise FaxNumberError(f"fax number {text!r} needs its country code, e.g. +7 7172 …")
-    digits = _SEPARATORS.sub("", raw[1:])
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
-        raise FaxNumberError(f"fax number {text!r} is not an international number (7 to 15 digits)")
-    if digits[:1] in _ONE_DIGIT:
-        size = 1
-    elif digits[:2] in _TWO_DIGITS:
-        size = 2
-    else:
-        size = 3
-    return FaxNumber(country_code=digits[:size], national=digits[size:])
 
 
 def fax_text(letter):
@@ -108,7 +53,18 @@ class FaxEmailBackend(DeliveryBackend):
     verbose_name = "Fax through a fax-to-email gateway"
 
     def __init__(self, config):
+        """Raises :class:`PermanentFailure` without FAX_ADDRESS_TEMPLATE: no fax could be addressed.
+
+        Start-up and ``clamor campaign check`` make the backend once when a
+        campaign has fax targets, so that mistake stops them instead of
+        failing every fax letter.
+        """
         super().__init__(config)
+        if not config.get("FAX_ADDRESS_TEMPLATE"):
+            raise PermanentFailure(
+                "FAX_ADDRESS_TEMPLATE is not set, so fax letters cannot be sent: set it to your fax-to-email "
+                "gateway's address, e.g. FAX_ADDRESS_TEMPLATE = \"{e164}@fax.tc\" (see docs/delivery.md)"
+            )
         self.address_template = config["FAX_ADDRESS_TEMPLATE"]
         self.subject_template = config["FAX_SUBJECT_TEMPLATE"]
         self.body_prefix = config["FAX_BODY_PREFIX"] or ""
@@ -120,12 +76,10 @@ class FaxEmailBackend(DeliveryBackend):
     def send(self, letter):
         """Render the PDF, email it to the gateway, return "queued for faxing".
 
-        Raises :class:`PermanentFailure` for a missing FAX_ADDRESS_TEMPLATE, a
-        number that is not international, or a FAX_VIA naming no email backend;
-        the email backend's own failures pass through unchanged.
+        Raises :class:`PermanentFailure` for a number that is not
+        international, or a FAX_VIA naming no email backend; the email
+        backend's own failures pass through unchanged.
         """
-        if not self.address_template:
-            raise PermanentFailure("FAX_ADDRESS_TEMPLATE is not set, so fax letters cannot be sent (see docs/delivery.md)")
         try:
             number = parse_fax_number(letter.target_key or letter.to_address)
             gateway = number.format(self.address_template)

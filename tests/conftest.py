@@ -21,13 +21,17 @@ from app.extensions import db
 from app.models import Delivery, Signature
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_CAMPAIGNS = ROOT / "instance" / "campaigns"
+#: The tests' own copy of the example campaign: a translator adding a language
+#: to instance/campaigns/ changes what `clamor init` installs, not the tests.
+EXAMPLE_CAMPAIGNS = ROOT / "tests" / "fixtures" / "campaigns"
+#: The example campaign as shipped, for the tests that check that file itself.
+SHIPPED_CAMPAIGNS = ROOT / "instance" / "campaigns"
 SLUG = "free-erzhan-elshibayev"
 
 
 @pytest.fixture
 def instance_path(tmp_path):
-    """An instance folder holding the shipped example campaign."""
+    """An instance folder holding the example campaign (the tests' copy)."""
     path = tmp_path / "instance"
     (path / "campaigns").mkdir(parents=True)
     for example in EXAMPLE_CAMPAIGNS.glob("*.toml"):

@@ -13,6 +13,7 @@ import pypdf
 import pytest
 from werkzeug import Response
 
+from app import ConfigError
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery, utcnow
@@ -361,17 +362,13 @@ def test_fax_reply_to_sends_the_gateway_reports_elsewhere(make_app, instance_pat
     assert message["Reply-To"] == "fax-reports@clamor.test"
 
 
-def test_a_fax_letter_without_a_gateway_fails_visibly(make_app, instance_path):
-    """The default config starts without FAX_* settings; a fax letter then fails, saying why."""
+def test_fax_targets_without_a_gateway_stop_start_up(make_app, instance_path):
+    """The default config has no FAX_ADDRESS_TEMPLATE: a campaign with fax targets stops start-up, naming it."""
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
-    app = make_app()
-    assert app.config["DELIVERY"]["fax"] == "fax_email"
-    sign(app.test_client(), lang="kk", slug="fax-test")
-    with app.app_context():
-        deliver_due()
-        delivery = Delivery.query.one()
-        assert delivery.status == "failed"
-        assert "FAX_ADDRESS_TEMPLATE is not set" in delivery.last_error
+    with pytest.raises(ConfigError, match="FAX_ADDRESS_TEMPLATE is not set") as caught:
+        make_app()
+    assert "fax-test.toml" in str(caught.value)
+    make_app(FAX_ADDRESS_TEMPLATE="{e164}@fax.tc")  # with a gateway it starts
 
 
 @pytest.mark.parametrize(

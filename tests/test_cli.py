@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from app.campaigns import CampaignError, load_campaign
 from app.cli import main
 from app.export import EXPORT_COLUMNS
 from app.models import Delivery
-from conftest import EXAMPLE_CAMPAIGNS, SLUG, sign
+from conftest import EXAMPLE_CAMPAIGNS, SHIPPED_CAMPAIGNS, SLUG, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +74,7 @@ def test_environment_overrides_config(tmp_path):
 
 
 def test_campaign_check_accepts_the_example():
-    result = clamor("campaign", "check", str(EXAMPLE_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
+    result = clamor("campaign", "check", str(SHIPPED_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
     assert result.returncode == 0, result.stderr
     assert "ok: " in result.stdout
 
@@ -188,12 +189,16 @@ def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_p
     assert "Traceback" not in result.stderr
 
 
-def test_help_before_init_says_what_to_do_without_a_traceback(tmp_path):
+def test_help_before_init_lists_every_command_and_says_to_run_init(tmp_path):
     result = clamor("--help", instance=tmp_path / "empty")
     assert result.returncode == 0
-    assert "Error: SECRET_KEY is not set. Run `clamor init`" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "init" in result.stdout and "Prepare instance/" in result.stdout
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr
+    listed = re.findall(r"^  ([a-z-]+)  ", result.stdout.split("Commands:")[1], flags=re.M)
+    assert {"init", "campaign", "deliver", "deliveries", "export", "forget", "purge", "admin", "moderation",
+            "translations"} <= set(listed)
+    # After the list, not before it as an error: what to do, and why.
+    end = " ".join(result.stdout.split("Commands:")[1].split())
+    assert "Run `clamor init` first" in end and "SECRET_KEY is not set" in end
 
 
 def test_a_cli_command_never_starts_the_delivery_thread(tmp_path):
