@@ -28,6 +28,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from . import mailbytes
+from .errors import TracebackThrottle
 from .extensions import db
 from .models import Delivery, DeliveryPause, utcnow
 from .security import redact_addresses
@@ -728,6 +729,7 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.thread = None
+        self._failures = TracebackThrottle()
 
     def wake(self):
         self._wake.set()
@@ -743,8 +745,11 @@ class DeliveryWorker:
             try:
                 with self.app.app_context():
                     claimed = deliver_due(self.app)
-            except Exception:
-                log.exception("delivery worker: batch failed; trying again shortly")
+            except Exception as exc:
+                # The database down, say: one line each poll, a traceback now and then.
+                self._failures.error(log, "delivery worker: batch failed (%s: %s); trying again shortly",
+                                     type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "",
+                                     error=exc)
                 claimed = 0
             if not claimed:
                 self._wake.wait(poll)

@@ -79,6 +79,26 @@ def is_database_unavailable(error):
     return isinstance(error, (OperationalError, InterfaceError)) or bool(getattr(error, "connection_invalidated", False))
 
 
+class TracebackThrottle:
+    """Logs each failure in one line, and its traceback at most every ``interval`` seconds.
+
+    An outage fails every request (and every worker poll): a traceback each
+    time would bury the log, thousands of lines in seconds.
+    """
+
+    def __init__(self, interval=TRACEBACK_INTERVAL):
+        self.interval = interval
+        self._last = None
+
+    def error(self, logger, message, *args, error):
+        """Log ``message % args`` at ERROR, with ``error``'s traceback if none was logged for ``interval``."""
+        now = time.monotonic()
+        with_traceback = self._last is None or now - self._last >= self.interval
+        if with_traceback:
+            self._last = now
+        logger.error(message, *args, exc_info=error if with_traceback else None)
+
+
 def handle_database_error(error):
     """A 503 with Retry-After when the database is down; the form again, with what the supporter typed.
 
@@ -92,16 +112,10 @@ def handle_database_error(error):
         db.session.rollback()
     except Exception:  # the connection is gone; the session is discarded at teardown anyway
         pass
-    throttle = current_app.extensions.setdefault("clamor_db_error_log", {"traceback_at": None})
-    now = time.monotonic()
+    throttle = current_app.extensions.setdefault("clamor_db_error_log", TracebackThrottle())
     detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
-    if throttle["traceback_at"] is None or now - throttle["traceback_at"] >= TRACEBACK_INTERVAL:
-        throttle["traceback_at"] = now
-        log.error("database unavailable (%s %s): %s: %s", request.method, request.endpoint, type(error).__name__,
-                  detail, exc_info=error)
-    else:
-        log.error("database unavailable (%s %s): %s: %s", request.method, request.endpoint, type(error).__name__,
-                  detail)
+    throttle.error(log, "database unavailable (%s %s): %s: %s", request.method, request.endpoint,
+                   type(error).__name__, detail, error=error)
     _language_from_path()
     page = _form_again() if request.endpoint == "public.campaign_page" else None
     if page is None:

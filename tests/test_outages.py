@@ -146,3 +146,27 @@ def test_postgresql_down_answers_503_keeps_the_letter_and_stores_once_when_back(
     with app.app_context():
         assert db.session.query(Signature).count() == 1
         assert db.session.query(Signature).one().message == LETTER
+
+
+def test_the_delivery_worker_logs_an_outage_in_one_line_a_poll_and_one_traceback(make_app, tmp_path, caplog):
+    import threading
+
+    from app.delivery import DeliveryWorker
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    app = make_app(DELIVERY_POLL_SECONDS=0.02, SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder / 'clamor.sqlite3'}")
+    # The database goes away: its folder is no longer there, so no connection opens.
+    with app.app_context():
+        db.engine.dispose()
+    shutil.rmtree(folder)
+    worker = DeliveryWorker(app)
+    with caplog.at_level(logging.ERROR, logger="app.delivery"):
+        thread = threading.Thread(target=worker.run_forever)
+        thread.start()
+        time.sleep(1)
+        worker.stop()
+        thread.join(10)
+    failures = [r for r in caplog.records if "batch failed" in r.getMessage()]
+    assert len(failures) >= 5
+    assert [r for r in failures if r.exc_info] == failures[:1]
