@@ -10,14 +10,14 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from . import tally
-from .consent import CONSENT_SENTENCE
 from .delivery import country_name
 from .errors import render_error
 from .extensions import csrf, db, limiter
-from .forms import extra_fields, make_action_form
+from .forms import make_action_form
 from .i18n import best_language, language_name, page_language, remember_language
 from .keys import subkey
 from .letter_status import letter_rows
+from .pages import page_cache, render_full
 from .links import external_url
 from .models import Delivery, utcnow
 from .security import client_hash
@@ -122,59 +122,75 @@ def _submit_rate_limit():
 )
 def campaign_page(slug):
     """GET: the campaign and its form. POST: sign it."""
+    return _campaign_page(slug, embed=False)
+
+
+def _campaign_page(slug, embed):
     campaign = _campaign_or_404(slug)
     if g.lang not in campaign.languages:
         abort(404)
+    if request.method == "GET":
+        # The language menu links to this same route (with or without the
+        # slug), so the two routes are two cached pages.
+        return page_cache().page(campaign, g.lang, slug is None, embed=embed)
     state = _state()
     form = make_action_form(campaign, g.lang, state.filters["extend_action_form"])()
     error = None
-    if request.method == "POST":
-        if not campaign.is_open:
-            return render_error(403, _("This campaign is closed"),
-                                _("This campaign does not accept signatures any more."))
-        if form.validate():
-            submission = Submission(
-                name=form.name.data.strip(),
-                email=form.email.data,
-                organisation=(form.organisation.data or "").strip(),
-                country=form.country.data or "",
-                message=form.message.data.replace("\r\n", "\n"),
-                opt_in=form.opt_in.data == "yes",
-                language=g.lang,
-                client_hash=client_hash(subkey("client-address"), request.remote_addr),
-                form=form,
-            )
-            verdict = judge(submission, campaign, state.filters["check_submission"])
-            if verdict is not None and verdict.action == "reject":
-                error = verdict.reason
-            else:
-                try:
-                    store_signature(submission, campaign, verdict, form)
-                except IntegrityError:
-                    # Another request spent the same one-time token between
-                    # our check and our commit: this one is the replay.
-                    db.session.rollback()
-                    log.info("one-time token already spent; submission refused")
-                    error = _("This form was sent already. Please check it and send it again.")
-                else:
-                    # The same answer whatever happened: the link to the
-                    # letter went to the mailbox (see app/signing.py).
-                    state.wake_worker()
-                    return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
+    if not campaign.is_open:
+        return render_error(403, _("This campaign is closed"),
+                            _("This campaign does not accept signatures any more."))
+    if form.validate():
+        submission = Submission(
+            name=form.name.data.strip(),
+            email=form.email.data,
+            organisation=(form.organisation.data or "").strip(),
+            country=form.country.data or "",
+            message=form.message.data.replace("\r\n", "\n"),
+            opt_in=form.opt_in.data == "yes",
+            language=g.lang,
+            client_hash=client_hash(subkey("client-address"), request.remote_addr),
+            form=form,
+        )
+        verdict = judge(submission, campaign, state.filters["check_submission"])
+        if verdict is not None and verdict.action == "reject":
+            error = verdict.reason
         else:
-            error = _("Please correct the fields marked below.")
-    text = campaign.text(g.lang)
-    return render_template(
-        "campaign.html",
-        campaign=campaign,
-        text=text,
-        form=form,
-        extra_fields=extra_fields(form),
-        error=error,
-        count=accepted_count(campaign),
-        consent_sentence=CONSENT_SENTENCE,
-        privacy_url=campaign.privacy_url or url_for("public.privacy", slug=campaign.slug),
-    )
+            try:
+                store_signature(submission, campaign, verdict, form)
+            except IntegrityError:
+                # Another request spent the same one-time token between
+                # our check and our commit: this one is the replay.
+                db.session.rollback()
+                log.info("one-time token already spent; submission refused")
+                error = _("This form was sent already. Please check it and send it again.")
+            else:
+                page_cache().count_changed(campaign.slug)
+                # The same answer whatever happened: the link to the
+                # letter went to the mailbox (see app/signing.py).
+                state.wake_worker()
+                thanks = "public.embed_thanks" if embed else "public.thanks"
+                return redirect(url_for(thanks, slug=campaign.slug), code=303)
+    else:
+        error = _("Please correct the fields marked below.")
+    return render_full(campaign, g.lang, form, error=error, embed=embed)
+
+
+@bp.route("/<lang>/<slug>/embed", methods=["GET", "POST"])
+@limiter.limit(_submit_rate_limit, methods=["POST"])
+@limiter.limit(
+    _submit_rate_limit,
+    methods=["POST"],
+    key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
+    exempt_when=lambda: not _posted_email(),
+)
+def embed(slug):
+    """The campaign page without the site's menus, for an <iframe> on a site in EMBED_ORIGINS.
+
+    Its form posts here, and a signature leads to the embedded thank-you page,
+    so the supporter never leaves the frame.
+    """
+    g.embed = True
+    return _campaign_page(slug, embed=True)
 
 
 def _campaign_in_language(slug):
@@ -187,6 +203,17 @@ def _campaign_in_language(slug):
 @bp.get("/<lang>/<slug>/thanks")
 def thanks(slug):
     """Thanks, what goes to whom, the counter, where to share. The same page for everyone."""
+    return _thanks(slug, embed=False)
+
+
+@bp.get("/<lang>/<slug>/embed/thanks")
+def embed_thanks(slug):
+    """The thank-you page inside the frame (see :func:`embed`)."""
+    g.embed = True
+    return _thanks(slug, embed=True)
+
+
+def _thanks(slug, embed):
     campaign = _campaign_in_language(slug)
     config = current_app.config
     return render_template(
@@ -198,6 +225,7 @@ def thanks(slug):
         receipt=config["SEND_RECEIPT"],
         today=format_date(utcnow().date(), format="long"),
         share_url=external_url("public.campaign_page", lang=g.lang, slug=campaign.slug),
+        embed=embed,
     )
 
 
@@ -255,6 +283,7 @@ def confirm(token):
             )
             tally.add(signature.campaign, 1)
         db.session.commit()
+        page_cache().count_changed(signature.campaign)
         log.info("signature %s confirmed (%s)", signature.id, signature.status)
         confirmed_now = True
         _state().wake_worker()
