@@ -203,3 +203,21 @@ class DeliveryPause(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     paused_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Figure(db.Model):
+    """One running total of the dashboard: ``n`` rows of campaign ``campaign`` count under (``name``, ``key``).
+
+    Kept by triggers on ``signature`` and ``delivery`` in the transaction that
+    changes the rows (see :mod:`app.totals`, which lists every name), never
+    written by the application itself.
+    """
+
+    __tablename__ = "figure"
+
+    campaign: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: e.g. ``status``, ``day``, ``country``, ``letters:sent``, ``sent_on``.
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: e.g. ``accepted``, ``2026-12-01``, ``FR``, a target's address.
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    n: Mapped[int] = mapped_column(default=0)

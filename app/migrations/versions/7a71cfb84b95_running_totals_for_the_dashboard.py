@@ -1,0 +1,44 @@
+"""running totals for the dashboard, kept by triggers
+
+The table ``figure`` holds every figure of the dashboard (signatures per
+status, day, country and language, opt-ins; letters per target and status;
+letters sent per day), and triggers on ``signature`` and ``delivery`` keep it
+true in the transaction that changes a row (app/totals.py). The totals are
+counted once from the rows that exist.
+
+Revision ID: 7a71cfb84b95
+Revises: 3cfed682b8e5
+Create Date: 2026-12-01 22:30:00.000000
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+from app import totals
+
+
+# revision identifiers, used by Alembic.
+revision = '7a71cfb84b95'
+down_revision = '3cfed682b8e5'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table('figure',
+    sa.Column('campaign', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('key', sa.String(length=320), nullable=False),
+    sa.Column('n', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('campaign', 'name', 'key')
+    )
+    connection = op.get_bind()
+    # Triggers first, then the count, in one transaction: nothing written
+    # meanwhile is counted twice or missed.
+    totals.install_triggers(connection)
+    totals.recount(connection)
+
+
+def downgrade():
+    totals.drop_triggers(op.get_bind())
+    op.drop_table('figure')
