@@ -2,12 +2,16 @@
 their letter's status and the privacy statement."""
 
 import logging
+from functools import lru_cache
+from pathlib import Path
 
-from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request,
+                   url_for)
 from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from werkzeug.routing import BaseConverter
 
 from . import tally
 from .delivery import country_name
@@ -30,12 +34,30 @@ log = logging.getLogger(__name__)
 bp = Blueprint("public", __name__)
 
 
+class LanguageConverter(BaseConverter):
+    """A language code in the first path segment (``fr``, ``pt-BR``): never ``favicon.ico`` or ``robots.txt``.
+
+    Without it ``/<lang>/`` would catch every name a browser or a crawler asks
+    for at the root: ``/favicon.ico`` answered 308 to ``/favicon.ico/``, then 404.
+    """
+
+    regex = r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?"
+
+
+# Before the routes below: they use the converter.
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("lang", LanguageConverter))
+
+#: Paths that tell robots to stay away: behind a signed link (one supporter's
+#: letter, confirmation, unsubscribe) or the organisers' pages.
+ROBOTS_DISALLOW = ("letter", "confirm", "unsubscribe")
+
+
 def _state():
     return current_app.extensions["clamor"]
 
 
 def default_campaign():
-    """The campaign served at ``/`` and ``/<lang>/``, or None when there is none."""
+    """The campaign served at ``/`` and ``/<lang:lang>/``, or None when there is none."""
     return _state().default_campaign()
 
 
@@ -79,6 +101,30 @@ def _template_helpers():
             "country_name": lambda code: country_name(code, g.lang)}
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """The site's icon (app/static/favicon.ico), cached for a day."""
+    response = Response(_static_bytes(current_app.static_folder, "favicon.ico"), mimetype="image/vnd.microsoft.icon")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@lru_cache(maxsize=4)
+def _static_bytes(folder, name):
+    return (Path(folder) / name).read_bytes()
+
+
+@bp.get("/robots.txt")
+def robots():
+    """Crawlers may read campaign pages, not the admin pages nor the pages behind a supporter's link."""
+    lines = ["User-agent: *", "Disallow: /admin/"]
+    for lang in current_app.config["LANGUAGES"]:
+        lines += [f"Disallow: /{lang}/{page}/" for page in ROBOTS_DISALLOW]
+    response = Response("\n".join(lines) + "\n", mimetype="text/plain")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
 @bp.get("/")
 def index():
     """Send the visitor to the default campaign in the best language they accept."""
@@ -106,8 +152,8 @@ def _submit_rate_limit():
     return current_app.config["SUBMIT_RATE_LIMIT"]
 
 
-@bp.route("/<lang>/", methods=["GET", "POST"], defaults={"slug": None})
-@bp.route("/<lang>/<slug>/", methods=["GET", "POST"])
+@bp.route("/<lang:lang>/", methods=["GET", "POST"], defaults={"slug": None})
+@bp.route("/<lang:lang>/<slug>/", methods=["GET", "POST"])
 # Twice the same rate: once per client address (as the WSGI server sees it;
 # see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
 # signing as one person nor one host signing as many people gets far.
@@ -175,7 +221,7 @@ def _campaign_page(slug, embed):
     return render_full(campaign, g.lang, form, error=error, embed=embed)
 
 
-@bp.route("/<lang>/<slug>/embed", methods=["GET", "POST"])
+@bp.route("/<lang:lang>/<slug>/embed", methods=["GET", "POST"])
 @limiter.limit(_submit_rate_limit, methods=["POST"])
 @limiter.limit(
     _submit_rate_limit,
@@ -200,13 +246,13 @@ def _campaign_in_language(slug):
     return campaign
 
 
-@bp.get("/<lang>/<slug>/thanks")
+@bp.get("/<lang:lang>/<slug>/thanks")
 def thanks(slug):
     """Thanks, what goes to whom, the counter, where to share. The same page for everyone."""
     return _thanks(slug, embed=False)
 
 
-@bp.get("/<lang>/<slug>/embed/thanks")
+@bp.get("/<lang:lang>/<slug>/embed/thanks")
 def embed_thanks(slug):
     """The thank-you page inside the frame (see :func:`embed`)."""
     g.embed = True
@@ -229,7 +275,7 @@ def _thanks(slug, embed):
     )
 
 
-@bp.get("/<lang>/<slug>/privacy")
+@bp.get("/<lang:lang>/<slug>/privacy")
 def privacy(slug):
     """The campaign's privacy statement: its own text, or the default one."""
     campaign = _campaign_in_language(slug)
@@ -262,7 +308,7 @@ def _private(page):
     return response
 
 
-@bp.route("/<lang>/confirm/<token>", methods=["GET", "POST"])
+@bp.route("/<lang:lang>/confirm/<token>", methods=["GET", "POST"])
 def confirm(token):
     """GET: a page with a button. POST (the button): confirm, and let the letters go.
 
@@ -297,7 +343,7 @@ def confirm(token):
     ))
 
 
-@bp.route("/<lang>/unsubscribe/<token>", methods=["GET", "POST"])
+@bp.route("/<lang:lang>/unsubscribe/<token>", methods=["GET", "POST"])
 @csrf.exempt
 def unsubscribe(token):
     """GET: a page with a button. POST: withdraw consent to future alerts.
@@ -324,7 +370,7 @@ def unsubscribe(token):
     ))
 
 
-@bp.get("/<lang>/letter/<token>")
+@bp.get("/<lang:lang>/letter/<token>")
 def letter_status(token):
     """The supporter's own page: a copy of their letter, and where it is per target."""
     signature, campaign = _signature_or_404(token, "status")
