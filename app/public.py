@@ -24,7 +24,7 @@ from .letter_status import letter_rows
 from .pages import page_cache, render_full
 from .links import external_url
 from .models import Delivery, utcnow
-from .security import client_hash
+from .security import SessionInterface, check_embed_origins, client_hash
 from .spam import Submission, judge, normalise_email
 from .signing import store_signature
 from .tokens import load_signature, make_token
@@ -44,8 +44,20 @@ class LanguageConverter(BaseConverter):
     regex = r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?"
 
 
+def _setup(state):
+    app = state.app
+    app.url_map.converters.setdefault("lang", LanguageConverter)
+    try:
+        check_embed_origins(app.config.get("EMBED_ORIGINS", []))
+    except ValueError as exc:
+        from . import ConfigError
+
+        raise ConfigError(str(exc)) from None
+    app.session_interface = SessionInterface()
+
+
 # Before the routes below: they use the converter.
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("lang", LanguageConverter))
+bp.record_once(_setup)
 
 #: Paths that tell robots to stay away: behind a signed link (one supporter's
 #: letter, confirmation, unsubscribe) or the organisers' pages.
@@ -68,8 +80,15 @@ def _campaign_or_404(slug):
     return campaign
 
 
+#: The routes meant to be shown in another site's <iframe> (see EMBED_ORIGINS).
+EMBED_ENDPOINTS = {"public.embed", "public.embed_thanks"}
+
+
 @bp.url_value_preprocessor
 def _pull_lang(endpoint, values):
+    # Set before any check that may answer instead of the view (CSRF, rate
+    # limits), so that its error page shows in the frame too.
+    g.embed = endpoint in EMBED_ENDPOINTS
     if values and "lang" in values:
         g.lang = values.pop("lang")
         if g.lang not in current_app.config["LANGUAGES"]:
@@ -89,8 +108,10 @@ def _remember_language(response):
     # that ``/`` (a bookmark, the short link on a leaflet) brings them back to
     # it: they either followed a link in that language or chose it in the
     # switcher. A page that failed is no choice.
+    # Not from inside another site's frame: that is no choice on this site,
+    # and the cookie would be a third-party one.
     lang = getattr(g, "lang", None)
-    if lang and request.method == "GET" and response.status_code == 200:
+    if lang and request.method == "GET" and response.status_code == 200 and not g.get("embed"):
         remember_language(response, lang)
     return response
 
@@ -235,7 +256,6 @@ def embed(slug):
     Its form posts here, and a signature leads to the embedded thank-you page,
     so the supporter never leaves the frame.
     """
-    g.embed = True
     return _campaign_page(slug, embed=True)
 
 
@@ -255,7 +275,6 @@ def thanks(slug):
 @bp.get("/<lang:lang>/<slug>/embed/thanks")
 def embed_thanks(slug):
     """The thank-you page inside the frame (see :func:`embed`)."""
-    g.embed = True
     return _thanks(slug, embed=True)
 
 
