@@ -22,13 +22,15 @@ supporter typed and the errors. Both paths render the same template with the
 same arguments; only the gaps differ (tests/test_page_cache.py checks it).
 """
 
+import hashlib
+import os
 import threading
 import time
 import weakref
 
-from flask import current_app, render_template, url_for
+from flask import current_app, g, render_template, session, url_for
 from flask_wtf import FlaskForm
-from flask_wtf.csrf import generate_csrf
+from itsdangerous import URLSafeTimedSerializer
 from markupsafe import Markup, escape
 
 from . import tally
@@ -135,6 +137,8 @@ class PageCache:
         self._entries = {}
         self._counts = {}
         self._lock = threading.Lock()
+        #: (secret, serializer) for CSRF tokens (see :func:`_csrf_token`).
+        self.csrf_serializer = None
 
     def page(self, campaign, language, variant, embed=False):
         """The campaign page for a GET: the cached pieces, with this request's parts drawn in."""
@@ -209,7 +213,26 @@ class PageCache:
 def _csrf_input():
     # Exactly what WTForms draws for Flask-WTF's csrf_token field.
     name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    return f'<input id="{escape(name)}" name="{escape(name)}" type="hidden" value="{escape(generate_csrf())}">'
+    return f'<input id="{escape(name)}" name="{escape(name)}" type="hidden" value="{escape(_csrf_token(name))}">'
+
+
+def _csrf_token(name):
+    """Flask-WTF's :func:`~flask_wtf.csrf.generate_csrf`, with its serializer made once per app.
+
+    The same token, stored the same way (raw in the session, signed in the
+    form), so Flask-WTF's own check validates it; only the serializer, which
+    Flask-WTF builds anew per call, is kept.
+    """
+    if name not in g:
+        config = current_app.config
+        if name not in session:
+            session[name] = hashlib.sha1(os.urandom(64)).hexdigest()
+        secret = config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key
+        cache = page_cache()
+        if cache.csrf_serializer is None or cache.csrf_serializer[0] != secret:
+            cache.csrf_serializer = (secret, URLSafeTimedSerializer(secret, salt="wtf-csrf-token"))
+        setattr(g, name, cache.csrf_serializer[1].dumps(session[name]))
+    return g.get(name)
 
 
 def page_cache(app=None):

@@ -81,7 +81,7 @@ def _campaign_or_404(slug):
 
 
 #: The routes meant to be shown in another site's <iframe> (see EMBED_ORIGINS).
-EMBED_ENDPOINTS = {"public.embed", "public.embed_thanks"}
+EMBED_ENDPOINTS = {"public.embed", "public.embed_sign", "public.embed_thanks"}
 
 
 @bp.url_value_preprocessor
@@ -173,22 +173,35 @@ def _submit_rate_limit():
     return current_app.config["SUBMIT_RATE_LIMIT"]
 
 
-@bp.route("/<lang:lang>/", methods=["GET", "POST"], defaults={"slug": None})
-@bp.route("/<lang:lang>/<slug>/", methods=["GET", "POST"])
-# Twice the same rate: once per client address (as the WSGI server sees it;
-# see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
-# signing as one person nor one host signing as many people gets far.
-@limiter.limit(_submit_rate_limit, methods=["POST"])
-@limiter.limit(
-    _submit_rate_limit,
-    methods=["POST"],
-    # Hashed like client addresses: with Redis, limiter keys outlive the
-    # request, and supporters' addresses must not sit there in clear.
-    key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
-    exempt_when=lambda: not _posted_email(),
-)
+@bp.get("/<lang:lang>/", defaults={"slug": None})
+@bp.get("/<lang:lang>/<slug>/")
 def campaign_page(slug):
-    """GET: the campaign and its form. POST: sign it."""
+    """The campaign and its form (the cached page, app/pages.py). Its form posts to :func:`sign`, the same URL."""
+    return _campaign_page(slug, embed=False)
+
+
+def _sign_limits(view):
+    # Twice the same rate: once per client address (as the WSGI server sees it;
+    # see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
+    # signing as one person nor one host signing as many people gets far.
+    # Only on the POST routes: a page view goes through no limiter at all.
+    # Shared by the page's and the embed's form: one budget, whichever posts.
+    view = limiter.shared_limit(
+        _submit_rate_limit,
+        scope="sign-email",
+        # Hashed like client addresses: with Redis, limiter keys outlive the
+        # request, and supporters' addresses must not sit there in clear.
+        key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
+        exempt_when=lambda: not _posted_email(),
+    )(view)
+    return limiter.shared_limit(_submit_rate_limit, scope="sign")(view)
+
+
+@bp.post("/<lang:lang>/", defaults={"slug": None})
+@bp.post("/<lang:lang>/<slug>/")
+@_sign_limits
+def sign(slug):
+    """Sign the campaign: the form of :func:`campaign_page`, posted."""
     return _campaign_page(slug, embed=False)
 
 
@@ -242,20 +255,20 @@ def _campaign_page(slug, embed):
     return render_full(campaign, g.lang, form, error=error, embed=embed)
 
 
-@bp.route("/<lang:lang>/<slug>/embed", methods=["GET", "POST"])
-@limiter.limit(_submit_rate_limit, methods=["POST"])
-@limiter.limit(
-    _submit_rate_limit,
-    methods=["POST"],
-    key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
-    exempt_when=lambda: not _posted_email(),
-)
+@bp.get("/<lang:lang>/<slug>/embed")
 def embed(slug):
     """The campaign page without the site's menus, for an <iframe> on a site in EMBED_ORIGINS.
 
-    Its form posts here, and a signature leads to the embedded thank-you page,
-    so the supporter never leaves the frame.
+    Its form posts to :func:`embed_sign` (the same URL), and a signature leads
+    to the embedded thank-you page, so the supporter never leaves the frame.
     """
+    return _campaign_page(slug, embed=True)
+
+
+@bp.post("/<lang:lang>/<slug>/embed")
+@_sign_limits
+def embed_sign(slug):
+    """Sign from inside the frame."""
     return _campaign_page(slug, embed=True)
 
 

@@ -59,6 +59,15 @@ class SessionInterface(SecureCookieSessionInterface):
     come back. See docs/deploying.md for what SameSite=None costs.
     """
 
+    def get_signing_serializer(self, app):
+        # Flask builds a new serializer (and test-encodes {} with it) twice a
+        # request; the keys do not change, so one per set of keys will do.
+        keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = getattr(self, "_serializer", None)
+        if cached is None or cached[0] != keys:
+            cached = self._serializer = (keys, super().get_signing_serializer(app))
+        return cached[1]
+
     def get_cookie_name(self, app):
         return EMBED_SESSION_COOKIE if _embedding() else super().get_cookie_name(app)
 
@@ -69,8 +78,19 @@ class SessionInterface(SecureCookieSessionInterface):
         return True if _embedding() else super().get_cookie_secure(app)
 
 
+def _headers(ancestors):
+    return (("Content-Security-Policy",
+             CONTENT_SECURITY_POLICY.replace("frame-ancestors 'none'", f"frame-ancestors {ancestors}")),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Permissions-Policy", "interest-cohort=(), browsing-topics=()"))
+
+
+_EVERYWHERE = _headers("'none'") + (("X-Frame-Options", "DENY"),)
+
+
 def add_security_headers(response):
-    """after_request: the headers every Clamor response carries.
+    """after_request: the headers every Clamor response carries (a view may set its own first).
 
     Framing is refused everywhere (``frame-ancestors 'none'``, X-Frame-Options
     DENY) except on the embed routes of a site with EMBED_ORIGINS, which only
@@ -78,16 +98,12 @@ def add_security_headers(response):
     """
     headers = response.headers
     if _embedding():
-        ancestors = " ".join(o.rstrip("/") for o in current_app.config["EMBED_ORIGINS"])
-        headers.setdefault("Content-Security-Policy",
-                           CONTENT_SECURITY_POLICY.replace("frame-ancestors 'none'", f"frame-ancestors {ancestors}"))
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        headers.setdefault("Permissions-Policy", "interest-cohort=(), browsing-topics=()")
-        return response
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Permissions-Policy", "interest-cohort=(), browsing-topics=()")
+        wanted = _headers(" ".join(o.rstrip("/") for o in current_app.config["EMBED_ORIGINS"]))
+    else:
+        wanted = _EVERYWHERE
+    # One pass over the headers instead of one per setdefault.
+    present = {name.lower() for name in headers.keys()}
+    for name, value in wanted:
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
