@@ -9,7 +9,7 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots install install-test translations compile-translations system-test-deps clean lock
+.PHONY: run test bench-web screenshots install install-test translations compile-translations system-test-deps clean lock
 
 # Every dependency comes from a lock file that pins it with its hashes
 # (requirements/*.lock, made by `make lock`): pip refuses a package whose file
@@ -92,6 +92,13 @@ test: install-test compile-translations system-test-deps
 # docs/screenshot-*.png, taken by the browser tests in Chromium.
 screenshots: install-test compile-translations system-test-deps
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
+
+# bench/web.py: page views, signing, the dashboard at a million rows, worker
+# memory, as ratios against baselines run alongside. Needs wrk (apt-get).
+bench-web: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+	PYTHONPATH=. $(BIN)/python bench/web.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
