@@ -6,7 +6,7 @@ the same way.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -62,6 +62,10 @@ class Signature(db.Model):
     __table_args__ = (
         Index("ix_signature_campaign_status", "campaign", "status"),
         Index("ix_signature_campaign_email_key", "campaign", "email_key"),
+        # The admin search: a prefix of the name, the address or the organisation, any case.
+        Index("ix_signature_search_name", "campaign", func.lower(name)),
+        Index("ix_signature_search_email", "campaign", func.lower(email)),
+        Index("ix_signature_search_organisation", "campaign", func.lower(organisation)),
     )
 
 

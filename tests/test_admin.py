@@ -206,6 +206,9 @@ def test_supporters_are_paged_and_searchable(make_app):
     assert "Chloé Petit" in back and "Bruno Martin" in back and "Alice Dupont" not in back
     found = client.get(f"/admin/{SLUG}/supporters?q=bruno@").get_data(as_text=True)
     assert "Bruno Martin" in found and "Alice Dupont" not in found and "Chloé Petit" not in found
+    found = client.get(f"/admin/{SLUG}/supporters?q=CHLO").get_data(as_text=True)
+    assert "Chloé Petit" in found and "Bruno Martin" not in found
+    assert "Chloé Petit" in client.get(f"/admin/{SLUG}/supporters?q=example workers").get_data(as_text=True)
     assert "%" not in client.get(f"/admin/{SLUG}/supporters?q=%25").get_data(as_text=True).split("<tbody>")[1]
 
 
