@@ -27,7 +27,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, union_all, update
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
@@ -519,14 +519,18 @@ def supporters(slug):
     query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
     if q:
         # A prefix, any case, of the name, the address or the organisation:
-        # each is a range on an index of lower(column), where "contains"
-        # (LIKE '%q%') would read every row.
+        # each a range on its index of lower(column), where "contains"
+        # (LIKE '%q%') would read every row. Written as ids from a UNION so
+        # that the planner reads those three indexes, not every accepted row
+        # in id order.
         low = q.lower()
         high = low + "\U0010ffff"
-        query = query.where(or_(*(
-            (func.lower(column) >= low) & (func.lower(column) < high)
+        matches = union_all(*(
+            select(Signature.id).where(Signature.campaign == slug, Signature.status == "accepted",
+                                       func.lower(column) >= low, func.lower(column) < high)
             for column in (Signature.name, Signature.email, Signature.organisation)
-        )))
+        )).subquery()
+        query = select(Signature).where(Signature.id.in_(select(matches.c.id)))
     if after is not None:
         # The page just newer than ``after``: the oldest ones above it, shown newest first.
         rows = db.session.scalars(query.where(Signature.id > after).order_by(Signature.id).limit(size + 1)).all()

@@ -63,9 +63,9 @@ class Signature(db.Model):
         Index("ix_signature_campaign_status", "campaign", "status"),
         Index("ix_signature_campaign_email_key", "campaign", "email_key"),
         # The admin search: a prefix of the name, the address or the organisation, any case.
-        Index("ix_signature_search_name", "campaign", func.lower(name)),
-        Index("ix_signature_search_email", "campaign", func.lower(email)),
-        Index("ix_signature_search_organisation", "campaign", func.lower(organisation)),
+        Index("ix_signature_search_name", "campaign", "status", func.lower(name)),
+        Index("ix_signature_search_email", "campaign", "status", func.lower(email)),
+        Index("ix_signature_search_organisation", "campaign", "status", func.lower(organisation)),
     )
 
 

@@ -34,7 +34,7 @@ def upgrade():
     sa.PrimaryKeyConstraint('campaign', 'name', 'key')
     )
     for column in ('name', 'email', 'organisation'):
-        op.create_index(f'ix_signature_search_{column}', 'signature', ['campaign', sa.text(f'lower({column})')])
+        op.create_index(f'ix_signature_search_{column}', 'signature', ['campaign', 'status', sa.text(f'lower({column})')])
     connection = op.get_bind()
     # Triggers first, then the count, in one transaction: nothing written
     # meanwhile is counted twice or missed.
