@@ -27,7 +27,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from sqlalchemy import delete, func, or_, select, union_all, update
+from sqlalchemy import delete, func, or_, select, text, union_all, update
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
@@ -36,7 +36,7 @@ from . import moderation, tally, totals
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
 from .keys import subkey
-from .models import AdminSession, Delivery, Organiser, Signature, utcnow
+from .models import LAST_ERROR_WHERE, AdminSession, Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
 from .links import unsubscribe_url
 from .security import client_hash
@@ -346,11 +346,11 @@ def dashboard_figures(campaign, now=None):
 
 
 def _last_error(campaign, target):
-    """The newest error of a failed or waiting letter to ``target`` (index ix_delivery_target_error)."""
+    """The newest error of a failed or waiting letter to ``target`` (partial index ix_delivery_last_error)."""
     return db.session.scalar(
         select(Delivery.last_error)
-        .where(Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.target_key == target.key,
-               Delivery.status.in_(("failed", "pending")), Delivery.last_error != "")
+        .where(Delivery.campaign == campaign.slug, Delivery.target_key == target.key, text(LAST_ERROR_WHERE),
+               Delivery.kind == "letter")
         .order_by(Delivery.id.desc()).limit(1)
     ) or ""
 

@@ -6,7 +6,7 @@ the same way.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, func
+from sqlalchemy import ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -69,6 +69,10 @@ class Signature(db.Model):
     )
 
 
+#: The rows of ``ix_delivery_last_error``; a query must repeat this condition to use it.
+LAST_ERROR_WHERE = "last_error != '' AND status IN ('failed', 'pending')"
+
+
 class Delivery(db.Model):
     """One letter to one target, or one email to the supporter's own mailbox.
 
@@ -121,6 +125,10 @@ class Delivery(db.Model):
         Index("ix_delivery_campaign_status", "campaign", "kind", "status"),
         # TARGET_HOURLY_CAP counts the letters each target received in the last hour.
         Index("ix_delivery_target_sent", "target_key", "sent_at"),
+        # The dashboard's newest error per target: only letters that wait or
+        # failed with an error are in it, so it stays small.
+        Index("ix_delivery_last_error", "campaign", "target_key", "id",
+              sqlite_where=text(LAST_ERROR_WHERE), postgresql_where=text(LAST_ERROR_WHERE)),
     )
 
 

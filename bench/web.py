@@ -324,8 +324,6 @@ def dashboard_figures_at_size(name, uri, fill, rows, folder, with_cli):
         out["signatures"] = figures["signatures"]
         out["letters"] = sum(t["sent"] + t["queued"] + t["held"] + t["failed"] for t in figures["targets"])
         out["old"] = timed(lambda: counted_figures(campaign))
-        assert counted_figures(campaign) == {**figures, "per_day": figures["per_day"]} or True
-        client = app.test_client()
         db.session.remove()
     if with_cli:
         env = {**os.environ, **clamor_env(instance, uri), "PYTHONPATH": str(ROOT)}

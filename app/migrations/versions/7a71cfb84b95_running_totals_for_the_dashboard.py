@@ -5,7 +5,8 @@ status, day, country and language, opt-ins; letters per target and status;
 letters sent per day), and triggers on ``signature`` and ``delivery`` keep it
 true in the transaction that changes a row (app/totals.py). The totals are
 counted once from the rows that exist. The admin search finds a prefix of
-lower(name), lower(email) or lower(organisation) through an index each.
+lower(name), lower(email) or lower(organisation) through an index each, and
+the dashboard the newest error per target through a small partial index.
 
 Revision ID: 7a71cfb84b95
 Revises: 3cfed682b8e5
@@ -35,6 +36,9 @@ def upgrade():
     )
     for column in ('name', 'email', 'organisation'):
         op.create_index(f'ix_signature_search_{column}', 'signature', ['campaign', 'status', sa.text(f'lower({column})')])
+    where = sa.text("last_error != '' AND status IN ('failed', 'pending')")
+    op.create_index('ix_delivery_last_error', 'delivery', ['campaign', 'target_key', 'id'],
+                    sqlite_where=where, postgresql_where=where)
     connection = op.get_bind()
     # Triggers first, then the count, in one transaction: nothing written
     # meanwhile is counted twice or missed.
@@ -45,5 +49,6 @@ def upgrade():
 def downgrade():
     totals.drop_triggers(op.get_bind())
     op.drop_table('figure')
+    op.drop_index('ix_delivery_last_error', table_name='delivery')
     for column in ('name', 'email', 'organisation'):
         op.drop_index(f'ix_signature_search_{column}', table_name='signature')
