@@ -78,12 +78,13 @@ run: install compile-translations
 	$(BIN)/clamor init
 	$(BIN)/clamor run --host $(HOST) --port $(PORT)
 
-# Debian's Chromium (for the browser tests), PostgreSQL, Redis and openssl, when missing.
+# Debian's Chromium (for the browser tests), PostgreSQL, Redis, nginx (the
+# documented gzip lines) and openssl, when missing.
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ]; then \
-	  echo "installing chromium, postgresql, redis-server and openssl with apt-get"; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ]; then \
+	  echo "installing chromium, postgresql, redis-server, nginx-light and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server fonts-dejavu-core openssl >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light fonts-dejavu-core openssl >/dev/null; \
 	fi
 
 test: install-test compile-translations system-test-deps
