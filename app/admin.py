@@ -504,6 +504,14 @@ def moderate(signature_id, decision):
     return redirect(url_for("admin.moderation_page"), code=303)
 
 
+def _row_id(value):
+    """An id from the address, or None; any number is clamped to 64 bits (the database would raise beyond)."""
+    try:
+        return min(max(int(value), 0), 2**63 - 1)
+    except (TypeError, ValueError):
+        return None
+
+
 @bp.get("/<slug>/supporters")
 def supporters(slug):
     """Accepted supporters, newest first, a page at a time; ``q``: name, email or organisation starting with it.
@@ -514,8 +522,7 @@ def supporters(slug):
     campaign = _campaign_or_404(slug)
     size = current_app.config["ADMIN_PAGE_SIZE"]
     q = (request.args.get("q") or "").strip()
-    before = request.args.get("before", type=int)
-    after = request.args.get("after", type=int)
+    before, after = _row_id(request.args.get("before")), _row_id(request.args.get("after"))
     query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
     if q:
         # A prefix, any case, of the name, the address or the organisation:
