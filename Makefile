@@ -9,7 +9,7 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots bench install install-test translations compile-translations system-test-deps clean lock \
+.PHONY: run test screenshots bench bench-web install install-test translations compile-translations system-test-deps clean lock \
   translation-add translation-status
 
 # Every dependency comes from a lock file that pins it with its hashes
@@ -112,12 +112,13 @@ run: install compile-translations
 	$(BIN)/clamor init
 	$(BIN)/clamor run --host $(HOST) --port $(PORT)
 
-# Debian's Chromium (for the browser tests), PostgreSQL, Redis and openssl, when missing.
+# Debian's Chromium (for the browser tests), PostgreSQL, Redis, nginx (the
+# documented gzip lines) and openssl, when missing.
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ]; then \
-	  echo "installing chromium, postgresql, redis-server and openssl with apt-get"; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ]; then \
+	  echo "installing chromium, postgresql, redis-server, nginx-light and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server fonts-dejavu-core openssl >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light fonts-dejavu-core openssl >/dev/null; \
 	fi
 
 test: install-test compile-translations system-test-deps
@@ -137,6 +138,13 @@ bench: install-test compile-translations
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; \
 	fi
 	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
+
+# bench/web.py: page views, signing, the dashboard at a million rows, worker
+# memory, as ratios against baselines run alongside. Needs wrk (apt-get).
+bench-web: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+	PYTHONPATH=. $(BIN)/python bench/web.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

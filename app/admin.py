@@ -26,17 +26,17 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
                    stream_with_context, url_for)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, union_all, update
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from . import moderation, tally
+from . import moderation, tally, totals
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
 from .forms import PostedForm
 from .keys import subkey
-from .models import AdminSession, Delivery, Organiser, Signature, utcnow
+from .models import LAST_ERROR_WHERE, AdminSession, Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
 from .links import unsubscribe_url
 from .security import client_hash
@@ -306,7 +306,60 @@ def index():
 
 
 def dashboard_figures(campaign, now=None):
-    """Every figure the dashboard shows for ``campaign``, computed from the database."""
+    """Every figure the dashboard shows for ``campaign``, from the running totals (:mod:`app.totals`).
+
+    The same numbers as :func:`counted_figures`, in a few indexed reads at
+    any size.
+    """
+    now = now or utcnow()
+    found = totals.figures(campaign.slug)
+
+    def ranked(name):
+        return sorted(found.get(name, {}).items(), key=lambda item: (-item[1], item[0]))
+
+    status = found.get("status", {})
+    targets = []
+    for target in campaign.targets:
+        letters = {name.removeprefix("letters:"): keys[target.key]
+                   for name, keys in found.items() if name.startswith("letters:") and target.key in keys}
+        targets.append({
+            "target": target,
+            "sent": letters.get("sent", 0),
+            "queued": letters.get("queued", 0),
+            "held": letters.get("held", 0),
+            "failed": letters.get("failed", 0),
+            "last_error": _last_error(campaign, target) if letters.get("failed") or letters.get("queued") else "",
+        })
+    return {
+        "signatures": status.get("accepted", 0),
+        "counter": tally.accepted(campaign.slug),
+        "sent_total": sum(found.get("letters:sent", {}).values()),
+        "sent_today": found.get("sent_on", {}).get(now.date().isoformat(), 0),
+        "per_day": sorted(found.get("day", {}).items()),
+        "by_country": ranked("country"),
+        "by_language": ranked("language"),
+        "opt_ins": found.get("opt_in", {}).get("yes", 0),
+        "held": status.get("held", 0),
+        "unconfirmed": status.get("unconfirmed", 0),
+        "targets": targets,
+    }
+
+
+def _last_error(campaign, target):
+    """The newest error of a failed or waiting letter to ``target`` (partial index ix_delivery_last_error)."""
+    return db.session.scalar(
+        select(Delivery.last_error)
+        .where(Delivery.campaign == campaign.slug, Delivery.target_key == target.key, text(LAST_ERROR_WHERE),
+               Delivery.kind == "letter")
+        .order_by(Delivery.id.desc()).limit(1)
+    ) or ""
+
+
+def counted_figures(campaign, now=None):
+    """The dashboard's figures counted from the rows: what the running totals must equal (tests, checks).
+
+    Scans every signature and letter of the campaign: seconds at a million.
+    """
     now = now or utcnow()
     today = datetime.combine(now.date(), time())
     letters = select(func.count(Delivery.id)).where(
@@ -451,25 +504,58 @@ def moderate(signature_id, decision):
     return redirect(url_for("admin.moderation_page"), code=303)
 
 
+def _row_id(value):
+    """An id from the address, or None; any number is clamped to 64 bits (the database would raise beyond)."""
+    try:
+        return min(max(int(value), 0), 2**63 - 1)
+    except (TypeError, ValueError):
+        return None
+
+
 @bp.get("/<slug>/supporters")
 def supporters(slug):
-    """Accepted supporters, newest first, a page at a time; ``q`` searches name, email, organisation."""
+    """Accepted supporters, newest first, a page at a time; ``q``: name, email or organisation starting with it.
+
+    Keyset pagination by id (``?before=ID``: older than ID; ``?after=ID``:
+    newer), never OFFSET, so the thousandth page costs what the first does.
+    """
     campaign = _campaign_or_404(slug)
     size = current_app.config["ADMIN_PAGE_SIZE"]
     q = (request.args.get("q") or "").strip()
+    before, after = _row_id(request.args.get("before")), _row_id(request.args.get("after"))
     query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
     if q:
-        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Signature.name.ilike(like, escape="\\"), Signature.email.ilike(like, escape="\\"),
-                                Signature.organisation.ilike(like, escape="\\")))
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    pages = max((total + size - 1) // size, 1)
-    # Any number in the address gives a page: past the end, the last one (an
-    # OFFSET beyond 64 bits would make the database raise).
-    page = min(max(request.args.get("page", 1, type=int), 1), pages)
-    rows = db.session.scalars(query.order_by(Signature.id.desc()).offset((page - 1) * size).limit(size)).all()
-    return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, page=page, total=total,
-                           pages=pages)
+        # A prefix, any case, of the name, the address or the organisation:
+        # each a range on its index of lower(column), where "contains"
+        # (LIKE '%q%') would read every row. Written as ids from a UNION so
+        # that the planner reads those three indexes, not every accepted row
+        # in id order.
+        low = q.lower()
+        high = low + "\U0010ffff"
+        matches = union_all(*(
+            select(Signature.id).where(Signature.campaign == slug, Signature.status == "accepted",
+                                       func.lower(column) >= low, func.lower(column) < high)
+            for column in (Signature.name, Signature.email, Signature.organisation)
+        )).subquery()
+        query = select(Signature).where(Signature.id.in_(select(matches.c.id)))
+    if after is not None:
+        # The page just newer than ``after``: the oldest ones above it, shown newest first.
+        rows = db.session.scalars(query.where(Signature.id > after).order_by(Signature.id).limit(size + 1)).all()
+        newer = len(rows) > size
+        rows = rows[:size][::-1]
+        older = True
+    else:
+        if before is not None:
+            query = query.where(Signature.id < before)
+        rows = db.session.scalars(query.order_by(Signature.id.desc()).limit(size + 1)).all()
+        older = len(rows) > size
+        rows = rows[:size]
+        newer = before is not None
+    if not rows and (before is not None or after is not None):
+        return redirect(url_for("admin.supporters", slug=slug, q=q or None))
+    total = totals.figures(slug).get("status", {}).get("accepted", 0) if not q else None
+    return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, total=total,
+                           newer=newer and rows[0].id, older=older and rows[-1].id)
 
 
 @bp.get("/<slug>/export.csv")

@@ -165,6 +165,11 @@ BASE_URL = None
 #: gets a 400 and stores nothing. None: BASE_URL's host, 127.0.0.1, localhost.
 TRUSTED_HOSTS = None
 
+#: Origins (``"https://union.org"``) whose pages may show the campaign in an
+#: <iframe>, at /<lang>/<slug>/embed (see docs/deploying.md). Empty: no site
+#: may frame any page.
+EMBED_ORIGINS = []
+
 #: Behind HTTPS set this to True (see docs/deploying.md).
 SESSION_COOKIE_SECURE = False
 SESSION_COOKIE_HTTPONLY = True

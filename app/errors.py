@@ -117,7 +117,8 @@ def handle_database_error(error):
     throttle.error(log, "database unavailable (%s %s): %s: %s", request.method, request.endpoint,
                    type(error).__name__, detail, error=error)
     _language_from_path()
-    page = _form_again() if request.endpoint == "public.campaign_page" else None
+    signing = request.endpoint in ("public.campaign_page", "public.sign", "public.embed", "public.embed_sign")
+    page = _form_again() if signing else None
     if page is None:
         page = render_template("error.html", status=503, title=UNAVAILABLE_MESSAGE[0],
                                explanation=UNAVAILABLE_MESSAGE[1])

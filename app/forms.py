@@ -6,9 +6,11 @@ Spam filters add their own fields through the ``extend_action_form`` hook.
 """
 
 import unicodedata
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_request_context, request
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.i18n import translations as wtforms_translations
@@ -171,7 +173,17 @@ class ActionForm(PostedForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.country.choices = [SelectChoice("", _l("Choose…"))] + [SelectChoice(*c) for c in country_choices()]
+        self.country.choices = _country_select_choices(str(get_locale()))
+
+
+@lru_cache(maxsize=32)
+def _country_select_choices(locale):
+    """The country <select>'s choices in ``locale``, sorted once per locale and shared (read-only) by every form.
+
+    Sorting ~250 names with a Python collation key took 15-30% of a page view
+    when it ran for every form.
+    """
+    return tuple([SelectChoice("", _l("Choose…"))] + [SelectChoice(*c) for c in country_choices(locale)])
 
 
 def make_action_form(campaign, language, filters):

@@ -6,7 +6,7 @@ the same way.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -62,7 +62,15 @@ class Signature(db.Model):
     __table_args__ = (
         Index("ix_signature_campaign_status", "campaign", "status"),
         Index("ix_signature_campaign_email_key", "campaign", "email_key"),
+        # The admin search: a prefix of the name, the address or the organisation, any case.
+        Index("ix_signature_search_name", "campaign", "status", func.lower(name)),
+        Index("ix_signature_search_email", "campaign", "status", func.lower(email)),
+        Index("ix_signature_search_organisation", "campaign", "status", func.lower(organisation)),
     )
+
+
+#: The rows of ``ix_delivery_last_error``; a query must repeat this condition to use it.
+LAST_ERROR_WHERE = "last_error != '' AND status IN ('failed', 'pending')"
 
 
 class Delivery(db.Model):
@@ -117,6 +125,10 @@ class Delivery(db.Model):
         Index("ix_delivery_campaign_status", "campaign", "kind", "status"),
         # TARGET_HOURLY_CAP counts the letters each target received in the last hour.
         Index("ix_delivery_target_sent", "target_key", "sent_at"),
+        # The dashboard's newest error per target: only letters that wait or
+        # failed with an error are in it, so it stays small.
+        Index("ix_delivery_last_error", "campaign", "target_key", "id",
+              sqlite_where=text(LAST_ERROR_WHERE), postgresql_where=text(LAST_ERROR_WHERE)),
     )
 
 
@@ -203,3 +215,21 @@ class DeliveryPause(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     paused_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Figure(db.Model):
+    """One running total of the dashboard: ``n`` rows of campaign ``campaign`` count under (``name``, ``key``).
+
+    Kept by triggers on ``signature`` and ``delivery`` in the transaction that
+    changes the rows (see :mod:`app.totals`, which lists every name), never
+    written by the application itself.
+    """
+
+    __tablename__ = "figure"
+
+    campaign: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: e.g. ``status``, ``day``, ``country``, ``letters:sent``, ``sent_on``.
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: e.g. ``accepted``, ``2026-12-01``, ``FR``, a target's address.
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    n: Mapped[int] = mapped_column(default=0)

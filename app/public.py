@@ -2,25 +2,29 @@
 their letter's status and the privacy statement."""
 
 import logging
+from functools import lru_cache
+from pathlib import Path
 
-from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request,
+                   url_for)
 from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from werkzeug.routing import BaseConverter
 
 from . import tally
-from .consent import CONSENT_SENTENCE
 from .delivery import country_name
 from .errors import render_error
 from .extensions import csrf, db, limiter
-from .forms import extra_fields, make_action_form
+from .forms import make_action_form
 from .i18n import best_language, language_name, page_language, remember_language
 from .keys import subkey
 from .letter_status import letter_rows
+from .pages import page_cache, render_full
 from .links import external_url
 from .models import Delivery, utcnow
-from .security import client_hash, client_key
+from .security import SessionInterface, check_embed_origins, client_hash, client_key
 from .signing import store_signature
 from .spam import Submission, judge, normalise_email
 from .tokens import load_signature, make_token
@@ -30,12 +34,42 @@ log = logging.getLogger(__name__)
 bp = Blueprint("public", __name__)
 
 
+class LanguageConverter(BaseConverter):
+    """A language code in the first path segment (``fr``, ``pt-BR``): never ``favicon.ico`` or ``robots.txt``.
+
+    Without it ``/<lang>/`` would catch every name a browser or a crawler asks
+    for at the root: ``/favicon.ico`` answered 308 to ``/favicon.ico/``, then 404.
+    """
+
+    regex = r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?"
+
+
+def _setup(state):
+    app = state.app
+    app.url_map.converters.setdefault("lang", LanguageConverter)
+    try:
+        check_embed_origins(app.config.get("EMBED_ORIGINS", []))
+    except ValueError as exc:
+        from . import ConfigError
+
+        raise ConfigError(str(exc)) from None
+    app.session_interface = SessionInterface()
+
+
+# Before the routes below: they use the converter.
+bp.record_once(_setup)
+
+#: Paths that tell robots to stay away: behind a signed link (one supporter's
+#: letter, confirmation, unsubscribe) or the organisers' pages.
+ROBOTS_DISALLOW = ("letter", "confirm", "unsubscribe")
+
+
 def _state():
     return current_app.extensions["clamor"]
 
 
 def default_campaign():
-    """The campaign served at ``/`` and ``/<lang>/``, or None when there is none."""
+    """The campaign served at ``/`` and ``/<lang:lang>/``, or None when there is none."""
     return _state().default_campaign()
 
 
@@ -46,8 +80,15 @@ def _campaign_or_404(slug):
     return campaign
 
 
+#: The routes meant to be shown in another site's <iframe> (see EMBED_ORIGINS).
+EMBED_ENDPOINTS = {"public.embed", "public.embed_sign", "public.embed_thanks"}
+
+
 @bp.url_value_preprocessor
 def _pull_lang(endpoint, values):
+    # Set before any check that may answer instead of the view (CSRF, rate
+    # limits), so that its error page shows in the frame too.
+    g.embed = endpoint in EMBED_ENDPOINTS
     if values and "lang" in values:
         g.lang = values.pop("lang")
         if g.lang not in current_app.config["LANGUAGES"]:
@@ -67,8 +108,10 @@ def _remember_language(response):
     # that ``/`` (a bookmark, the short link on a leaflet) brings them back to
     # it: they either followed a link in that language or chose it in the
     # switcher. A page that failed is no choice.
+    # Not from inside another site's frame: that is no choice on this site,
+    # and the cookie would be a third-party one.
     lang = getattr(g, "lang", None)
-    if lang and request.method == "GET" and response.status_code == 200:
+    if lang and request.method == "GET" and response.status_code == 200 and not g.get("embed"):
         remember_language(response, lang)
     return response
 
@@ -77,6 +120,30 @@ def _remember_language(response):
 def _template_helpers():
     return {"language_name": language_name, "page_language": page_language,
             "country_name": lambda code: country_name(code, g.lang)}
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """The site's icon (app/static/favicon.ico), cached for a day."""
+    response = Response(_static_bytes(current_app.static_folder, "favicon.ico"), mimetype="image/vnd.microsoft.icon")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@lru_cache(maxsize=4)
+def _static_bytes(folder, name):
+    return (Path(folder) / name).read_bytes()
+
+
+@bp.get("/robots.txt")
+def robots():
+    """Crawlers may read campaign pages, not the admin pages nor the pages behind a supporter's link."""
+    lines = ["User-agent: *", "Disallow: /admin/"]
+    for lang in current_app.config["LANGUAGES"]:
+        lines += [f"Disallow: /{lang}/{page}/" for page in ROBOTS_DISALLOW]
+    response = Response("\n".join(lines) + "\n", mimetype="text/plain")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
 
 
 @bp.get("/")
@@ -106,75 +173,103 @@ def _submit_rate_limit():
     return current_app.config["SUBMIT_RATE_LIMIT"]
 
 
-@bp.route("/<lang>/", methods=["GET", "POST"], defaults={"slug": None})
-@bp.route("/<lang>/<slug>/", methods=["GET", "POST"])
-# Twice the same rate: once per client address (as the WSGI server sees it;
-# see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
-# signing as one person nor one host signing as many people gets far.
-@limiter.limit(_submit_rate_limit, methods=["POST"])
-@limiter.limit(
-    _submit_rate_limit,
-    methods=["POST"],
-    # Hashed like client addresses: with Redis, limiter keys outlive the
-    # request, and supporters' addresses must not sit there in clear.
-    key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
-    exempt_when=lambda: not _posted_email(),
-)
+@bp.get("/<lang:lang>/", defaults={"slug": None})
+@bp.get("/<lang:lang>/<slug>/")
 def campaign_page(slug):
-    """GET: the campaign and its form. POST: sign it."""
+    """The campaign and its form (the cached page, app/pages.py). Its form posts to :func:`sign`, the same URL."""
+    return _campaign_page(slug, embed=False)
+
+
+def _sign_limits(view):
+    # Twice the same rate: once per client address (as the WSGI server sees it;
+    # see PROXY_FIX_X_FOR), once per supporter address, so that neither a botnet
+    # signing as one person nor one host signing as many people gets far.
+    # Only on the POST routes: a page view goes through no limiter at all.
+    # Shared by the page's and the embed's form: one budget, whichever posts.
+    view = limiter.shared_limit(
+        _submit_rate_limit,
+        scope="sign-email",
+        # Hashed like client addresses: with Redis, limiter keys outlive the
+        # request, and supporters' addresses must not sit there in clear.
+        key_func=lambda: "email:" + client_hash(subkey("rate-limit-email"), _posted_email()),
+        exempt_when=lambda: not _posted_email(),
+    )(view)
+    return limiter.shared_limit(_submit_rate_limit, scope="sign")(view)
+
+
+@bp.post("/<lang:lang>/", defaults={"slug": None})
+@bp.post("/<lang:lang>/<slug>/")
+@_sign_limits
+def sign(slug):
+    """Sign the campaign: the form of :func:`campaign_page`, posted."""
+    return _campaign_page(slug, embed=False)
+
+
+def _campaign_page(slug, embed):
     campaign = _campaign_or_404(slug)
     if g.lang not in campaign.languages:
         abort(404)
+    if request.method == "GET":
+        # The language menu links to this same route (with or without the
+        # slug), so the two routes are two cached pages.
+        return page_cache().page(campaign, g.lang, slug is None, embed=embed)
     state = _state()
     form = make_action_form(campaign, g.lang, state.filters["extend_action_form"])()
     error = None
-    if request.method == "POST":
-        if not campaign.is_open:
-            return render_error(403, _("This campaign is closed"),
-                                _("This campaign does not accept signatures any more."))
-        if form.validate():
-            submission = Submission(
-                name=form.name.data.strip(),
-                email=form.email.data,
-                organisation=(form.organisation.data or "").strip(),
-                country=form.country.data or "",
-                message=form.message.data.replace("\r\n", "\n"),
-                opt_in=form.opt_in.data == "yes",
-                language=g.lang,
-                client_hash=client_key(),
-                form=form,
-            )
-            verdict = judge(submission, campaign, state.filters["check_submission"])
-            if verdict is not None and verdict.action == "reject":
-                error = verdict.reason
-            else:
-                try:
-                    store_signature(submission, campaign, verdict, form)
-                except IntegrityError:
-                    # Another request spent the same one-time token between
-                    # our check and our commit: this one is the replay.
-                    db.session.rollback()
-                    log.info("one-time token already spent; submission refused")
-                    error = _("This form was sent already. Please check it and send it again.")
-                else:
-                    # The same answer whatever happened: the link to the
-                    # letter went to the mailbox (see app/signing.py).
-                    state.wake_worker()
-                    return redirect(url_for("public.thanks", slug=campaign.slug), code=303)
+    if not campaign.is_open:
+        return render_error(403, _("This campaign is closed"),
+                            _("This campaign does not accept signatures any more."))
+    if form.validate():
+        submission = Submission(
+            name=form.name.data.strip(),
+            email=form.email.data,
+            organisation=(form.organisation.data or "").strip(),
+            country=form.country.data or "",
+            message=form.message.data.replace("\r\n", "\n"),
+            opt_in=form.opt_in.data == "yes",
+            language=g.lang,
+            client_hash=client_key(),
+            form=form,
+        )
+        verdict = judge(submission, campaign, state.filters["check_submission"])
+        if verdict is not None and verdict.action == "reject":
+            error = verdict.reason
         else:
-            error = _("Please correct the fields marked below.")
-    text = campaign.text(g.lang)
-    return render_template(
-        "campaign.html",
-        campaign=campaign,
-        text=text,
-        form=form,
-        extra_fields=extra_fields(form),
-        error=error,
-        count=accepted_count(campaign),
-        consent_sentence=CONSENT_SENTENCE,
-        privacy_url=campaign.privacy_url or url_for("public.privacy", slug=campaign.slug),
-    )
+            try:
+                store_signature(submission, campaign, verdict, form)
+            except IntegrityError:
+                # Another request spent the same one-time token between
+                # our check and our commit: this one is the replay.
+                db.session.rollback()
+                log.info("one-time token already spent; submission refused")
+                error = _("This form was sent already. Please check it and send it again.")
+            else:
+                page_cache().count_changed(campaign.slug)
+                # The same answer whatever happened: the link to the
+                # letter went to the mailbox (see app/signing.py).
+                state.wake_worker()
+                thanks = "public.embed_thanks" if embed else "public.thanks"
+                return redirect(url_for(thanks, slug=campaign.slug), code=303)
+    else:
+        error = _("Please correct the fields marked below.")
+    return render_full(campaign, g.lang, form, error=error, embed=embed)
+
+
+@bp.get("/<lang:lang>/<slug>/embed")
+def embed(slug):
+    """The campaign page without the site's menus, for an <iframe> on a site in EMBED_ORIGINS.
+
+    Its form posts to :func:`embed_sign` (the same URL), and a signature leads
+    to the embedded thank-you page, so the supporter never leaves the frame.
+    """
+    return _campaign_page(slug, embed=True)
+
+
+@bp.post("/<lang:lang>/<slug>/embed")
+@_sign_limits
+def embed_sign(slug):
+    """Sign from inside the frame."""
+    return _campaign_page(slug, embed=True)
 
 
 def _campaign_in_language(slug):
@@ -184,9 +279,19 @@ def _campaign_in_language(slug):
     return campaign
 
 
-@bp.get("/<lang>/<slug>/thanks")
+@bp.get("/<lang:lang>/<slug>/thanks")
 def thanks(slug):
     """Thanks, what goes to whom, the counter, where to share. The same page for everyone."""
+    return _thanks(slug, embed=False)
+
+
+@bp.get("/<lang:lang>/<slug>/embed/thanks")
+def embed_thanks(slug):
+    """The thank-you page inside the frame (see :func:`embed`)."""
+    return _thanks(slug, embed=True)
+
+
+def _thanks(slug, embed):
     campaign = _campaign_in_language(slug)
     config = current_app.config
     return render_template(
@@ -198,10 +303,11 @@ def thanks(slug):
         receipt=config["SEND_RECEIPT"],
         today=format_date(utcnow().date(), format="long"),
         share_url=external_url("public.campaign_page", lang=g.lang, slug=campaign.slug),
+        embed=embed,
     )
 
 
-@bp.get("/<lang>/<slug>/privacy")
+@bp.get("/<lang:lang>/<slug>/privacy")
 def privacy(slug):
     """The campaign's privacy statement: its own text, or the default one."""
     campaign = _campaign_in_language(slug)
@@ -234,7 +340,7 @@ def _private(page):
     return response
 
 
-@bp.route("/<lang>/confirm/<token>", methods=["GET", "POST"])
+@bp.route("/<lang:lang>/confirm/<token>", methods=["GET", "POST"])
 def confirm(token):
     """GET: a page with a button. POST (the button): confirm, and let the letters go.
 
@@ -255,6 +361,7 @@ def confirm(token):
             )
             tally.add(signature.campaign, 1)
         db.session.commit()
+        page_cache().count_changed(signature.campaign)
         log.info("signature %s confirmed (%s)", signature.id, signature.status)
         confirmed_now = True
         _state().wake_worker()
@@ -268,7 +375,7 @@ def confirm(token):
     ))
 
 
-@bp.route("/<lang>/unsubscribe/<token>", methods=["GET", "POST"])
+@bp.route("/<lang:lang>/unsubscribe/<token>", methods=["GET", "POST"])
 @csrf.exempt
 def unsubscribe(token):
     """GET: a page with a button. POST: withdraw consent to future alerts.
@@ -295,7 +402,7 @@ def unsubscribe(token):
     ))
 
 
-@bp.get("/<lang>/letter/<token>")
+@bp.get("/<lang:lang>/letter/<token>")
 def letter_status(token):
     """The supporter's own page: a copy of their letter, and where it is per target."""
     signature, campaign = _signature_or_404(token, "status")

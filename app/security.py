@@ -9,8 +9,10 @@ import hashlib
 import hmac
 import logging
 import re
+from urllib.parse import urlsplit
 
-from flask import request
+from flask import current_app, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
 
 from .keys import subkey
 
@@ -90,12 +92,86 @@ def quiet_request_log():
         logger.addFilter(DropClientAddress())
 
 
+#: The session cookie of embedded pages: its own, so that the SameSite=None
+#: an iframe needs never reaches the site's own (Lax) session cookie.
+EMBED_SESSION_COOKIE = "clamor_embed_session"
+
+
+def check_embed_origins(origins):
+    """Raise ValueError unless every entry of ``origins`` is an origin: ``https://union.org`` (no path)."""
+    if not isinstance(origins, (list, tuple)):
+        raise ValueError(f"EMBED_ORIGINS must be a list of origins, not {origins!r}")
+    for origin in origins:
+        parts = urlsplit(origin) if isinstance(origin, str) else None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.path not in ("", "/") or parts.query or parts.fragment or any(c in origin for c in " ;,'\"")):
+            raise ValueError(f"EMBED_ORIGINS: {origin!r} is not an origin like https://union.org")
+
+
+#: The paths of the embed routes (app/public.py), told from the path alone:
+#: the session is opened before the URL is matched.
+_EMBED_PATH = re.compile(r"^/[^/]+/[^/]+/embed(?:/thanks)?$")
+
+
+def _embedding():
+    """True while serving an embed route of a site that lists EMBED_ORIGINS."""
+    return (has_request_context() and bool(current_app.config.get("EMBED_ORIGINS"))
+            and _EMBED_PATH.match(request.path) is not None)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session; on embed routes, its own cookie with SameSite=None; Secure.
+
+    A browser sends a SameSite=Lax cookie to a frame only when the page around
+    it is on the same site, so the CSRF token of an embedded form would never
+    come back. See docs/deploying.md for what SameSite=None costs.
+    """
+
+    def get_signing_serializer(self, app):
+        # Flask builds a new serializer (and test-encodes {} with it) twice a
+        # request; the keys do not change, so one per set of keys will do.
+        keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = getattr(self, "_serializer", None)
+        if cached is None or cached[0] != keys:
+            cached = self._serializer = (keys, super().get_signing_serializer(app))
+        return cached[1]
+
+    def get_cookie_name(self, app):
+        return EMBED_SESSION_COOKIE if _embedding() else super().get_cookie_name(app)
+
+    def get_cookie_samesite(self, app):
+        return "None" if _embedding() else super().get_cookie_samesite(app)
+
+    def get_cookie_secure(self, app):
+        return True if _embedding() else super().get_cookie_secure(app)
+
+
+def _headers(ancestors):
+    return (("Content-Security-Policy",
+             CONTENT_SECURITY_POLICY.replace("frame-ancestors 'none'", f"frame-ancestors {ancestors}")),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Permissions-Policy", "interest-cohort=(), browsing-topics=()"))
+
+
+_EVERYWHERE = _headers("'none'") + (("X-Frame-Options", "DENY"),)
+
+
 def add_security_headers(response):
-    """after_request: the headers every Clamor response carries."""
+    """after_request: the headers every Clamor response carries (a view may set its own first).
+
+    Framing is refused everywhere (``frame-ancestors 'none'``, X-Frame-Options
+    DENY) except on the embed routes of a site with EMBED_ORIGINS, which only
+    those origins may frame.
+    """
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Permissions-Policy", "interest-cohort=(), browsing-topics=()")
+    if _embedding():
+        wanted = _headers(" ".join(o.rstrip("/") for o in current_app.config["EMBED_ORIGINS"]))
+    else:
+        wanted = _EVERYWHERE
+    # One pass over the headers instead of one per setdefault.
+    present = {name.lower() for name in headers.keys()}
+    for name, value in wanted:
+        if name.lower() not in present:
+            headers.add(name, value)
     return response

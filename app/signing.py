@@ -64,6 +64,8 @@ def store_signature(submission, campaign, verdict, form):
     else:
         savepoint.commit()
         mailbox = signature
+        # Read now: after the commit, reading them would load the row again.
+        stored = (signature.id, signature.status)
     if mailbox is not None:
         _queue_mailbox_email(mailbox, campaign, config, repeat=dropped)
     if not config["CONFIRM_SUPPORTER_EMAIL"] and not held:
@@ -74,7 +76,7 @@ def store_signature(submission, campaign, verdict, form):
     if dropped:
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
         return None
-    log.info("signature %s stored for %s (%s)", signature.id, campaign.slug, signature.status)
+    log.info("signature %s stored for %s (%s)", stored[0], campaign.slug, stored[1])
     return signature
 
 

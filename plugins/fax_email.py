@@ -20,7 +20,7 @@ import app as clamor
 from app import hookimpl
 from app.delivery import DeliveryBackend, PermanentFailure
 # Re-exported: the parser moved to the core, and other code imports it from here.
-from app.phone import FaxNumber, FaxNumberError, parse_fax_number  # noqa: F401
+from app.phone import FaxNumberError, parse_fax_number
 
 FONT = Path(clamor.__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 

@@ -31,6 +31,9 @@ class FillTimeField(HiddenField):
 
     #: The page draws ``field()`` alone, with no label.
     draw_alone = True
+    #: A new stamp every time the form is drawn: the cached page draws this
+    #: field per request (docs/plugins.md, extend_action_form).
+    per_request = True
 
     def process(self, formdata, data=None, extra_filters=None):
         super().process(formdata, data, extra_filters)

@@ -49,6 +49,9 @@ class NumberQuestionInput(TextInput):
 
 class NumberQuestionField(StringField):
     widget = NumberQuestionInput()
+    #: A new number every time the form is drawn: the cached page draws this
+    #: field per request (docs/plugins.md, extend_action_form).
+    per_request = True
 
     def process(self, formdata, data=None, extra_filters=None):
         super().process(formdata, data, extra_filters)

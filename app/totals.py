@@ -1,0 +1,152 @@
+"""The dashboard's figures as running totals, kept by the database itself.
+
+The dashboard shows, per campaign: accepted signatures per day, per country
+and per language, opt-ins, held and unconfirmed signatures, and per target the
+letters sent, queued, held and failed, plus letters sent today. Counted from
+the rows, that is a scan of every signature and letter (13.7 s at a million
+signatures and five million letters on SQLite). Here each figure is one row of
+``figure`` (campaign, name, key, n), moved in the same transaction as the row
+it counts, by triggers on ``signature`` and ``delivery``
+(:func:`install_triggers`, made by the migration).
+
+Why triggers and not a call in every place that changes a status: the
+statuses change in many places, several of them bulk ``UPDATE``/``DELETE``
+statements (approving, retrying, forgetting, purging, the worker's claims),
+and some change a counted column that is not a status (withdrawing consent
+changes ``opt_in``). A trigger sees every row any statement touches, whoever
+wrote it, so a new code path cannot forget a total. The rules live in one
+place, :data:`SIGNATURE_FIGURES` and :data:`DELIVERY_FIGURES`, from which the
+SQLite triggers, the PostgreSQL trigger functions and the recount
+(:func:`recount`, also the migration's backfill) are all generated.
+
+The public counter (:mod:`app.tally`) is separate: it counts what the form
+answered, dropped repeats included, and is not lowered by a retention purge.
+"""
+
+from sqlalchemy import select, text
+
+from .extensions import db
+from .models import Figure
+
+#: A day as 'YYYY-MM-DD' (UTC, like every stored time), per dialect.
+_DAY = {"sqlite": "date({col})", "postgresql": "to_char({col}, 'YYYY-MM-DD')"}
+
+#: (name, key, condition) per figure a signature row adds to; SQL with ``{r}``
+#: for the row (NEW, OLD, or the table in a recount) and ``{day}`` for the
+#: dialect's day expression.
+SIGNATURE_FIGURES = (
+    ("'status'", "{r}.status", "1 = 1"),
+    ("'day'", "{day}", "{r}.status = 'accepted'"),
+    ("'country'", "{r}.country", "{r}.status = 'accepted'"),
+    ("'language'", "{r}.language", "{r}.status = 'accepted'"),
+    ("'opt_in'", "'yes'", "{r}.status = 'accepted' AND {r}.opt_in"),
+)
+#: The columns whose change can move a signature's figures.
+SIGNATURE_COLUMNS = ("campaign", "status", "created_at", "country", "language", "opt_in")
+
+#: Letters to targets only (mail to the supporter's own mailbox is not a
+#: letter). Pending and sending are one figure, "queued": a worker claiming
+#: letters moves no total, and its claims cannot wait on a signing's locks.
+DELIVERY_FIGURES = (
+    ("'letters:' || CASE WHEN {r}.status IN ('pending', 'sending') THEN 'queued' ELSE {r}.status END",
+     "{r}.target_key", "{r}.kind = 'letter'"),
+    ("'sent_on'", "{day}", "{r}.kind = 'letter' AND {r}.status = 'sent' AND {r}.sent_at IS NOT NULL"),
+)
+DELIVERY_COLUMNS = ("campaign", "kind", "status", "target_key", "sent_at")
+
+_TABLES = (("signature", SIGNATURE_FIGURES, SIGNATURE_COLUMNS, "created_at"),
+           ("delivery", DELIVERY_FIGURES, DELIVERY_COLUMNS, "sent_at"))
+
+_UPSERT = ("INSERT INTO figure (campaign, name, key, n) {source} "
+           "ON CONFLICT (campaign, name, key) DO UPDATE SET n = figure.n + excluded.n")
+
+
+def _sql(template, row, dialect, day_column):
+    return template.format(r=row, day=_DAY[dialect].format(col=f"{row}.{day_column}"))
+
+
+def _sqlite_triggers(table, figures, columns, day_column):
+    def changes(row, sign):
+        return "".join(
+            _UPSERT.format(source=f"SELECT {row}.campaign, {_sql(name, row, 'sqlite', day_column)}, "
+                                  f"{_sql(key, row, 'sqlite', day_column)}, {sign} "
+                                  f"WHERE {_sql(cond, row, 'sqlite', day_column)}") + ";\n"
+            for name, key, cond in figures
+        )
+
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+    return [
+        f"CREATE TRIGGER figure_{table}_insert AFTER INSERT ON {table} BEGIN\n{changes('NEW', 1)}END",
+        f"CREATE TRIGGER figure_{table}_delete AFTER DELETE ON {table} BEGIN\n{changes('OLD', -1)}END",
+        f"CREATE TRIGGER figure_{table}_update AFTER UPDATE OF {', '.join(columns)} ON {table} "
+        f"WHEN {changed} BEGIN\n{changes('OLD', -1)}{changes('NEW', 1)}END",
+    ]
+
+
+def _postgresql_triggers(table, figures, columns, day_column):
+    def changes(row, sign):
+        return "".join(
+            f"  IF {_sql(cond, row, 'postgresql', day_column)} THEN\n    "
+            + _UPSERT.format(source=f"VALUES ({row}.campaign, {_sql(name, row, 'postgresql', day_column)}, "
+                                    f"{_sql(key, row, 'postgresql', day_column)}, {sign})")
+            + ";\n  END IF;\n"
+            for name, key, cond in figures
+        )
+
+    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in columns)
+    return [
+        f"CREATE FUNCTION figure_{table}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+        f" IF TG_OP IN ('UPDATE', 'DELETE') THEN\n{changes('OLD', -1)} END IF;\n"
+        f" IF TG_OP IN ('INSERT', 'UPDATE') THEN\n{changes('NEW', 1)} END IF;\n"
+        f" RETURN NULL;\nEND\n$$",
+        f"CREATE TRIGGER figure_{table}_insert_delete AFTER INSERT OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION figure_{table}()",
+        f"CREATE TRIGGER figure_{table}_update AFTER UPDATE OF {', '.join(columns)} ON {table} "
+        f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION figure_{table}()",
+    ]
+
+
+def trigger_statements(dialect):
+    """The DDL that makes the database keep ``figure`` true, for ``dialect`` (sqlite or postgresql)."""
+    make = {"sqlite": _sqlite_triggers, "postgresql": _postgresql_triggers}[dialect]
+    return [statement for args in _TABLES for statement in make(*args)]
+
+
+def drop_statements(dialect):
+    """The DDL that removes what :func:`trigger_statements` made."""
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS figure_{t}_{op}" for t, *_ in _TABLES for op in ("insert", "delete", "update")]
+    return [f"DROP FUNCTION IF EXISTS figure_{t}() CASCADE" for t, *_ in _TABLES]
+
+
+def install_triggers(connection):
+    """Create the triggers on ``connection`` (a SQLAlchemy Connection)."""
+    for statement in trigger_statements(connection.dialect.name):
+        connection.execute(text(statement))
+
+
+def drop_triggers(connection):
+    for statement in drop_statements(connection.dialect.name):
+        connection.execute(text(statement))
+
+
+def recount(connection):
+    """Rebuild every figure from the rows (the migration's backfill; a repair). Not committed."""
+    dialect = connection.dialect.name
+    connection.execute(text("DELETE FROM figure"))
+    for table, figures, _columns, day_column in _TABLES:
+        for name, key, cond in figures:
+            name_sql, key_sql = _sql(name, "r", dialect, day_column), _sql(key, "r", dialect, day_column)
+            connection.execute(text(_UPSERT.format(
+                source=f"SELECT r.campaign, {name_sql}, {key_sql}, count(*) FROM {table} r "
+                       f"WHERE {_sql(cond, 'r', dialect, day_column)} GROUP BY 1, 2, 3")))
+
+
+def figures(slug):
+    """``{name: {key: n}}`` of campaign ``slug``, zeros left out: one indexed read."""
+    found = {}
+    for name, key, n in db.session.execute(
+        select(Figure.name, Figure.key, Figure.n).where(Figure.campaign == slug, Figure.n != 0)
+    ):
+        found.setdefault(name, {})[key] = n
+    return found
