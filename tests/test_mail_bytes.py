@@ -34,7 +34,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.delivery import Letter, PermanentFailure, deliver_due, new_message_id, one_line
-from app.extensions import db
 from app.models import Delivery
 from conftest import SLUG, sign, smtp_backed_app
 

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from app.extensions import db
 from app.forms import make_action_form
 from app.pages import render_full
 from conftest import SLUG, form_fields, sign
