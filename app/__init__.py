@@ -17,7 +17,7 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .campaigns import CampaignError, load_campaign, load_campaigns
-from .delivery import DeliveryWorker
+from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
 from .extensions import babel, csrf, db, limiter, migrate
 from .hookspecs import hookimpl
 from .keys import install_keys, subkey
@@ -25,9 +25,26 @@ from .links import trusted_hosts
 from .plugins import (
     campaign_channel_problems, check_delivery_config, collect_backends, create_plugin_manager, filter_callers,
 )
+from .i18n import plugin_domain
+from .mailbytes import addr_spec
+from .models import utcnow
+from .phone import FaxNumberError, parse_fax_number
 from .security import quiet_request_log
+from .spam import Submission, Verdict, earlier_signature, token_spent
 
-__all__ = ["create_app", "hookimpl", "subkey", "ConfigError"]
+#: The plugin API: everything a plugin (built in or not) may import, from
+#: ``app`` itself and nowhere else (docs/plugins.md, "What a plugin may import").
+#: tests/test_plugin_api.py fails when a built-in plugin reaches past it.
+__all__ = [
+    "create_app", "ConfigError", "hookimpl", "subkey",
+    # delivery backends
+    "DeliveryBackend", "Letter", "Receipt", "TemporaryFailure", "PermanentFailure", "addr_spec",
+    "FaxNumberError", "parse_fax_number",
+    # spam filters
+    "Submission", "Verdict", "earlier_signature", "token_spent",
+    # both
+    "plugin_domain", "utcnow",
+]
 
 #: The checkout: instance/, translations/ and the example campaign live here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -101,6 +101,21 @@ def normalise_email(address):
     return f"{local}@{domain}"
 
 
+def earlier_signature(campaign_slug, email_key):
+    """The id of the first signature of ``campaign_slug`` made with the normalised address ``email_key``, or None.
+
+    Any status (accepted, held, unconfirmed): what ``duplicate_signer`` asks.
+    """
+    from .models import Signature
+
+    return db.session.scalar(
+        select(Signature.id)
+        .where(Signature.campaign == campaign_slug, Signature.email_key == email_key)
+        .order_by(Signature.id)
+        .limit(1)
+    )
+
+
 def judge(submission, campaign, caller):
     """Run every enabled filter and return the strictest :class:`Verdict`, or None.
 

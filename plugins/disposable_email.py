@@ -7,9 +7,7 @@ default: see docs/spam.md for why.
 
 from disposable_email_domains import blocklist
 
-from app import hookimpl
-from app.i18n import plugin_domain
-from app.spam import Verdict
+from app import Verdict, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "disposable_email").lazy_gettext

@@ -9,13 +9,7 @@ the address's own mailbox is told "you signed this on D", with the link to the
 letter (see :mod:`app.signing`).
 """
 
-from sqlalchemy import select
-
-from app import hookimpl
-from app.extensions import db
-from app.i18n import plugin_domain
-from app.models import Signature
-from app.spam import Verdict
+from app import Verdict, earlier_signature, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "duplicate_signer").lazy_gettext
@@ -23,12 +17,7 @@ _l = plugin_domain(__file__, "duplicate_signer").lazy_gettext
 
 @hookimpl
 def check_submission(submission, campaign):
-    signed = db.session.scalar(
-        select(Signature.id)
-        .where(Signature.campaign == campaign.slug, Signature.email_key == submission.email_key)
-        .order_by(Signature.id)
-        .limit(1)
-    )
+    signed = earlier_signature(campaign.slug, submission.email_key)
     if signed is not None:
         # Logged only; the reason names no address.
         return Verdict.drop(_l("This address has signed this campaign already."), repeats=signed)

@@ -1,7 +1,7 @@
 """Delivery backend ``fax_email``: faxes a letter through a fax-to-email gateway.
 
 The letter becomes an A4 PDF (fpdf2, in the DejaVu Sans shipped in
-``app/fonts/``, which has every Kazakh and Cyrillic letter), attached to an
+``plugins/fonts/``, which has every Kazakh and Cyrillic letter), attached to an
 email to the gateway's address for the target's number, e.g.
 ``+77172123456@fax.tc``. That email goes out through another registered
 backend (``FAX_VIA``; by default the one ``DELIVERY["email"]`` names), so the
@@ -16,13 +16,12 @@ from pathlib import Path
 
 from flask import current_app
 
-import app as clamor
-from app import hookimpl
-from app.delivery import DeliveryBackend, PermanentFailure
-# Re-exported: the parser moved to the core, and other code imports it from here.
-from app.phone import FaxNumberError, parse_fax_number
+# parse_fax_number and FaxNumberError are re-exported: the parser moved to the
+# core, and other code imports it from here.
+from app import DeliveryBackend, FaxNumberError, PermanentFailure, hookimpl, parse_fax_number
 
-FONT = Path(clamor.__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
+#: DejaVu Sans, shipped beside this plugin: every Kazakh and Cyrillic letter.
+FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 
 
 def fax_text(letter):

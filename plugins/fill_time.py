@@ -12,9 +12,7 @@ from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 from wtforms import HiddenField
 
-from app import hookimpl, subkey
-from app.i18n import plugin_domain
-from app.spam import Verdict
+from app import Verdict, hookimpl, plugin_domain, subkey
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "fill_time").lazy_gettext

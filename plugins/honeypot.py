@@ -10,9 +10,7 @@ from markupsafe import Markup
 from wtforms import StringField
 from wtforms.widgets import TextInput
 
-from app import hookimpl
-from app.i18n import plugin_domain
-from app.spam import Verdict
+from app import Verdict, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "honeypot").lazy_gettext

@@ -12,10 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from app import hookimpl
-from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
-from app.mailbytes import addr_spec
-from app.models import utcnow
+from app import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl, utcnow
 
 REGIONS = {"us": "https://api.mailgun.net/v3", "eu": "https://api.eu.mailgun.net/v3"}
 

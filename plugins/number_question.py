@@ -18,10 +18,7 @@ from wtforms.fields.core import Label
 from wtforms.validators import ValidationError
 from wtforms.widgets import TextInput
 
-from app import hookimpl, subkey
-from app.i18n import plugin_domain
-from app.models import utcnow
-from app.spam import token_spent
+from app import hookimpl, plugin_domain, subkey, token_spent, utcnow
 
 #: This plugin's own catalogue: translations/<lang>/LC_MESSAGES/number_question.po
 #: beside this file, so the plugin carries its words wherever it is installed.

@@ -8,9 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from app import hookimpl
-from app.delivery import DeliveryBackend, Receipt, TemporaryFailure
-from app.models import utcnow
+from app import DeliveryBackend, Receipt, TemporaryFailure, hookimpl, utcnow
 
 
 class OutboxFilesBackend(DeliveryBackend):

@@ -8,9 +8,7 @@ certificate with the system's trust store. One connection serves a whole batch.
 import smtplib
 import ssl
 
-from app import hookimpl
-from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
-from app.mailbytes import addr_spec
+from app import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl
 
 
 class SMTPBackend(DeliveryBackend):

@@ -329,8 +329,7 @@ PASSWORD = "correct horse battery staple"
 #: A real spam-filter plugin (a single file in instance/plugins/) that holds
 #: any letter saying "hold me".
 HOLD_PLUGIN = '''
-from app import hookimpl
-from app.spam import Verdict
+from app import Verdict, hookimpl
 
 
 @hookimpl

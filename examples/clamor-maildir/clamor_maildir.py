@@ -8,8 +8,7 @@ exactly as a target would, e.g. to rehearse a campaign before switching to
 
 import mailbox
 
-from app import hookimpl
-from app.delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+from app import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, hookimpl
 
 
 class MaildirBackend(DeliveryBackend):
