@@ -1,6 +1,7 @@
 """The systemd units docs/deploying.md points to are valid, order themselves after the databases, and purge daily."""
 
 import configparser
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +41,8 @@ def test_the_services_wait_for_postgresql_and_redis_and_the_timer_runs_purge_dai
 def test_systemd_analyze_verify_accepts_the_units(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is not installed; `make test` installs Debian's systemd package")
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     # verify wants each ExecStart to exist: the units point at /srv/clamor,
     # so they are checked as copies pointing at a fake /srv/clamor made here.
