@@ -29,13 +29,12 @@ import time
 import weakref
 
 from flask import current_app, g, render_template, session, url_for
-from flask_wtf import FlaskForm
 from itsdangerous import URLSafeTimedSerializer
 from markupsafe import Markup, escape
 
 from . import tally
 from .consent import CONSENT_SENTENCE
-from .forms import BuiltinMessages, extra_fields, make_action_form
+from .forms import BuiltinMessages, PostedForm, extra_fields, make_action_form
 
 #: Where the cache lives (``app.extensions[EXTENSION]``).
 EXTENSION = "clamor.pages"
@@ -191,7 +190,7 @@ class PageCache:
         fields_form = None
         if per_request:
             unbound = {name: field for name, field in form_class._unbound_fields if name in per_request}
-            fields_form = type("PerRequestFields", (FlaskForm,), {
+            fields_form = type("PerRequestFields", (PostedForm,), {
                 **unbound,
                 "Meta": type("Meta", (), {"csrf": False, "get_translations": lambda self, form: BuiltinMessages()}),
             })
