@@ -41,6 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from pgcluster import Cluster, postgres_bin  # noqa: E402
+
 BIN = ROOT / ".venv" / "bin"
 SLUG = "free-erzhan-elshibayev"
 TARGETS = ["press@prokuror.kz", "press@akorda.kz", "press@mfa.kz", "zhumakovasholpan@gmail.com",
@@ -339,32 +342,13 @@ def dashboard_figures_at_size(name, uri, fill, rows, folder, with_cli):
 
 
 def start_postgres(folder):
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
+    """A throwaway PostgreSQL (tests/pgcluster.py) with a ``bench`` database: (URI, stop), or (None, None)."""
+    bindir = postgres_bin()
+    if bindir is None:
         return None, None
-    bindir = found[-1].parent
-    base = Path(tempfile.mkdtemp(prefix="clamor-bench-pg-"))
-    data, sockets = base / "data", base / "sock"
-    sockets.mkdir()
-    as_user = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    subprocess.run([*as_user, bindir / "initdb", "-D", data, "-U", "clamor", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-o",
-                    f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
-                    "start"], check=True, capture_output=True)
-    subprocess.run([bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "clamor", "bench"],
-                   check=True, capture_output=True)
-
-    def stop():
-        subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-    return f"postgresql+psycopg://clamor@127.0.0.1:{port}/bench", stop
+    cluster = Cluster(bindir, prefix="clamor-bench-pg-", settings=("synchronous_commit=off",))
+    cluster.start()
+    return cluster.create_database("bench"), cluster.destroy
 
 
 def main():

@@ -4,8 +4,6 @@ import asyncio
 import re
 import os
 import shutil
-import subprocess
-import tempfile
 import socket
 import threading
 from html.parser import HTMLParser
@@ -19,6 +17,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.extensions import db
 from app.models import Delivery, Signature
+from pgcluster import Cluster, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The tests' own copy of the example campaign: a translator adding a language
@@ -276,51 +275,24 @@ def live_server(app):
         yield server
 
 
-def _postgres_bin():
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-@pytest.fixture(scope="session")
-def postgres_cluster():
-    """A throwaway PostgreSQL cluster on 127.0.0.1, made with the installed binaries.
-
-    Yields a function that creates a fresh database and returns its URI.
-    As root (CI) the cluster runs as the ``postgres`` user, since initdb
-    refuses to run as root.
-    """
-    bindir = _postgres_bin()
+def postgres_or_skip():
+    """The PostgreSQL programs' folder; fails in CI and skips elsewhere when PostgreSQL is not installed."""
+    bindir = postgres_bin()
     if bindir is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed; `make test` installs it with apt-get")
         pytest.skip("PostgreSQL binaries not installed (make test installs them)")
-    # Not under pytest's tmp folder: that one is private to root, and the
-    # cluster's owner must be able to reach its files.
-    base = Path(tempfile.mkdtemp(prefix="clamor-pg-"))
-    data, sockets = base / "data", base / "sock"
-    sockets.mkdir()
-    as_user = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = unused_port()
-    subprocess.run([*as_user, bindir / "initdb", "-D", data, "-U", "clamor", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-o",
-                    f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True)
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster on 127.0.0.1; yields a function that creates a fresh database and returns its URI."""
+    cluster = Cluster(postgres_or_skip())
+    cluster.start()
     counter = iter(range(1, 10_000))
-
-    def new_database():
-        name = f"clamor_test_{next(counter)}"
-        subprocess.run([bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "clamor", name],
-                       check=True, capture_output=True)
-        return f"postgresql+psycopg://clamor@127.0.0.1:{port}/{name}"
-
-    yield new_database
-    subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
+    yield lambda: cluster.create_database(f"clamor_test_{next(counter)}")
+    cluster.destroy()
 
 
 ORGANISER = "organiser@union.test"

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,7 +17,8 @@ import redis
 
 from app.extensions import db
 from app.models import Signature
-from conftest import SLUG, _postgres_bin, form_fields, unused_port
+from conftest import SLUG, form_fields, postgres_or_skip, unused_port
+from pgcluster import Cluster
 from test_redis import init_instance, serve, sign_over_http
 
 
@@ -72,38 +72,10 @@ def test_signing_goes_on_with_per_process_limits_when_redis_stops(tmp_path):
 @pytest.fixture
 def stoppable_postgres():
     """A PostgreSQL cluster this test may stop and start; yields (database URI, stop, start)."""
-    bindir = _postgres_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed; `make test` installs it with apt-get")
-        pytest.skip("PostgreSQL binaries not installed (make test installs them)")
-    base = Path(tempfile.mkdtemp(prefix="clamor-pg-outage-"))
-    data, sockets = base / "data", base / "sock"
-    sockets.mkdir()
-    as_user = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = unused_port()
-    subprocess.run([*as_user, bindir / "initdb", "-D", data, "-U", "clamor", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
-
-    def start():
-        subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-o",
-                        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True)
-
-    def stop():
-        subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
-                       check=True, capture_output=True)
-
-    start()
-    subprocess.run([bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "clamor", "outage"],
-                   check=True, capture_output=True)
-    yield f"postgresql+psycopg://clamor@127.0.0.1:{port}/outage", stop, start
-    subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
+    cluster = Cluster(postgres_or_skip(), prefix="clamor-pg-outage-")
+    cluster.start()
+    yield cluster.create_database("outage"), cluster.stop, cluster.start
+    cluster.destroy()
 
 
 LETTER = "Mon propre texte, écrit avec soin : libérez Erzhan Elshibayev."
