@@ -43,19 +43,26 @@ SIGNATURE_FIGURES = (
 )
 #: The columns whose change can move a signature's figures.
 SIGNATURE_COLUMNS = ("campaign", "status", "created_at", "country", "language", "opt_in")
+#: What the figures are made of, per row: the update trigger runs only when
+#: one of these changes, not whenever a listed column does.
+SIGNATURE_INPUTS = tuple(f"{{r}}.{column}" for column in SIGNATURE_COLUMNS)
 
 #: Letters to targets only (mail to the supporter's own mailbox is not a
-#: letter). Pending and sending are one figure, "queued": a worker claiming
-#: letters moves no total, and its claims cannot wait on a signing's locks.
+#: letter). Pending and sending are one figure, "queued", and the update
+#: trigger compares that figure, not the status (:data:`DELIVERY_INPUTS`): a
+#: worker's claim (pending to sending) touches no ``figure`` row, so two
+#: workers claiming at once, each locking rows in its own order, cannot
+#: deadlock on the totals, nor wait on a signing's locks.
+_LETTER_STATUS = "CASE WHEN {r}.status IN ('pending', 'sending') THEN 'queued' ELSE {r}.status END"
 DELIVERY_FIGURES = (
-    ("'letters:' || CASE WHEN {r}.status IN ('pending', 'sending') THEN 'queued' ELSE {r}.status END",
-     "{r}.target_key", "{r}.kind = 'letter'"),
+    ("'letters:' || " + _LETTER_STATUS, "{r}.target_key", "{r}.kind = 'letter'"),
     ("'sent_on'", "{day}", "{r}.kind = 'letter' AND {r}.status = 'sent' AND {r}.sent_at IS NOT NULL"),
 )
 DELIVERY_COLUMNS = ("campaign", "kind", "status", "target_key", "sent_at")
+DELIVERY_INPUTS = ("{r}.campaign", "{r}.kind", _LETTER_STATUS, "{r}.target_key", "{r}.sent_at")
 
-_TABLES = (("signature", SIGNATURE_FIGURES, SIGNATURE_COLUMNS, "created_at"),
-           ("delivery", DELIVERY_FIGURES, DELIVERY_COLUMNS, "sent_at"))
+_TABLES = (("signature", SIGNATURE_FIGURES, SIGNATURE_COLUMNS, SIGNATURE_INPUTS, "created_at"),
+           ("delivery", DELIVERY_FIGURES, DELIVERY_COLUMNS, DELIVERY_INPUTS, "sent_at"))
 
 _UPSERT = ("INSERT INTO figure (campaign, name, key, n) {source} "
            "ON CONFLICT (campaign, name, key) DO UPDATE SET n = figure.n + excluded.n")
@@ -65,7 +72,7 @@ def _sql(template, row, dialect, day_column):
     return template.format(r=row, day=_DAY[dialect].format(col=f"{row}.{day_column}"))
 
 
-def _sqlite_triggers(table, figures, columns, day_column):
+def _sqlite_triggers(table, figures, columns, inputs, day_column):
     def changes(row, sign):
         return "".join(
             _UPSERT.format(source=f"SELECT {row}.campaign, {_sql(name, row, 'sqlite', day_column)}, "
@@ -74,7 +81,7 @@ def _sqlite_triggers(table, figures, columns, day_column):
             for name, key, cond in figures
         )
 
-    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+    changed = " OR ".join(f"({i.format(r='OLD')}) IS NOT ({i.format(r='NEW')})" for i in inputs)
     return [
         f"CREATE TRIGGER figure_{table}_insert AFTER INSERT ON {table} BEGIN\n{changes('NEW', 1)}END",
         f"CREATE TRIGGER figure_{table}_delete AFTER DELETE ON {table} BEGIN\n{changes('OLD', -1)}END",
@@ -83,7 +90,7 @@ def _sqlite_triggers(table, figures, columns, day_column):
     ]
 
 
-def _postgresql_triggers(table, figures, columns, day_column):
+def _postgresql_triggers(table, figures, columns, inputs, day_column):
     def changes(row, sign):
         return "".join(
             f"  IF {_sql(cond, row, 'postgresql', day_column)} THEN\n    "
@@ -93,7 +100,7 @@ def _postgresql_triggers(table, figures, columns, day_column):
             for name, key, cond in figures
         )
 
-    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in columns)
+    changed = " OR ".join(f"({i.format(r='OLD')}) IS DISTINCT FROM ({i.format(r='NEW')})" for i in inputs)
     return [
         f"CREATE FUNCTION figure_{table}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
         f" IF TG_OP IN ('UPDATE', 'DELETE') THEN\n{changes('OLD', -1)} END IF;\n"
@@ -134,7 +141,7 @@ def recount(connection):
     """Rebuild every figure from the rows (the migration's backfill; a repair). Not committed."""
     dialect = connection.dialect.name
     connection.execute(text("DELETE FROM figure"))
-    for table, figures, _columns, day_column in _TABLES:
+    for table, figures, _columns, _inputs, day_column in _TABLES:
         for name, key, cond in figures:
             name_sql, key_sql = _sql(name, "r", dialect, day_column), _sql(key, "r", dialect, day_column)
             connection.execute(text(_UPSERT.format(

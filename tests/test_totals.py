@@ -6,13 +6,14 @@ from datetime import timedelta
 
 import pytest
 from flask_migrate import upgrade
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, func, select, text, update
 
 from app import create_app, totals
 from app.admin import counted_figures, dashboard_figures
 from app.extensions import db
+from app.delivery import claim_due
 from app.links import confirm_url, unsubscribe_url
-from app.models import Figure, Signature, utcnow
+from app.models import Delivery, Figure, Signature, utcnow
 from conftest import SLUG, add_organiser, csrf_token, form_fields, login, sign, unused_port
 
 
@@ -137,4 +138,39 @@ def test_the_migration_counts_the_rows_that_exist(app_config, instance_path, tmp
     with app.app_context():
         figures = dashboard_figures(app.extensions["clamor"].campaigns[SLUG])
         assert figures["signatures"] == 2 and dict(figures["by_language"]) == {"fr": 1, "en": 1}
+        db.engine.dispose()
+
+
+def test_a_workers_claim_touches_no_total(make_app, database_uri):
+    """Claiming letters (pending to sending) leaves every figure row alone.
+
+    On PostgreSQL two workers claiming at once each locked figure rows in the
+    order of their own letters and deadlocked (seen in CI). Here another
+    transaction holds every figure row locked while a worker claims: a claim
+    that wrote a figure would wait and time out.
+    """
+    app = make_app(SQLALCHEMY_DATABASE_URI=database_uri, DELIVERY_WORKER="external")
+    client = app.test_client()
+    sign(client, email="a@example.org")
+    sign(client, lang="en", email="b@example.org")
+    with app.app_context():
+        before = set(db.session.execute(select(Figure.campaign, Figure.name, Figure.key, Figure.n)).all())
+        letters = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.kind == "letter"))
+        assert letters == 10
+        if db.engine.dialect.name == "postgresql":
+            holder = create_engine(database_uri)
+            with holder.connect() as other:
+                other.execute(text("SELECT * FROM figure FOR UPDATE"))
+                db.session.execute(text("SET lock_timeout = '2s'"))
+                ids = claim_due(100, 60)
+                other.rollback()
+            holder.dispose()
+        else:
+            changes = db.session.scalar(text("SELECT total_changes()"))
+            ids = claim_due(100, 60)
+            # total_changes counts rows written by triggers as well: only the claimed rows changed.
+            assert db.session.scalar(text("SELECT total_changes()")) - changes == len(ids)
+        assert len(ids) == letters
+        assert set(db.session.execute(select(Figure.campaign, Figure.name, Figure.key, Figure.n)).all()) == before
+        db.session.remove()
         db.engine.dispose()
