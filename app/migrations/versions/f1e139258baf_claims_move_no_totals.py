@@ -7,7 +7,7 @@ figure rows in the order of their own letters and could deadlock. The
 triggers are made again from app/totals.py, which now compares the
 figures' inputs.
 
-Revision ID: 8d1e5c2a9f40
+Revision ID: f1e139258baf
 Revises: 7a71cfb84b95
 Create Date: 2026-12-02 00:30:00.000000
 
@@ -18,7 +18,7 @@ from app import totals
 
 
 # revision identifiers, used by Alembic.
-revision = '8d1e5c2a9f40'
+revision = 'f1e139258baf'
 down_revision = '7a71cfb84b95'
 branch_labels = None
 depends_on = None
