@@ -9,7 +9,7 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots bench bench-web install install-test translations compile-translations system-test-deps clean lock \
+.PHONY: run test test-fast lint screenshots bench bench-web install install-test translations compile-translations system-test-deps clean lock \
   translation-add translation-status
 
 # Every dependency comes from a lock file that pins it with its hashes
@@ -121,8 +121,19 @@ system-test-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light systemd fonts-dejavu-core openssl >/dev/null; \
 	fi
 
+# Lint and import order (ruff, configured in pyproject.toml): a finding fails
+# `make test` before any test runs. `ruff check --fix .` repairs most of them.
+lint: install-test
+	$(BIN)/ruff check .
+
 test: install-test compile-translations system-test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The suite without what is slow or needs a server beyond loopback SMTP and
+# HTTP: the fault tests (marked slow), Chromium, PostgreSQL and Redis.
+# Under a minute; `make test` before a submission still runs everything.
+test-fast: install-test compile-translations lint
+	$(BIN)/pytest -m "not slow and not browser and not postgres and not redis" $(PYTEST_ARGS)
 
 # docs/screenshot-*.png, taken by the browser tests in Chromium.
 screenshots: install-test compile-translations system-test-deps
