@@ -24,7 +24,9 @@ def test_letters_past_the_hourly_cap_wait_without_using_an_attempt(make_app, smt
             assert [d.status for d in rows] == ["sent", "sent", "pending"]
             waiting = rows[2]
             assert waiting.attempts == 0
-            assert "TARGET_HOURLY_CAP" in waiting.last_error
+            # Waiting is not an error: the reason is in note, last_error stays empty.
+            assert waiting.note == f"waiting: {target} had 2 letters in the last hour (TARGET_HOURLY_CAP)"
+            assert waiting.last_error == ""
             # It waits until the first of the hour's letters is an hour old.
             assert waiting.next_attempt_at >= rows[0].sent_at + timedelta(hours=1)
         assert deliver_due() == 0
