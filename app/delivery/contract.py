@@ -37,7 +37,8 @@ class Receipt:
     #: The provider's id for the message (Mailgun's id, the SMTP queue reply …).
     provider_id: str = ""
     accepted_at: datetime = field(default_factory=utcnow)
-    #: A note for organisers, e.g. "queued for faxing".
+    #: A note for organisers, e.g. "queued for faxing"; stored in
+    #: ``Delivery.note``, never in ``last_error`` (it is not an error).
     note: str = ""
 
 
