@@ -6,7 +6,10 @@ page, so it can show the real letter without telling anyone at the form
 whether an address had signed.
 """
 
-LABELS = {"pending": "queued", "sending": "queued", "held": "queued", "sent": "sent", "failed": "failed"}
+from .states import DeliveryStatus
+
+LABELS = {DeliveryStatus.PENDING: "queued", DeliveryStatus.SENDING: "queued", DeliveryStatus.HELD: "queued",
+          DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed"}
 
 
 def label(delivery):

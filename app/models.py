@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
+from .states import DeliveryStatus, SignatureStatus
 
 
 def utcnow():
@@ -19,9 +20,10 @@ def utcnow():
 class Signature(db.Model):
     """One supporter signing one campaign.
 
-    ``status``: ``accepted`` (letters go out), ``held`` (waits for a
-    moderator), ``unconfirmed`` (waits for the supporter's confirmation).
-    Rejected submissions are never stored.
+    ``status``: a :class:`~app.states.SignatureStatus`: ``accepted`` (letters
+    go out), ``held`` (waits for a moderator), ``unconfirmed`` (waits for the
+    supporter's confirmation). Rejected submissions are never stored. It
+    changes only through :mod:`app.states`.
     """
 
     __tablename__ = "signature"
@@ -48,7 +50,7 @@ class Signature(db.Model):
     consent_language: Mapped[str | None] = mapped_column(String(16))
     #: When consent was given; None once it is withdrawn (opt_in false).
     consented_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default="accepted")
+    status: Mapped[str] = mapped_column(String(16), default=SignatureStatus.ACCEPTED)
     #: Why a spam filter held it (for moderators).
     status_reason: Mapped[str] = mapped_column(Text, default="")
     #: HMAC of the client address (keyed by SECRET_KEY); never the address itself.
@@ -70,7 +72,9 @@ class Signature(db.Model):
 
 
 #: The rows of ``ix_delivery_last_error``; a query must repeat this condition to use it.
-LAST_ERROR_WHERE = "last_error != '' AND status IN ('failed', 'pending')"
+#: Errors only: a failed letter's, or a pending one's that failed for now and
+#: waits for its retry. Cap waits and receipt notes are in ``note``.
+LAST_ERROR_WHERE = f"last_error != '' AND status IN ('{DeliveryStatus.FAILED}', '{DeliveryStatus.PENDING}')"
 
 
 class Delivery(db.Model):
@@ -89,7 +93,8 @@ class Delivery(db.Model):
     ``status``: ``pending`` (due at ``next_attempt_at``), ``sending`` (claimed
     by a worker until ``lease_until``), ``sent``, ``failed`` (given up; see
     ``last_error``), ``held`` (its signature waits for approval or
-    confirmation).
+    confirmation): a :class:`~app.states.DeliveryStatus`, changed only
+    through :mod:`app.states`.
     """
 
     __tablename__ = "delivery"
@@ -104,11 +109,15 @@ class Delivery(db.Model):
     channel: Mapped[str] = mapped_column(String(16))
     #: Backend name used for the last attempt.
     backend: Mapped[str] = mapped_column(String(64), default="")
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[datetime | None]
+    #: Why the last attempt failed; errors only (empty once the letter is sent).
     last_error: Mapped[str] = mapped_column(Text, default="")
+    #: What organisers should know that is not an error: why a letter waits
+    #: (TARGET_HOURLY_CAP), or its backend's receipt note ("queued for faxing").
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
     provider_id: Mapped[str] = mapped_column(String(255), default="")
     #: Fixed when the row is made, so every retry carries the same Message-ID.
     message_id: Mapped[str] = mapped_column(String(255))

@@ -11,33 +11,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
-from . import tally
+from . import states
 from .extensions import db
-from .models import Delivery, Signature, utcnow
+from .models import Signature, utcnow
 
 log = logging.getLogger(__name__)
-
-
-def _remove(signature_ids):
-    """Delete these signatures; keep their sent letters anonymous. Not committed."""
-    if not signature_ids:
-        return
-    for start in range(0, len(signature_ids), 500):
-        chunk = signature_ids[start:start + 500]
-        db.session.execute(
-            update(Delivery)
-            .where(Delivery.signature_id.in_(chunk), Delivery.kind == "letter", Delivery.status == "sent")
-            .values(signature_id=None, provider_id="", last_error="", message_id="", lease_until=None),
-            execution_options={"synchronize_session": False},
-        )
-        db.session.execute(
-            delete(Delivery).where(Delivery.signature_id.in_(chunk)), execution_options={"synchronize_session": False}
-        )
-        db.session.execute(
-            delete(Signature).where(Signature.id.in_(chunk)), execution_options={"synchronize_session": False}
-        )
 
 
 def forget(email):
@@ -51,10 +31,7 @@ def forget(email):
             func.lower(Signature.email) == email.strip().lower()
         )
     ).all()
-    for row in rows:
-        if row.status == "accepted":
-            tally.add(row.campaign, -1)
-    _remove([row.id for row in rows])
+    states.forget(rows)
     db.session.commit()
     db.session.expire_all()
     return len(rows)
@@ -87,14 +64,7 @@ def purge(campaigns, config, now=None):
     """
     now = now or utcnow()
     report = PurgeReport()
-    expired = list(db.session.scalars(
-        select(Signature.id).where(
-            Signature.status == "unconfirmed",
-            Signature.created_at < now - timedelta(days=config["CONFIRM_EXPIRY_DAYS"]),
-        )
-    ))
-    _remove(expired)
-    report.expired_unconfirmed = len(expired)
+    report.expired_unconfirmed = states.expire_unconfirmed(now - timedelta(days=config["CONFIRM_EXPIRY_DAYS"]))
     for campaign in campaigns.values():
         ends = retention_ends(campaign, config["RETENTION_DAYS"])
         if ends is None or ends > now:
@@ -102,7 +72,7 @@ def purge(campaigns, config, now=None):
         gone = list(db.session.scalars(
             select(Signature.id).where(Signature.campaign == campaign.slug, Signature.opt_in.is_(False))
         ))
-        _remove(gone)
+        states.remove(gone)
         report.removed += len(gone)
         result = db.session.execute(
             update(Signature)

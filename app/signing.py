@@ -27,13 +27,14 @@ from flask import current_app, render_template
 from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
 
-from . import tally
+from . import states
 from .consent import consent_version
 from .delivery import queue_deliveries, queue_mailbox_email
 from .extensions import db
 from .links import confirm_url, status_url
 from .models import Signature, utcnow
 from .spam import spend_tokens
+from .states import SignatureStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def store_signature(submission, campaign, verdict, form):
     spend_tokens(form)
     dropped = verdict is not None and verdict.action == "drop"
     held = verdict is not None and (verdict.action == "hold" or verdict.held_too)
-    signature = _new_signature(submission, campaign, verdict, config)
+    signature = _new_signature(submission, campaign, verdict, config, held)
     # Written in full on both paths, so a repeat costs what a new signer
     # costs; a drop's rows are rolled back before anything is committed.
     savepoint = db.session.begin_nested()
@@ -68,10 +69,6 @@ def store_signature(submission, campaign, verdict, form):
         stored = (signature.id, signature.status)
     if mailbox is not None:
         _queue_mailbox_email(mailbox, campaign, config, repeat=dropped)
-    if not config["CONFIRM_SUPPORTER_EMAIL"] and not held:
-        # A repeat counts like a new signer, or the counter would tell a
-        # prober whether the address had signed (see app/tally.py).
-        tally.add(campaign.slug, 1)
     db.session.commit()
     if dropped:
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
@@ -80,15 +77,20 @@ def store_signature(submission, campaign, verdict, form):
     return signature
 
 
-def _new_signature(submission, campaign, verdict, config):
-    """The :class:`Signature` (with its letters) a new signer's submission becomes; not added to the session."""
+def _new_signature(submission, campaign, verdict, config, held):
+    """The :class:`Signature` (with its letters) a new signer's submission becomes; not added to the session.
+
+    An accepted one is counted now, in the caller's transaction, and so is a
+    repeat's stand-in (a drop) that would have been accepted: otherwise the
+    counter would tell a prober whether the address had signed (see
+    app/tally.py). The stand-in's rows are rolled back; its count is not.
+    """
     reason = ""
     if verdict is not None and verdict.action == "hold":
         # Moderators read reasons in the deployment's default language, not
         # in the supporter's.
         with force_locale(config["BABEL_DEFAULT_LOCALE"]):
             reason = str(verdict.reason)
-    status = "unconfirmed" if config["CONFIRM_SUPPORTER_EMAIL"] else "held" if reason else "accepted"
     signature = Signature(
         campaign=campaign.slug,
         name=submission.name,
@@ -102,13 +104,17 @@ def _new_signature(submission, campaign, verdict, config):
         consent_version=consent_version(submission.language) if submission.opt_in else None,
         consent_language=submission.language if submission.opt_in else None,
         consented_at=utcnow() if submission.opt_in else None,
-        status=status,
-        # Kept while unconfirmed too: a held submission confirmed by its
-        # supporter then waits for a moderator.
-        status_reason=reason,
         client_hash=submission.client_hash,
     )
-    queue_deliveries(signature, campaign, config, status="pending" if status == "accepted" else "held")
+    if config["CONFIRM_SUPPORTER_EMAIL"]:
+        # The reason is kept while unconfirmed too: a held submission
+        # confirmed by its supporter then waits for a moderator.
+        states.await_confirmation(signature, reason)
+    elif held:
+        states.hold(signature, reason)
+    else:
+        states.accept(signature)
+    queue_deliveries(signature, campaign, config, status=states.letter_status(signature))
     return signature
 
 
@@ -121,7 +127,7 @@ def _queue_mailbox_email(signature, campaign, config, repeat):
     # In the signature's language, like its links: for a repeat, the language
     # the address first signed in.
     with force_locale(signature.language):
-        if signature.status == "unconfirmed":
+        if signature.status == SignatureStatus.UNCONFIRMED:
             # Someone who lost the first email signs again and is told an
             # email is on its way: it must be.
             queue_mailbox_email(signature, config, "confirmation", *confirmation_email(signature, campaign))

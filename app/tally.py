@@ -6,7 +6,7 @@ someone signs ("I signed and the number did not move"), and needs shared
 storage once there are several web hosts. One row updated in the signing
 transaction is exact, costs one indexed read per page view, and works the same
 on SQLite and PostgreSQL. Every change of a signature to or from ``accepted``
-goes through :func:`add` in the same transaction.
+goes through :func:`add` in the same transaction, called only by :mod:`app.states`.
 
 A dropped submission that a new signer's would have been accepted counts too
 (a stand-in, see :mod:`app.letter_status`): otherwise anyone watching the
@@ -18,8 +18,10 @@ repeated one included; the dashboard's "Signatures" counts distinct rows.
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+# The module, not the name: app.states imports this module while app.models
+# may still be loading (it imports the statuses from app.states).
+from . import models
 from .extensions import db
-from .models import CampaignTally
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -33,14 +35,14 @@ def add(slug, delta):
     if not delta:
         return
     insert = _INSERTS[db.session.get_bind().dialect.name]
-    statement = insert(CampaignTally).values(campaign=slug, accepted=max(delta, 0))
+    statement = insert(models.CampaignTally).values(campaign=slug, accepted=max(delta, 0))
     statement = statement.on_conflict_do_update(
-        index_elements=[CampaignTally.campaign],
-        set_={"accepted": CampaignTally.accepted + delta},
+        index_elements=[models.CampaignTally.campaign],
+        set_={"accepted": models.CampaignTally.accepted + delta},
     )
     db.session.execute(statement)
 
 
 def accepted(slug):
     """How many supporters' letters were accepted for ``slug`` (one primary-key read)."""
-    return db.session.scalar(select(CampaignTally.accepted).where(CampaignTally.campaign == slug)) or 0
+    return db.session.scalar(select(models.CampaignTally.accepted).where(models.CampaignTally.campaign == slug)) or 0

@@ -26,3 +26,49 @@ def test_migrations_match_the_models_on_sqlite(app):
 @pytest.mark.postgres
 def test_migrations_match_the_models_on_postgresql(postgres_cluster, make_app):
     assert differences(make_app(SQLALCHEMY_DATABASE_URI=postgres_cluster())) == []
+
+
+#: Rows as 277cc0093619 found them: (status, last_error); what each must become: (last_error, note).
+OLD_ROWS = [
+    ("pending", "waiting: press@akorda.kz had 60 letters in the last hour (TARGET_HOURLY_CAP)",
+     "", "waiting: press@akorda.kz had 60 letters in the last hour (TARGET_HOURLY_CAP)"),
+    ("sent", "queued for faxing by +77172745631@fax.tc", "", "queued for faxing by +77172745631@fax.tc"),
+    ("pending", "SMTP answered 451 greylisted", "SMTP answered 451 greylisted", ""),
+    ("failed", "550 no such mailbox", "550 no such mailbox", ""),
+    ("sent", "", "", ""),
+]
+
+
+def moves_notes_out_of_last_error(app_config, instance_path, uri):
+    """Upgrade a database to f1e139258baf, store OLD_ROWS, upgrade to head: notes are in note, errors stay."""
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from app import create_app
+
+    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": uri}, instance_path=instance_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        upgrade(directory=directory, revision="f1e139258baf")
+        for n, (status, last_error, _, _) in enumerate(OLD_ROWS):
+            db.session.execute(text(
+                "INSERT INTO delivery (campaign, kind, target_key, channel, backend, status, attempts, "
+                "next_attempt_at, last_error, provider_id, message_id, created_at) VALUES ('c', 'letter', "
+                ":key, 'email', 'smtp', :status, 1, CURRENT_TIMESTAMP, :error, '', :mid, CURRENT_TIMESTAMP)"
+            ), {"key": f"t{n}@example.org", "status": status, "error": last_error, "mid": f"<{n}@x>"})
+        db.session.commit()
+        upgrade(directory=directory)
+        found = db.session.execute(text("SELECT last_error, note FROM delivery ORDER BY id")).all()
+        db.session.remove()
+        db.engine.dispose()
+    assert [tuple(row) for row in found] == [(error, note) for _, _, error, note in OLD_ROWS]
+
+
+def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_sqlite(app_config, instance_path, tmp_path):
+    moves_notes_out_of_last_error(app_config, instance_path, f"sqlite:///{tmp_path / 'old.sqlite3'}")
+
+
+@pytest.mark.postgres
+def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_postgresql(app_config, instance_path,
+                                                                           postgres_cluster):
+    moves_notes_out_of_last_error(app_config, instance_path, postgres_cluster())

@@ -2,10 +2,11 @@
 
 from datetime import timedelta
 
+from app.admin import dashboard_figures
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery, Signature, utcnow
-from conftest import sign
+from conftest import SLUG, add_organiser, login, sign
 
 
 def smtp(smtp_server, **overrides):
@@ -24,7 +25,9 @@ def test_letters_past_the_hourly_cap_wait_without_using_an_attempt(make_app, smt
             assert [d.status for d in rows] == ["sent", "sent", "pending"]
             waiting = rows[2]
             assert waiting.attempts == 0
-            assert "TARGET_HOURLY_CAP" in waiting.last_error
+            # Waiting is not an error: the reason is in note, last_error stays empty.
+            assert waiting.note == f"waiting: {target} had 2 letters in the last hour (TARGET_HOURLY_CAP)"
+            assert waiting.last_error == ""
             # It waits until the first of the hour's letters is an hour old.
             assert waiting.next_attempt_at >= rows[0].sent_at + timedelta(hours=1)
         assert deliver_due() == 0
@@ -38,6 +41,27 @@ def test_letters_past_the_hourly_cap_wait_without_using_an_attempt(make_app, smt
         assert deliver_due() == 5
         assert {d.status for d in Delivery.query} == {"sent"}
     assert len(smtp_server.inbox.envelopes) == 15
+
+
+def test_a_cap_wait_is_not_an_error_for_clamor_deliveries_nor_the_dashboard(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server, TARGET_HOURLY_CAP=1))
+    client = app.test_client()
+    for n in range(2):
+        sign(client, email=f"supporter{n}@example.org")
+    with app.app_context():
+        deliver_due()
+        waiting = Delivery.query.filter_by(status="pending").all()
+        assert waiting and all("TARGET_HOURLY_CAP" in d.note and d.last_error == "" for d in waiting)
+        targets = dashboard_figures(app.extensions["clamor"].campaigns[SLUG])["targets"]
+        assert [t["queued"] for t in targets] == [1] * len(targets)
+        assert [t["last_error"] for t in targets] == [""] * len(targets)
+    output = app.test_cli_runner().invoke(args=["deliveries"]).output
+    assert "oldest pending" in output
+    assert "recent errors" not in output and "TARGET_HOURLY_CAP" not in output
+    add_organiser(app)
+    login(client)
+    page = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
+    assert "press@akorda.kz" in page and "TARGET_HOURLY_CAP" not in page
 
 
 def test_test_mode_sends_every_letter_to_the_organiser_marked(make_app, smtp_server):

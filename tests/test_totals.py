@@ -5,7 +5,7 @@ consent, forgetting, purging, sending, failing and retrying; on SQLite and Postg
 from datetime import timedelta
 
 import pytest
-from flask_migrate import upgrade
+from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, func, select, text, update
 
 from app import create_app, totals
@@ -127,12 +127,16 @@ def test_the_migration_counts_the_rows_that_exist(app_config, instance_path, tmp
     app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}"},
                      instance_path=instance_path)
     directory = app.extensions["migrate"].directory
+    # Signed through today's models, then taken back to before the totals:
+    # an old schema cannot take today's rows.
     with app.app_context():
-        upgrade(directory=directory, revision="3cfed682b8e5")
+        upgrade(directory=directory)
     client = app.test_client()
     sign(client, email="a@example.org", country="FR", opt_in="yes")
     sign(client, lang="en", email="b@example.org", country="KZ")
     with app.app_context():
+        downgrade(directory=directory, revision="3cfed682b8e5")
+        assert "figure" not in db.inspect(db.engine).get_table_names()
         upgrade(directory=directory)
     assert_true_totals(app, "after the migration")
     with app.app_context():

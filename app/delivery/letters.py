@@ -1,0 +1,167 @@
+"""Building letters: one Delivery row per target of a signature, and the Letter each becomes.
+
+A letter is built in the worker, in its target's language (``force_locale``),
+from finished strings; mail to the supporter's own mailbox was rendered in the
+request and is only wrapped here.
+"""
+
+import re
+import secrets
+
+from babel import Locale
+from flask_babel import force_locale
+from flask_babel import gettext as _
+
+from .. import mailbytes
+from ..extensions import db
+from ..models import Delivery, utcnow
+from ..states import DeliveryStatus
+from .contract import Letter
+
+_SPACES = re.compile(r"\s+")
+
+
+def one_line(value):
+    """Collapse every run of whitespace (CR and LF included) into one space."""
+    return _SPACES.sub(" ", value or "").strip()
+
+
+def new_message_id(sender_address):
+    """A fresh Message-ID, ``<128 random bits in hex@the sender's domain>``; stored once per delivery.
+
+    Nothing else goes into it: ``make_msgid`` would tell every target the
+    time of signing and the worker's process id.
+    """
+    domain = sender_address.rpartition("@")[2]
+    try:
+        domain = mailbytes.addr_spec(f"x@{domain}").partition("@")[2]
+    except ValueError:
+        domain = "localhost"
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def country_name(code, language):
+    """The name of ISO country ``code`` in ``language`` (CLDR), or "" for none."""
+    if not code:
+        return ""
+    return Locale.parse(language).territories.get(code, code)
+
+
+def build_letter(delivery, campaign, config):
+    """Build the :class:`Letter` for ``delivery`` in the language of its target.
+
+    The supporter's text is sent as written; the subject and the signature block
+    are rendered inside ``force_locale`` of the letter's language, never the
+    worker's default. With ``TEST_MODE_RECIPIENT`` set the letter goes to that
+    address instead, its subject marked "[TEST] ".
+    """
+    if delivery.kind != "letter":
+        return _mailbox_letter(delivery, campaign, config)
+    test_recipient = config.get("TEST_MODE_RECIPIENT")
+    signature = delivery.signature
+    target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
+    to_name = target.name if target else ""
+    language = campaign.letter_language(target) if target else campaign.default_language
+    with force_locale(language):
+        text = campaign.text(language)
+        block = [
+            one_line(signature.name),
+            one_line(signature.organisation),
+            country_name(signature.country, language),
+            # A fax is printed and filed: the supporter's address stays out of
+            # it (an email letter carries it in Reply-To anyway).
+            signature.email if delivery.channel != "fax" else "",
+        ]
+        body = signature.message.strip() + "\n\n" + "\n".join(line for line in block if line) + "\n"
+        return Letter(
+            delivery_id=delivery.id,
+            campaign=campaign.slug,
+            language=language,
+            channel=delivery.channel,
+            from_name=_("%(name)s via %(campaign)s", name=one_line(signature.name), campaign=one_line(text.short_name)),
+            from_address=config["SENDER_ADDRESS"],
+            reply_to_name=one_line(signature.name),
+            reply_to_address=signature.email,
+            to_name=to_name,
+            to_address=test_recipient or delivery.target_key,
+            subject=("[TEST] " if test_recipient else "") + one_line(text.subject),
+            body=body,
+            message_id=delivery.message_id,
+            date=utcnow(),
+            attempt=delivery.attempts,
+            target_key=delivery.target_key,
+        )
+
+
+def _mailbox_letter(delivery, campaign, config):
+    # Mail to the supporter's own mailbox (confirmation, receipt, reminder).
+    # Its text was rendered in the request, in the supporter's language; the
+    # worker only wraps it, so it never translates in its own locale. Nothing
+    # the supporter typed goes in it, not even their name: the form must not
+    # be a way to mail anyone any text from the union's address.
+    signature = delivery.signature
+    text = campaign.text(signature.language)
+    sender = one_line(campaign.sender or text.short_name)
+    return Letter(
+        delivery_id=delivery.id,
+        campaign=campaign.slug,
+        language=signature.language,
+        channel=delivery.channel,
+        from_name=sender,
+        from_address=config["SENDER_ADDRESS"],
+        reply_to_name=sender,
+        reply_to_address=config["SENDER_ADDRESS"],
+        to_name="",
+        to_address=signature.email,
+        subject=one_line(delivery.subject),
+        body=delivery.body,
+        message_id=delivery.message_id,
+        date=utcnow(),
+    )
+
+
+#: Kinds of Delivery that go to the supporter's own mailbox, not to a target.
+MAILBOX_KINDS = ("confirmation", "receipt", "reminder")
+
+
+def queue_mailbox_email(signature, config, kind, subject, body):
+    """Add an email to ``signature``'s own mailbox (one of :data:`MAILBOX_KINDS`) with finished text; not committed.
+
+    ``signature`` must have been flushed (it needs its id).
+    """
+    if kind not in MAILBOX_KINDS:
+        raise ValueError(kind)
+    # By id, not through ``signature.deliveries``: appending would load an
+    # earlier signature's letters first, and a repeat signer's answer must
+    # cost what a new signer's costs (app/signing.py).
+    db.session.add(
+        Delivery(
+            signature_id=signature.id,
+            campaign=signature.campaign,
+            kind=kind,
+            target_key=signature.email,
+            channel="email",
+            status=DeliveryStatus.PENDING,
+            message_id=new_message_id(config["SENDER_ADDRESS"]),
+            subject=subject,
+            body=body,
+        )
+    )
+
+
+
+def queue_deliveries(signature, campaign, config, status=DeliveryStatus.PENDING):
+    """Add one Delivery per target of ``campaign`` to ``signature`` (not committed).
+
+    ``status``: what :func:`app.states.letter_status` says for the signature.
+    """
+    for target in campaign.targets:
+        signature.deliveries.append(
+            Delivery(
+                campaign=campaign.slug,
+                target_key=target.key,
+                channel=target.channel,
+                status=status,
+                message_id=new_message_id(config["SENDER_ADDRESS"]),
+            )
+        )
