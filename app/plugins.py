@@ -100,7 +100,7 @@ def apply_settings(pm, config, instance_path):
     plugin loaded.
     """
     declared = {}
-    for impl in reversed(pm.hook.register_settings.get_hookimpls()):
+    for impl in pm.hook.register_settings.get_hookimpls():  # in load order
         # One call per plugin, to name the plugin in an error.
         settings = impl.function(*[{"instance_path": instance_path}[arg] for arg in impl.argnames]) or {}
         for key, default in settings.items():
