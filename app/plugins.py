@@ -212,9 +212,9 @@ def _try_backend(cls, config):
 
 
 def check_delivery_config(config, registry, channels=None):
-    """Raise :class:`PluginError` unless every channel in ``DELIVERY`` names a
-    registered backend, and each of ``channels`` (default: all) one that can
-    be made with these settings.
+    """Raise :class:`PluginError` (or :class:`app.ConfigError`) unless every
+    channel in ``DELIVERY`` names a registered backend, and each of
+    ``channels`` (default: all) one that can be made with these settings.
 
     Each such backend is made once and closed: a backend's ``__init__``
     raises :class:`app.ConfigError` when its settings are missing or wrong
