@@ -15,9 +15,9 @@ hookimpl = pluggy.HookimplMarker("clamor")
 def register_delivery_backends():
     """Return a list of :class:`app.delivery.DeliveryBackend` subclasses.
 
-    Called once at start-up, after :func:`register_settings`. The core keeps a registry by each class's
-    ``name``; configuration ``DELIVERY`` picks one backend per channel by that
-    name. Returning None or ``[]`` registers nothing. Two classes with the same
+    Called once at start-up, after :func:`register_settings`. The core keeps
+    a registry by each class's ``name``; configuration ``DELIVERY`` picks one
+    backend per channel by that name. Returning None or ``[]`` registers nothing. Two classes with the same
     name, or a ``DELIVERY`` entry naming no registered class, stop start-up.
     """
 
