@@ -165,8 +165,11 @@ def default_instance_path():
     return Path(os.environ.get("CLAMOR_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
 
 
-def create_app(test_config=None, instance_path=None):
+def create_app(test_config=None, instance_path=None, plugins=None):
     """Build the app: defaults, then instance/config.py, then CLAMOR_* env, then ``test_config``.
+
+    ``plugins``: plugin objects (modules, or instances with ``@hookimpl``
+    methods) registered on this app's plugin manager after the configured ones.
 
     Raises :class:`ConfigError`, :class:`app.campaigns.CampaignError` or
     :class:`app.plugins.PluginError` when the deployment cannot work.
@@ -205,7 +208,7 @@ def create_app(test_config=None, instance_path=None):
             _create_private_file(db.engine.url.database)
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
-    app.extensions["clamor"] = _make_state(app)
+    app.extensions["clamor"] = _make_state(app, plugins)
 
     from . import admin, cli, errors, public
     from .security import add_security_headers
@@ -261,8 +264,6 @@ def _finish_config(app):
         options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
         options.setdefault("pool_pre_ping", True)
         config["SQLALCHEMY_ENGINE_OPTIONS"] = options
-    if not config.get("OUTBOX_DIR"):
-        config["OUTBOX_DIR"] = str(Path(app.instance_path) / "outbox")
     if config["DELIVERY_WORKER"] not in ("thread", "external"):
         raise ConfigError(f"DELIVERY_WORKER must be 'thread' or 'external', not {config['DELIVERY_WORKER']!r}")
     x_for = config["PROXY_FIX_X_FOR"]
@@ -335,9 +336,9 @@ def _pick_default(campaigns):
     return (open_ones or list(campaigns) or [None])[0]
 
 
-def _make_state(app):
+def _make_state(app, plugins=None):
     config = app.config
-    pm = create_plugin_manager(app)
+    pm = create_plugin_manager(app, plugins)
     backends = collect_backends(pm)
     folder = Path(app.instance_path) / "campaigns"
     stamps = campaign_stamps(folder)

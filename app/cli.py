@@ -13,6 +13,7 @@ from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from sqlalchemy import func, select, update
 
 from .campaigns import CampaignError, load_campaign
+from .plugin_report import plugins_command
 from .plugins import campaign_channel_problems
 from .extensions import db
 from .models import Delivery, utcnow
@@ -82,6 +83,7 @@ def init_command():
         except PermissionError:
             click.echo(f"warning: others may read {instance}; make it private with chmod 700", err=True)
     (instance / "campaigns").mkdir(exist_ok=True)
+    (instance / "plugins").mkdir(exist_ok=True)  # for single-file plugins (docs/plugins.md)
     config_file = instance / "config.py"
     if _write_private_file(
         config_file,
@@ -541,6 +543,7 @@ def moderation_reject(signature_id, yes):
 #: writes the SECRET_KEY the app needs); the others load it when they run.
 COMMANDS = (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
             purge_command, admin_group, moderation_group, translations_command)
+COMMANDS += (plugins_command,)
 for _command in COMMANDS:
     main.add_command(_command)
 

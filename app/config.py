@@ -5,6 +5,11 @@ Order of precedence, lowest first: the values in this module, then
 where they can be, so ``CLAMOR_SMTP_PORT=2525`` is an int and
 ``CLAMOR_DELIVERY='{"email": "smtp"}'`` a dict), then the ``test_config`` passed
 to :func:`app.create_app`. Every key is described in the README.
+
+Core settings only. Each plugin declares the settings it reads, with their
+defaults, in its ``register_settings`` hook (``SMTP_*`` in plugins/smtp.py,
+``FILL_TIME_*`` in plugins/fill_time.py …); the core fills those in after the
+plugins load (:func:`app.plugins.apply_settings`).
 """
 
 #: Signs sessions, CSRF tokens and the number question. ``clamor init`` writes a
@@ -23,52 +28,10 @@ DELIVERY = {"email": "outbox_files", "fax": "fax_email"}
 #: sent by us.
 SENDER_ADDRESS = "campaigns@localhost"
 
-#: Where ``outbox_files`` writes one .eml file per letter. None: instance/outbox.
-OUTBOX_DIR = None
-
-SMTP_HOST = "localhost"
-SMTP_PORT = 25
-#: none | starttls | ssl. TLS always verifies the server's certificate.
-SMTP_SECURITY = "none"
-SMTP_USERNAME = None
-SMTP_PASSWORD = None
-SMTP_TIMEOUT = 30
-
-#: ``mailgun`` backend: the sending domain and its API key; the region (us |
-#: eu) picks the API host unless MAILGUN_BASE_URL is set.
-MAILGUN_DOMAIN = None
-MAILGUN_API_KEY = None
-MAILGUN_REGION = "us"
-MAILGUN_BASE_URL = None
-MAILGUN_TIMEOUT = 30
-
-#: ``fax_email`` backend (fax-to-email gateways): the gateway address with
-#: {e164}, {digits} or {national}, e.g. "{e164}@fax.tc" (InterFAX). Unset, a
-#: fax letter fails with a message saying so.
-FAX_ADDRESS_TEMPLATE = None
-#: Subject of the gateway email; {to_name}, {subject} and {fax} are filled in.
-FAX_SUBJECT_TEMPLATE = "{subject}"
-#: Text the gateway reads from the email body, e.g. eFax's "{nocoverpage}".
-FAX_BODY_PREFIX = ""
-#: The sender address registered with the gateway; None: SENDER_ADDRESS.
-FAX_SENDER = None
-#: Reply-To of the gateway email, where gateways such as InterFAX send their
-#: reports; None: FAX_SENDER. Never the supporter: a paper fax cannot be
-#: answered by email, and the gateway need not learn their address.
-FAX_REPLY_TO = None
-#: The email backend that carries the fax email; None: the one DELIVERY["email"] names.
-FAX_VIA = None
-
 #: Names of the enabled spam filter plugins; a filter plugin not named here
 #: does not run. Built in, also: "disposable_email" (off: see docs/spam.md).
+#: Setting it replaces the whole list (docs/plugins.md).
 SPAM_FILTERS = ["number_question", "honeypot", "fill_time", "duplicate_signer", "links"]
-#: fill_time: a form sent sooner or later than this after it was drawn
-#: (seconds) comes back to be sent again.
-FILL_TIME_MIN = 3
-FILL_TIME_MAX = 24 * 3600
-#: links: a letter with more links than this (beyond the campaign's own) is
-#: held for a moderator.
-LINKS_MAX = 2
 
 #: Flask-Limiter syntax; counted per client address and per supporter address.
 SUBMIT_RATE_LIMIT = "5 per minute; 30 per day"

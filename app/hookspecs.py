@@ -15,10 +15,28 @@ hookimpl = pluggy.HookimplMarker("clamor")
 def register_delivery_backends():
     """Return a list of :class:`app.delivery.DeliveryBackend` subclasses.
 
-    Called once at start-up. The core keeps a registry by each class's
-    ``name``; configuration ``DELIVERY`` picks one backend per channel by that
-    name. Returning None or ``[]`` registers nothing. Two classes with the same
+    Called once at start-up, after :func:`register_settings`. The core keeps
+    a registry by each class's ``name``; configuration ``DELIVERY`` picks one
+    backend per channel by that name. Returning None or ``[]`` registers nothing. Two classes with the same
     name, or a ``DELIVERY`` entry naming no registered class, stop start-up.
+    """
+
+
+@hookspec
+def register_settings(instance_path):
+    """Return ``{KEY: default}``: the settings this plugin reads, with their defaults.
+
+    :param instance_path: the deployment's instance folder (a ``str``), for a
+        default that lives there (``outbox_files``: ``instance/outbox``).
+
+    Called once at start-up, after every plugin is loaded and before any
+    backend is made or the configuration is checked. Each key that
+    ``app/config.py``, ``instance/config.py``, ``CLAMOR_*`` and ``test_config``
+    left unset (or set to None) gets this default, so a backend's
+    ``__init__`` and a filter can read ``config[KEY]`` without ``.get``.
+    Returning None or ``{}`` declares nothing. Two plugins giving one key
+    different defaults, or a plugin giving a default to a core setting (one
+    that ``app/config.py`` defines), stop start-up.
     """
 
 

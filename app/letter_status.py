@@ -6,21 +6,33 @@ page, so it can show the real letter without telling anyone at the form
 whether an address had signed.
 """
 
+from flask import current_app
+
 from .states import DeliveryStatus
 
 LABELS = {DeliveryStatus.PENDING: "queued", DeliveryStatus.SENDING: "queued", DeliveryStatus.HELD: "queued",
           DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed"}
 
 
-def label(delivery):
-    """``delivery``'s state as the page names it: queued, sent, faxing (sent to a fax gateway) or failed."""
+def label(delivery, backends):
+    """``(state, sent_label)`` of ``delivery`` as the page names it.
+
+    ``state`` is queued, sent, accepted or failed. A letter is "accepted",
+    not "sent", when the backend that sent it (looked up in ``backends`` by
+    ``delivery.backend``) says what its acceptance means with a
+    ``sent_label`` (a fax gateway's: queued for faxing, not faxed);
+    ``sent_label`` is that text, else None.
+    """
     state = LABELS.get(delivery.status, "queued")
-    # A fax gateway's acceptance means queued for faxing, not faxed: say so.
-    return "faxing" if state == "sent" and delivery.channel == "fax" else state
+    backend = backends.get(delivery.backend or "")
+    sent_label = getattr(backend, "sent_label", None) if state == "sent" else None
+    return ("accepted" if sent_label else state), sent_label
 
 
 def letter_rows(signature, campaign):
-    """``[(target, state)]`` for a signature's letters; state is None for a target added since it was queued."""
+    """``[(target, state, sent_label)]`` for a signature's letters (see :func:`label`);
+    state is None for a target added since it was queued."""
+    backends = current_app.extensions["clamor"].backends
     by_target = {d.target_key: d for d in signature.deliveries if d.kind == "letter"}
-    return [(target, label(by_target[target.key]) if target.key in by_target else None)
+    return [(target, *(label(by_target[target.key], backends) if target.key in by_target else (None, None)))
             for target in campaign.targets]

@@ -3,8 +3,10 @@
 Built-in plugins in ``plugins/`` are registered exactly like third-party ones:
 from :data:`DEFAULT_PLUGINS`, then installed packages through the entry-point
 group ``clamor.plugins`` (limited by config ``PLUGINS``), then single-file
-plugins dropped into ``instance/plugins/``. A plugin that fails to import stops
-start-up, and so does a misspelt hook implementation (``check_pending``).
+plugins dropped into ``instance/plugins/``, then the plugin objects passed to
+:func:`app.create_app`. A plugin that fails to import stops start-up, and so
+does a misspelt hook implementation (``check_pending``). Then every plugin's
+``register_settings`` fills in the defaults of the settings it reads.
 """
 
 import importlib
@@ -12,9 +14,11 @@ import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
+from types import MappingProxyType
 
 import pluggy
 
+from . import config as core_config
 from . import hookspecs
 from .delivery import PermanentFailure
 
@@ -45,20 +49,70 @@ class PluginError(RuntimeError):
     """A plugin or the configuration that names plugins is wrong; start-up stops."""
 
 
-def create_plugin_manager(app):
-    """Return a pluggy manager with every plugin this deployment loads registered."""
-    pm = pluggy.PluginManager("clamor")
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering where each plugin came from (for ``clamor plugins``)."""
+
+    def __init__(self):
+        super().__init__("clamor")
+        #: plugin name -> ``{"kind": "built-in" | "entry point" | "instance file" | "create_app", …}``
+        #: with ``module``, ``distribution`` and ``version``, or ``path`` as the kind has them.
+        self.sources = {}
+
+
+def create_plugin_manager(app, plugins=None):
+    """Return a pluggy manager with every plugin this deployment loads registered.
+
+    ``app`` needs only ``config`` and ``instance_path``; ``plugins`` are plugin
+    objects (modules, classes or instances with ``@hookimpl`` functions)
+    registered after the configured ones, each under the last part of its
+    ``__name__`` (an instance: its class's). The defaults the plugins declare
+    (``register_settings``) are then written into ``app.config``.
+    """
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for dotted in DEFAULT_PLUGINS:
-        pm.register(importlib.import_module(dotted), name=dotted.rsplit(".", 1)[1])
+        name = dotted.rsplit(".", 1)[1]
+        pm.register(importlib.import_module(dotted), name=name)
+        pm.sources[name] = {"kind": "built-in", "module": dotted}
     _load_entry_points(pm, app.config["PLUGINS"])
     _load_instance_plugins(pm, Path(app.instance_path) / "plugins")
+    for plugin in plugins or ():
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        name = name.rsplit(".", 1)[-1]
+        _register(pm, plugin, name, f"the plugin {name!r} passed to create_app",
+                  {"kind": "create_app", "module": getattr(plugin, "__module__", None) or name})
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         # A misspelt hook name: the organiser needs its name and where it is.
         raise PluginError(f"plugin {exc.plugin!r} implements a hook that does not exist: {exc}") from exc
+    apply_settings(pm, app.config, str(app.instance_path))
     return pm
+
+
+def apply_settings(pm, config, instance_path):
+    """Give every setting a plugin declares (``register_settings``) its default where ``config`` leaves it unset or None.
+
+    None counts as unset because it always meant "the default" in these
+    settings (``OUTBOX_DIR = None``: instance/outbox). Raises
+    :class:`PluginError` when two plugins disagree on a default or one
+    declares a core setting: either would make a default depend on which
+    plugin loaded.
+    """
+    declared = {}
+    for impl in pm.hook.register_settings.get_hookimpls():  # in load order
+        # One call per plugin, to name the plugin in an error.
+        settings = impl.function(*[{"instance_path": instance_path}[arg] for arg in impl.argnames]) or {}
+        for key, default in settings.items():
+            if hasattr(core_config, key):
+                raise PluginError(f"plugin {impl.plugin_name!r} declares {key}, a core setting (app/config.py)")
+            if key in declared and declared[key][1] != default:
+                raise PluginError(f"plugins {declared[key][0]!r} and {impl.plugin_name!r} give {key} "
+                                  f"different defaults ({declared[key][1]!r}, {default!r})")
+            declared[key] = (impl.plugin_name, default)
+            if config.get(key) is None:
+                config[key] = default
+    return {key: default for key, (_, default) in declared.items()}
 
 
 def _load_entry_points(pm, allowed):
@@ -80,7 +134,9 @@ def _load_entry_points(pm, allowed):
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
         if pm.get_plugin(ep.name) is plugin:
             continue  # the same package found twice on the path
-        _register(pm, plugin, ep.name, f"the entry point {ep.name!r} of {ep.dist.name if ep.dist else ep.value}")
+        _register(pm, plugin, ep.name, f"the entry point {ep.name!r} of {ep.dist.name if ep.dist else ep.value}",
+                  {"kind": "entry point", "module": ep.value, "distribution": ep.dist.name if ep.dist else None,
+                   "version": ep.dist.version if ep.dist else None})
 
 
 def _load_instance_plugins(pm, folder):
@@ -93,10 +149,10 @@ def _load_instance_plugins(pm, folder):
             spec.loader.exec_module(module)
         except Exception as exc:
             raise PluginError(f"plugin file {path} failed to load: {exc}") from exc
-        _register(pm, module, path.stem, f"the plugin file {path}")
+        _register(pm, module, path.stem, f"the plugin file {path}", {"kind": "instance file", "path": str(path)})
 
 
-def _register(pm, plugin, name, source):
+def _register(pm, plugin, name, source, origin):
     # Two plugins under one name would leave one of them out (or pluggy
     # would stop with a bare ValueError): say which, and what to do.
     taken = pm.get_plugin(name)
@@ -106,12 +162,17 @@ def _register(pm, plugin, name, source):
             f"{getattr(taken, '__name__', taken)!s}; give it another name"
         )
     pm.register(plugin, name=name)
+    pm.sources[name] = origin
 
 
 def collect_backends(pm):
     """Return ``{name: backend class}`` from every ``register_delivery_backends``.
 
-    Raises :class:`PluginError` on a duplicate or missing name.
+    A class with ``needs_backends`` is registered as a subclass made for this
+    registry, whose ``backends`` is the registry itself (read-only): that is
+    how ``fax_email`` finds the email backend it sends through, without
+    reaching into the app. Raises :class:`PluginError` on a duplicate or
+    missing name.
     """
     registry = {}
     for classes in pm.hook.register_delivery_backends():
@@ -125,20 +186,45 @@ def collect_backends(pm):
                     f"{registry[name].__module__} and {cls.__module__}"
                 )
             registry[name] = cls
+    view = MappingProxyType(registry)
+    for name, cls in list(registry.items()):
+        if getattr(cls, "needs_backends", False):
+            # A subclass per registry, never the shared class: two apps in
+            # one process (the tests) register different backends.
+            registry[name] = type(cls.__name__, (cls,), {
+                "backends": view, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
     return registry
 
 
+def _try_backend(cls, config):
+    """Make one ``cls`` and close it; the reason it cannot work, or None.
+
+    A backend raises :class:`app.ConfigError` for its own settings;
+    ``PermanentFailure`` is still accepted from backends written before that.
+    """
+    from . import ConfigError
+
+    try:
+        cls(config).close()
+    except (ConfigError, PermanentFailure) as exc:
+        return exc
+    return None
+
+
 def check_delivery_config(config, registry, channels=None):
-    """Raise :class:`PluginError` unless every channel in ``DELIVERY`` names a
-    registered backend, and each of ``channels`` (default: all) one that can
-    be made with these settings.
+    """Raise :class:`PluginError` (or :class:`app.ConfigError`) unless every
+    channel in ``DELIVERY`` names a registered backend, and each of
+    ``channels`` (default: all) one that can be made with these settings.
 
     Each such backend is made once and closed: a backend's ``__init__``
-    raises :class:`~app.delivery.PermanentFailure` when its settings are
-    missing or wrong (``MAILGUN_API_KEY``), and that stops start-up here
+    raises :class:`app.ConfigError` when its settings are missing or wrong
+    (``MAILGUN_API_KEY``), and that stops start-up here, as a ``ConfigError``
+    (a :class:`PluginError` for a backend still raising ``PermanentFailure``),
     rather than failing every letter of the first batch. A channel no
     campaign uses (fax, by default) is not made: its settings may be unset.
     """
+    from . import ConfigError
+
     for channel, name in config["DELIVERY"].items():
         if name not in registry:
             known = ", ".join(sorted(registry)) or "none"
@@ -148,10 +234,10 @@ def check_delivery_config(config, registry, channels=None):
             )
         if channels is not None and channel not in channels:
             continue
-        try:
-            registry[name](config).close()
-        except PermanentFailure as exc:
-            raise PluginError(f"DELIVERY[{channel!r}] = {name!r} cannot work: {exc}") from exc
+        problem = _try_backend(registry[name], config)
+        if problem is not None:
+            error = ConfigError if isinstance(problem, ConfigError) else PluginError
+            raise error(f"DELIVERY[{channel!r}] = {name!r} cannot work: {problem}") from problem
 
 
 def campaign_channel_problems(campaign, config, registry):
@@ -171,11 +257,10 @@ def campaign_channel_problems(campaign, config, registry):
             continue
         if name not in registry:
             continue  # check_delivery_config says so
-        try:
-            registry[name](config).close()
-        except PermanentFailure as exc:
+        problem = _try_backend(registry[name], config)
+        if problem is not None:
             problems.append(f"{campaign.path}: targets {names} are reached by {channel}, "
-                            f"but DELIVERY[{channel!r}] = {name!r} cannot send them: {exc}")
+                            f"but DELIVERY[{channel!r}] = {name!r} cannot send them: {problem}")
     return problems
 
 

@@ -7,18 +7,40 @@ email to the gateway's address for the target's number, e.g.
 backend (``FAX_VIA``; by default the one ``DELIVERY["email"]`` names), so the
 gateway's acceptance means "queued for faxing", not "faxed".
 
-Settings: FAX_ADDRESS_TEMPLATE ({e164}, {digits}, {national}),
-FAX_SUBJECT_TEMPLATE, FAX_BODY_PREFIX, FAX_SENDER, FAX_REPLY_TO, FAX_VIA.
+Settings (:data:`SETTINGS`): FAX_ADDRESS_TEMPLATE ({e164}, {digits},
+{national}), FAX_SUBJECT_TEMPLATE, FAX_BODY_PREFIX, FAX_SENDER, FAX_REPLY_TO,
+FAX_VIA. The email backend comes from the registry the core gives this class
+(``needs_backends``), never from the app.
 """
 
 import dataclasses
 from pathlib import Path
 
-from flask import current_app
-
 # parse_fax_number and FaxNumberError are re-exported: the parser moved to the
 # core, and other code imports it from here.
-from app import DeliveryBackend, FaxNumberError, PermanentFailure, hookimpl, parse_fax_number
+from app import ConfigError, DeliveryBackend, FaxNumberError, PermanentFailure, hookimpl, parse_fax_number, plugin_domain
+
+#: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
+_l = plugin_domain(__file__, "fax_email").lazy_gettext
+
+#: This plugin's settings and their defaults (``register_settings``).
+SETTINGS = {
+    #: The gateway address with {e164}, {digits} or {national}, e.g.
+    #: "{e164}@fax.tc" (InterFAX). Unset, a campaign with fax targets stops start-up.
+    "FAX_ADDRESS_TEMPLATE": None,
+    #: Subject of the gateway email; {to_name}, {subject} and {fax} are filled in.
+    "FAX_SUBJECT_TEMPLATE": "{subject}",
+    #: Text the gateway reads from the email body, e.g. eFax's "{nocoverpage}".
+    "FAX_BODY_PREFIX": "",
+    #: The sender address registered with the gateway; None: SENDER_ADDRESS.
+    "FAX_SENDER": None,
+    #: Reply-To of the gateway email, where gateways such as InterFAX send their
+    #: reports; None: FAX_SENDER. Never the supporter: a paper fax cannot be
+    #: answered by email, and the gateway need not learn their address.
+    "FAX_REPLY_TO": None,
+    #: The email backend that carries the fax email; None: the one DELIVERY["email"] names.
+    "FAX_VIA": None,
+}
 
 #: DejaVu Sans, shipped beside this plugin: every Kazakh and Cyrillic letter.
 FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
@@ -50,17 +72,24 @@ def render_pdf(letter):
 class FaxEmailBackend(DeliveryBackend):
     name = "fax_email"
     verbose_name = "Fax through a fax-to-email gateway"
+    #: The gateway's acceptance means queued for faxing, not faxed: the
+    #: supporter's page says so.
+    sent_label = _l("queued for faxing by the gateway")
+    #: The core gives this class its registry (``backends``): the email
+    #: backend FAX_VIA names is made from it.
+    needs_backends = True
 
     def __init__(self, config):
-        """Raises :class:`PermanentFailure` without FAX_ADDRESS_TEMPLATE: no fax could be addressed.
+        """Raises :class:`ConfigError` without FAX_ADDRESS_TEMPLATE (no fax could be addressed) or
+        when FAX_VIA names no other registered backend.
 
         Start-up and ``clamor campaign check`` make the backend once when a
-        campaign has fax targets, so that mistake stops them instead of
+        campaign has fax targets, so either mistake stops them instead of
         failing every fax letter.
         """
         super().__init__(config)
         if not config.get("FAX_ADDRESS_TEMPLATE"):
-            raise PermanentFailure(
+            raise ConfigError(
                 "FAX_ADDRESS_TEMPLATE is not set, so fax letters cannot be sent: set it to your fax-to-email "
                 "gateway's address, e.g. FAX_ADDRESS_TEMPLATE = \"{e164}@fax.tc\" (see docs/delivery.md)"
             )
@@ -70,14 +99,18 @@ class FaxEmailBackend(DeliveryBackend):
         self.sender = config["FAX_SENDER"] or config["SENDER_ADDRESS"]
         self.reply_to = config["FAX_REPLY_TO"] or self.sender
         self.via = config["FAX_VIA"] or config["DELIVERY"].get("email")
+        registry = self.backends or {}
+        if self.via == self.name or self.via not in registry:
+            known = ", ".join(sorted(n for n in registry if n != self.name)) or "none"
+            raise ConfigError(f"FAX_VIA names {self.via!r}, which is not an email backend. Known: {known}.")
         self._email_backend = None
 
     def send(self, letter):
         """Render the PDF, email it to the gateway, return "queued for faxing".
 
         Raises :class:`PermanentFailure` for a number that is not
-        international, or a FAX_VIA naming no email backend; the email
-        backend's own failures pass through unchanged.
+        international; the email backend's own failures pass through
+        unchanged.
         """
         try:
             number = parse_fax_number(letter.target_key or letter.to_address)
@@ -104,18 +137,20 @@ class FaxEmailBackend(DeliveryBackend):
         return dataclasses.replace(receipt, note=f"queued for faxing by {gateway}")
 
     def _backend(self):
+        # Made on first use: a batch without fax letters opens no second connection.
         if self._email_backend is None:
-            registry = current_app.extensions["clamor"].backends
-            if self.via == self.name or self.via not in registry:
-                known = ", ".join(sorted(n for n in registry if n != self.name))
-                raise PermanentFailure(f"FAX_VIA names {self.via!r}, which is not an email backend. Known: {known}.")
-            self._email_backend = registry[self.via](self.config)
+            self._email_backend = self.backends[self.via](self.config)
         return self._email_backend
 
     def close(self):
         if self._email_backend is not None:
             self._email_backend.close()
             self._email_backend = None
+
+
+@hookimpl
+def register_settings():
+    return SETTINGS
 
 
 @hookimpl

@@ -19,6 +19,10 @@ _l = plugin_domain(__file__, "fill_time").lazy_gettext
 
 FIELD_NAME = "fill_time"
 
+#: This plugin's settings and their defaults (``register_settings``): a form
+#: sent sooner or later than this after it was drawn (seconds) comes back.
+SETTINGS = {"FILL_TIME_MIN": 3, "FILL_TIME_MAX": 24 * 3600}
+
 
 def _serializer():
     return URLSafeSerializer(subkey("plugin:fill_time"), salt="clamor.fill_time")
@@ -42,6 +46,11 @@ class FillTimeField(HiddenField):
             except (BadData, TypeError, ValueError):
                 self.drawn_at = None
         self.data = _serializer().dumps(time.time())
+
+
+@hookimpl
+def register_settings():
+    return SETTINGS
 
 
 @hookimpl

@@ -15,12 +15,20 @@ from app import Verdict, hookimpl, plugin_domain
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "links").lazy_gettext
 
+#: This plugin's settings and their defaults (``register_settings``).
+SETTINGS = {"LINKS_MAX": 2}
+
 URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
 
 
 def links(text):
     """Every link in ``text``, in order."""
     return URL.findall(text or "")
+
+
+@hookimpl
+def register_settings():
+    return SETTINGS
 
 
 @hookimpl

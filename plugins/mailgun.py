@@ -12,7 +12,18 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from app import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl, utcnow
+from app import ConfigError, DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl, utcnow
+
+#: This plugin's settings and their defaults (``register_settings``): the
+#: sending domain and its API key; the region (us | eu) picks the API host
+#: unless MAILGUN_BASE_URL is set.
+SETTINGS = {
+    "MAILGUN_DOMAIN": None,
+    "MAILGUN_API_KEY": None,
+    "MAILGUN_REGION": "us",
+    "MAILGUN_BASE_URL": None,
+    "MAILGUN_TIMEOUT": 30,
+}
 
 REGIONS = {"us": "https://api.mailgun.net/v3", "eu": "https://api.eu.mailgun.net/v3"}
 
@@ -32,9 +43,9 @@ class MailgunBackend(DeliveryBackend):
         region = config["MAILGUN_REGION"]
         base = config["MAILGUN_BASE_URL"] or REGIONS.get(region)
         if not (self.domain and self.api_key):
-            raise PermanentFailure("the mailgun backend needs MAILGUN_DOMAIN and MAILGUN_API_KEY")
+            raise ConfigError("the mailgun backend needs MAILGUN_DOMAIN and MAILGUN_API_KEY")
         if base is None:
-            raise PermanentFailure(f"MAILGUN_REGION must be us or eu, not {region!r} (or set MAILGUN_BASE_URL)")
+            raise ConfigError(f"MAILGUN_REGION must be us or eu, not {region!r} (or set MAILGUN_BASE_URL)")
         self.url = f"{base.rstrip('/')}/{self.domain}/messages.mime"
         self.timeout = float(config["MAILGUN_TIMEOUT"])
         self.session = requests.Session()
@@ -94,6 +105,11 @@ def _retry_after(response):
     except (TypeError, ValueError):
         return None
     return max((when.replace(tzinfo=None) - utcnow()).total_seconds(), 0)
+
+
+@hookimpl
+def register_settings():
+    return SETTINGS
 
 
 @hookimpl

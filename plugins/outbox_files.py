@@ -2,6 +2,8 @@
 
 The default, so a fresh install sends nothing anywhere: open the files with a
 mail client to see exactly what a target would receive.
+
+Settings: OUTBOX_DIR (default: ``outbox/`` in the instance folder).
 """
 
 import os
@@ -34,6 +36,11 @@ class OutboxFilesBackend(DeliveryBackend):
         except OSError as exc:
             raise TemporaryFailure(f"cannot write to {self.folder}: {exc.strerror}") from exc
         return Receipt(provider_id=filename)
+
+
+@hookimpl
+def register_settings(instance_path):
+    return {"OUTBOX_DIR": str(Path(instance_path) / "outbox")}
 
 
 @hookimpl

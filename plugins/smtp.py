@@ -8,7 +8,18 @@ certificate with the system's trust store. One connection serves a whole batch.
 import smtplib
 import ssl
 
-from app import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl
+from app import ConfigError, DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl
+
+#: This plugin's settings and their defaults (``register_settings``).
+SETTINGS = {
+    "SMTP_HOST": "localhost",
+    "SMTP_PORT": 25,
+    #: none | starttls | ssl. TLS always verifies the server's certificate.
+    "SMTP_SECURITY": "none",
+    "SMTP_USERNAME": None,
+    "SMTP_PASSWORD": None,
+    "SMTP_TIMEOUT": 30,
+}
 
 
 class SMTPBackend(DeliveryBackend):
@@ -21,7 +32,7 @@ class SMTPBackend(DeliveryBackend):
         self.port = int(config["SMTP_PORT"])
         self.security = config["SMTP_SECURITY"]
         if self.security not in ("none", "starttls", "ssl"):
-            raise PermanentFailure(f"SMTP_SECURITY must be none, starttls or ssl, not {self.security!r}")
+            raise ConfigError(f"SMTP_SECURITY must be none, starttls or ssl, not {self.security!r}")
         self.username = config["SMTP_USERNAME"]
         self.password = config["SMTP_PASSWORD"]
         self.timeout = float(config["SMTP_TIMEOUT"])
@@ -94,6 +105,11 @@ class SMTPBackend(DeliveryBackend):
             except (smtplib.SMTPException, OSError):
                 self._connection.close()
             self._connection = None
+
+
+@hookimpl
+def register_settings():
+    return SETTINGS
 
 
 @hookimpl

@@ -63,8 +63,8 @@ def make_app(app_config, instance_path):
     """Build an app from ``app_config`` (plus ``overrides``) with its database migrated."""
     made = []
 
-    def make(**overrides):
-        app = create_app({**app_config, **overrides}, instance_path=instance_path)
+    def make(plugins=None, **overrides):
+        app = create_app({**app_config, **overrides}, instance_path=instance_path, plugins=plugins)
         with app.app_context():
             upgrade(directory=app.extensions["migrate"].directory)
         made.append(app)

@@ -109,7 +109,10 @@ class RecordingBackend(DeliveryBackend):
 
 
 class RecordingPlugin:
-    sent, failed = [], []
+    """Passed to ``create_app(plugins=[…])``: its hooks note what the worker reports."""
+
+    def __init__(self):
+        self.sent, self.failed = [], []
 
     @hookimpl
     def register_delivery_backends(self):
@@ -125,22 +128,14 @@ class RecordingPlugin:
 
 
 @pytest.fixture
-def recording_plugin(instance_path):
-    """Installed like a deployment's own plugin: a file in instance/plugins/."""
-    (instance_path / "plugins").mkdir()
-    (instance_path / "plugins" / "recording.py").write_text(
-        "from test_delivery import RecordingPlugin\nplugin = RecordingPlugin()\n"
-        "register_delivery_backends = plugin.register_delivery_backends\n"
-        "letter_sent = plugin.letter_sent\nletter_failed = plugin.letter_failed\n"
-    )
+def recording_plugin():
     RecordingBackend.letters.clear()
-    RecordingPlugin.sent.clear()
-    RecordingPlugin.failed.clear()
-    yield RecordingPlugin
+    return RecordingPlugin()
 
 
 def test_a_plugin_backend_receives_the_letters(recording_plugin, make_app):
-    app = make_app(DELIVERY={"email": "recording"})
+    app = make_app(plugins=[recording_plugin], DELIVERY={"email": "recording"})
+    assert app.extensions["clamor"].plugin_manager.get_plugin("RecordingPlugin") is recording_plugin
     sign(app.test_client(), name="Bolat", message="Босатыңыз!")
     with app.app_context():
         assert deliver_due() == 5
@@ -151,6 +146,14 @@ def test_a_plugin_backend_receives_the_letters(recording_plugin, make_app):
     assert statuses["press@akorda.kz"][0:2] == ("sent", "recording")
     assert len(recording_plugin.sent) == 4
     assert recording_plugin.failed == [("press@mfa.kz", "550 mailbox unavailable")]
+
+
+def test_a_plugin_passed_to_create_app_is_named_like_any_other(recording_plugin, make_app, instance_path):
+    """A plugin object passed in under a name already taken stops start-up, as a plugin file would."""
+    (instance_path / "plugins").mkdir()
+    (instance_path / "plugins" / "RecordingPlugin.py").write_text("# a file of the same name\n")
+    with pytest.raises(PluginError, match="passed to create_app is called 'RecordingPlugin'"):
+        make_app(plugins=[recording_plugin])
 
 
 def test_unknown_backend_stops_start_up_and_lists_known_names(app_config, instance_path):

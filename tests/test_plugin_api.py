@@ -1,6 +1,7 @@
 """The plugin API is what ``app.__all__`` declares: built-in plugins and the example package import nothing else."""
 
 import ast
+import re
 from pathlib import Path
 
 import app
@@ -32,8 +33,25 @@ def test_every_declared_name_exists_and_is_documented():
     docs = (ROOT / "docs" / "plugins.md").read_text()
     for name in app.__all__:
         assert hasattr(app, name), name
-        if name not in ("create_app", "ConfigError"):
+        if name != "create_app":
             assert f"`{name}" in docs, f"{name} is in app.__all__ but not in docs/plugins.md"
+
+
+def test_every_name_in_the_docs_table_is_declared():
+    """The other way round: the table of "What a plugin may import" names nothing that ``app`` does not declare."""
+    table = (ROOT / "docs" / "plugins.md").read_text().split("## What a plugin may import")[1].split("\n\n|")[1]
+    rows = [line.split("|")[1] for line in table.split("\n\n")[0].splitlines()[2:]]
+    named = {name.split("(")[0] for row in rows for name in re.findall(r"`([^`]+)`", row)}
+    assert "ConfigError" in named and "DeliveryBackend" in named
+    assert sorted(named - set(app.__all__)) == []
+
+
+def test_the_backend_attributes_the_docs_promise_exist():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for attribute in ("name", "verbose_name", "sent_label", "needs_backends", "backends", "smtputf8"):
+        assert hasattr(app.DeliveryBackend, attribute), attribute
+    for attribute in ("sent_label", "needs_backends", "backends"):
+        assert f"`{attribute}`" in docs, attribute
 
 
 def test_the_docs_examples_import_only_the_declared_api():

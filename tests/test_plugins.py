@@ -21,7 +21,8 @@ from werkzeug import Response
 
 from app import create_app
 from app.delivery import deliver_due
-from app.models import Delivery
+from app.extensions import db
+from app.models import Delivery, Signature
 from app.plugins import ENTRY_POINT_GROUP, PluginError
 from conftest import SLUG, counts, sign, smtp_backed_app
 from test_docs import hook_example, hook_names
@@ -206,6 +207,20 @@ def test_hook_check_submission_docs_example_rejects_spam(make_app, instance_path
     with app.app_context():
         assert counts() == (0, 0)
     assert sign(client, lang="en").status_code == 303
+
+
+def test_hook_register_settings_docs_example_gives_its_setting_a_default(make_app, instance_path):
+    install_docs_example(instance_path, "register_settings", "shouting")
+    app = make_app(SPAM_FILTERS=["number_question", "shouting"])
+    assert app.config["SHOUTING_MAX"] == 0.5
+    assert sign(app.test_client(), lang="en", email="a@example.org", message="FREE HIM NOW, free him.").status_code == 303
+    assert sign(app.test_client(), lang="en", email="b@example.org", message="Free him now.").status_code == 303
+    with app.app_context():
+        statuses = dict(db.session.execute(db.select(Signature.email, Signature.status)).all())
+    assert statuses == {"a@example.org": "held", "b@example.org": "accepted"}
+    # The deployment's value wins over the plugin's default.
+    tolerant = make_app(SPAM_FILTERS=["number_question", "shouting"], SHOUTING_MAX=0.9)
+    assert tolerant.config["SHOUTING_MAX"] == 0.9
 
 
 def test_hook_letter_sent_docs_example_counts_in_statsd(make_app, instance_path):

@@ -115,8 +115,20 @@ class DeliveryBackend:
 
     #: The name config ``DELIVERY`` uses to pick this backend.
     name = ""
-    #: A human name for organisers.
+    #: A human name for organisers (``clamor plugins`` shows it).
     verbose_name = ""
+    #: What the supporter's own page says of a letter this backend accepted,
+    #: a lazy-translated string; None: "sent". A backend whose acceptance is
+    #: not yet delivery says so (``fax_email``: "queued for faxing by the gateway").
+    sent_label = None
+    #: True for a backend that hands its letters to another registered backend
+    #: (``fax_email`` sends its gateway email through ``FAX_VIA``). The core
+    #: then registers, for each app, a subclass whose :attr:`backends` is that
+    #: app's registry; nothing else needs to reach for it.
+    needs_backends = False
+    #: name -> class of every backend the app registered (read-only); None
+    #: unless :attr:`needs_backends`.
+    backends = None
     #: True if this backend delivers mail whose addresses have a non-ASCII
     #: local part (``ПРИМЕР@example.org``: SMTPUTF8, RFC 6531) to the
     #: supporter and in Reply-To. The action form refuses such addresses while
@@ -124,7 +136,13 @@ class DeliveryBackend:
     smtputf8 = False
 
     def __init__(self, config):
-        """Read this backend's own keys from ``config`` (the Flask config)."""
+        """Read this backend's own keys from ``config`` (the Flask config).
+
+        Every key the plugin declared in ``register_settings`` is present (its
+        default unless the deployment set it). Raise :class:`app.ConfigError`
+        naming the keys when they cannot work: start-up makes each backend a
+        channel in use names once, and stops with that message.
+        """
         self.config = config
 
     def send(self, letter):
