@@ -17,6 +17,7 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .campaigns import CampaignError, load_campaign, load_campaigns
+from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
 from .extensions import babel, csrf, db, limiter, migrate
 from .hookspecs import hookimpl
@@ -173,11 +174,7 @@ def create_app(test_config=None, instance_path=None):
     """
     instance_path = Path(instance_path).resolve() if instance_path else default_instance_path()
     app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
-    app.config.from_object("app.config")
-    app.config.from_pyfile("config.py", silent=True)
-    app.config.from_prefixed_env("CLAMOR")
-    if test_config:
-        app.config.update(test_config)
+    load_settings(app.config, test_config)
     _finish_config(app)
     if not logging.getLogger().handlers:
         # Worker and filter messages must reach the operator's journal. They
