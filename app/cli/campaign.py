@@ -6,8 +6,7 @@ import click
 
 from ..campaigns import CampaignError, load_campaign
 from ..plugins import campaign_channel_problems
-from .common import backend_registry
-from .common import settings as read_settings
+from .common import backend_registry, read_settings
 
 
 @click.group("campaign")

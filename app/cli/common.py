@@ -20,7 +20,7 @@ def create_app_or_fail(instance_path=None):
         raise click.ClickException(str(exc)) from exc
 
 
-def settings():
+def read_settings():
     """The deployment's settings without building the app (defaults, instance/config.py, CLAMOR_*), and instance/."""
     from flask import Config
 
