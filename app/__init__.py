@@ -17,8 +17,9 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .campaigns import CampaignError, load_campaign, load_campaigns
+from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
-from .extensions import babel, csrf, db, limiter, migrate
+from .extensions import csrf, db, limiter, migrate
 from .hookspecs import hookimpl
 from .keys import install_keys, subkey
 from .links import trusted_hosts
@@ -176,12 +177,22 @@ def create_app(test_config=None, instance_path=None, plugins=None):
     """
     instance_path = Path(instance_path).resolve() if instance_path else default_instance_path()
     app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
-    app.config.from_object("app.config")
-    app.config.from_pyfile("config.py", silent=True)
-    app.config.from_prefixed_env("CLAMOR")
-    if test_config:
-        app.config.update(test_config)
+    load_settings(app.config, test_config)
     _finish_config(app)
+    _configure_logging(app)
+    if app.config["PROXY_FIX_X_FOR"]:
+        # Only when configured: X-Forwarded-For is whatever the client wrote
+        # unless a proxy we trust overwrote it, and the rate limit counts by
+        # the address this yields.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+    _init_extensions(app)
+    app.extensions["clamor"] = _make_state(app, plugins)
+    _register_web(app)
+    return app
+
+
+def _configure_logging(app):
+    """Log lines reach the operator's journal, without the noise of libraries and request lines."""
     if not logging.getLogger().handlers:
         # Worker and filter messages must reach the operator's journal. They
         # carry ids, never a supporter's name or address.
@@ -192,48 +203,40 @@ def create_app(test_config=None, instance_path=None, plugins=None):
     # The development server's request lines would start with the client's
     # (or, behind PROXY_FIX_X_FOR, the forwarded) address.
     quiet_request_log()
-    if app.config["PROXY_FIX_X_FOR"]:
-        # Only when configured: X-Forwarded-For is whatever the client wrote
-        # unless a proxy we trust overwrote it, and the rate limit counts by
-        # the address this yields.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+
+
+def _init_extensions(app):
+    """Bind the extensions (app/extensions.py, Flask-Babel) to ``app``; a SQLite file is made private first."""
+    from . import i18n
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     limiter.init_app(app)
-    babel.init_app(app, locale_selector=_select_locale)
+    i18n.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             _create_private_file(db.engine.url.database)
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
-    app.extensions["clamor"] = _make_state(app, plugins)
 
+def _register_web(app):
+    """The blueprints, error pages, per-request hooks and commands of ``app``, whose state is built already."""
     from . import admin, cli, errors, public
     from .security import add_security_headers
 
+    state = app.extensions["clamor"]
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)
     errors.init_app(app)
     app.after_request(add_security_headers)
     # Campaign files edited since the last look are served from this request on.
-    app.before_request(app.extensions["clamor"].refresh_campaigns)
+    app.before_request(state.refresh_campaigns)
     # The delivery thread starts with the first request, not at import, so
     # that CLI commands and gunicorn's master process never run one.
-    app.before_request(app.extensions["clamor"].ensure_worker)
+    app.before_request(state.ensure_worker)
     app.context_processor(lambda: {"campaign_errors": app.extensions["clamor"].campaign_errors})
-    from .i18n import one_full_stop
-
-    app.jinja_env.filters["one_full_stop"] = one_full_stop
     cli.init_app(app)
-    return app
-
-
-def _select_locale():
-    from .i18n import select_locale
-
-    return select_locale()
 
 
 def _finish_config(app):

@@ -17,6 +17,7 @@ from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
 from .phone import FaxNumberError, parse_fax_number
+from .toml_errors import describe_toml_error  # noqa: F401 (app.campaigns.describe_toml_error, as before)
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STATUSES = ("open", "closed")
@@ -133,20 +134,7 @@ class Campaign:
 def load_campaign(path, known_languages=None):
     """Parse and validate one campaign file; raise :class:`CampaignError` listing every problem."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CampaignError(f"{path}: cannot be read: {exc.strerror}") from exc
-    try:
-        source = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise CampaignError(f"{path}: line {line}: not UTF-8 text; save the file as UTF-8") from exc
-    notes = []
-    if source.startswith(BOM):
-        # Harmless, invisible, and written by Notepad: TOML forbids it, Clamor drops it.
-        source = source[len(BOM):]
-        notes.append("removed a UTF-8 byte-order mark (BOM) at the start of the file")
+    source, notes = _read_source(path)
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
@@ -163,7 +151,38 @@ def load_campaign(path, known_languages=None):
     for key in ("slug", "default_language", "languages", "targets", "text"):
         if key not in data:
             fail(key, "missing")
+    slug, status = _load_slug_and_status(data, path, fail)
+    languages, default_language = _load_languages(data, known_languages, fail)
+    settings = _load_settings(data, fail)
+    targets = _load_targets(data["targets"], languages, fail, lines) if "targets" in data else []
+    texts = _load_texts(data["text"], languages, fail, lines) if "text" in data else {}
+    if errors:
+        raise CampaignError(errors)
+    return Campaign(slug=slug, status=status, default_language=default_language, languages=list(languages),
+                    targets=targets, texts=texts, path=path, notes=tuple(notes), **settings)
 
+
+def _read_source(path):
+    """(the text of the file at ``path``, what was fixed on the way); :class:`CampaignError` if it is no UTF-8 text."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot be read: {exc.strerror}") from exc
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CampaignError(f"{path}: line {line}: not UTF-8 text; save the file as UTF-8") from exc
+    notes = []
+    if source.startswith(BOM):
+        # Harmless, invisible, and written by Notepad: TOML forbids it, Clamor drops it.
+        source = source[len(BOM):]
+        notes.append("removed a UTF-8 byte-order mark (BOM) at the start of the file")
+    return source, notes
+
+
+def _load_slug_and_status(data, path, fail):
+    """(slug, status) of the campaign; what is wrong with them goes to ``fail``."""
     slug = data.get("slug", path.stem)
     if not isinstance(slug, str) or not SLUG_RE.match(slug):
         fail("slug", "must be lower-case letters, digits and hyphens")
@@ -174,7 +193,11 @@ def load_campaign(path, known_languages=None):
     status = data.get("status", "open")
     if status not in STATUSES:
         fail("status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
+    return slug, status
 
+
+def _load_languages(data, known_languages, fail):
+    """(languages, default language) of the campaign, checked against ``known_languages`` (LANGUAGES) if given."""
     languages = data.get("languages", [])
     if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         if "languages" in data:
@@ -187,23 +210,18 @@ def load_campaign(path, known_languages=None):
     default_language = data.get("default_language")
     if "default_language" in data and default_language not in languages:
         fail("default_language", f"{default_language!r} is not in languages")
+    return languages, default_language
 
+
+def _load_settings(data, fail):
+    """The campaign's optional settings, as :class:`Campaign` keywords: goal, sender, closed_at, privacy_url, contact."""
     goal = data.get("goal")
     if goal is not None and (not isinstance(goal, int) or isinstance(goal, bool) or goal < 1):
         fail("goal", "must be a positive whole number")
     sender = data.get("sender", "")
     if not isinstance(sender, str):
         fail("sender", "must be a string")
-
-    closed_at = data.get("closed_at")
-    if isinstance(closed_at, str):
-        try:
-            closed_at = date.fromisoformat(closed_at)
-        except ValueError:
-            fail("closed_at", f"{closed_at!r} is not a date (YYYY-MM-DD)")
-            closed_at = None
-    if closed_at is not None and (isinstance(closed_at, datetime) or not isinstance(closed_at, date)):
-        fail("closed_at", "must be a date, e.g. closed_at = 2026-12-31")
+    closed_at = _load_closed_at(data, fail)
     privacy_url = data.get("privacy_url")
     if privacy_url is not None and (not isinstance(privacy_url, str) or not privacy_url.startswith(("https://", "http://", "/"))):
         fail("privacy_url", "must be an https:// address")
@@ -213,26 +231,21 @@ def load_campaign(path, known_languages=None):
             contact = validate_email(contact, check_deliverability=False).normalized
         except (EmailNotValidError, TypeError) as exc:
             fail("contact", f"{contact!r} is not an email address ({exc})")
+    return {"goal": goal, "sender": sender, "closed_at": closed_at, "privacy_url": privacy_url,
+            "contact": contact}
 
-    targets = _load_targets(data["targets"], languages, fail, lines) if "targets" in data else []
-    texts = _load_texts(data["text"], languages, fail, lines) if "text" in data else {}
-    if errors:
-        raise CampaignError(errors)
-    return Campaign(
-        slug=slug,
-        status=status,
-        default_language=default_language,
-        languages=list(languages),
-        targets=targets,
-        texts=texts,
-        goal=goal,
-        sender=sender,
-        path=path,
-        closed_at=closed_at,
-        privacy_url=privacy_url,
-        contact=contact,
-        notes=tuple(notes),
-    )
+
+def _load_closed_at(data, fail):
+    closed_at = data.get("closed_at")
+    if isinstance(closed_at, str):
+        try:
+            closed_at = date.fromisoformat(closed_at)
+        except ValueError:
+            fail("closed_at", f"{closed_at!r} is not a date (YYYY-MM-DD)")
+            closed_at = None
+    if closed_at is not None and (isinstance(closed_at, datetime) or not isinstance(closed_at, date)):
+        fail("closed_at", "must be a date, e.g. closed_at = 2026-12-31")
+    return closed_at
 
 
 def _misplaced_key(key, header, lines):
@@ -330,55 +343,6 @@ def _load_texts(raw, languages, fail, lines=()):
     for lang in sorted(set(raw) - set(languages)):
         fail(f"text.{lang}", "is not in languages")
     return texts
-
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)$")
-_CURLY_QUOTES = "\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb"
-
-
-def describe_toml_error(message, source):
-    """tomllib's ``message`` about ``source``, with the offending line quoted and a likely cause and fix.
-
-    tomllib names only the first error and says it in parser terms ("Invalid
-    value"); an organiser needs to know which line, what is probably wrong,
-    and what to write instead.
-    """
-    match = _TOML_POSITION.search(message)
-    lines = source.splitlines()
-    if not match or not lines:
-        return message
-    number = int(match.group(1))
-    reason = message[: match.start()].strip()
-    line = lines[number - 1] if number <= len(lines) else ""
-    hint = _toml_hint(reason, line, lines, number)
-    quoted = f"line {number}: {line.strip()}"
-    return f"{quoted}\n  tomllib says: {reason}" + (f"\n  probably: {hint}" if hint else "")
-
-
-def _toml_hint(reason, line, lines, number):
-    if any(q in line for q in _CURLY_QUOTES):
-        return ("curly quotes (“…” or ‘…’): TOML needs straight quotes \"…\"; a word processor or a phone "
-                "keyboard may have changed them. Retype the quotes around the value in a plain-text editor")
-    if reason.startswith("Illegal character '\\n'") or "Unclosed" in reason and "string" in reason:
-        return ('a text of several lines (the letter) in "…": a string in single double quotes must end on '
-                'the same line. Put a text of several lines between triple quotes: letter = """ … """')
-    if reason.startswith("Expected newline or end of document after a statement") and line.count('"') > 2:
-        return ('a " inside a string ends it early: write \\" for a quotation mark inside the text, use '
-                "typographic quotes «…», or put the text between single quotes '…'")
-    if reason.startswith("Unclosed array"):
-        return ("a missing comma in a list: every item of a list [ … ] but the last must be followed by a comma, "
-                "e.g. [\"fr\", \"en\"] (on this line or at the end of the one above)")
-    if reason.startswith(("Cannot overwrite a value", "Cannot declare")):
-        single = next((f"line {i} `{t.strip()}`" for i, t in enumerate(lines, 1) if t.strip() == "[targets]"), None)
-        if single:
-            return (f"{single} has single brackets: each target is one entry of a list of tables, written "
-                    "[[targets]] with double brackets, once per target")
-        return "the same key or [table] is written twice: keep one of them (or use [[double brackets]] for a list)"
-    if reason.startswith("Invalid statement") and number == 1 and line.startswith("\ufeff"):
-        return "the file starts with a byte-order mark; save it as UTF-8 without BOM"
-    if reason.startswith("Invalid value"):
-        return 'a value must be a "string" in straight quotes, a number, true/false, a date or a [list]'
-    return ""
 
 
 def _language_label(code):

@@ -143,3 +143,20 @@ SESSION_COOKIE_SAMESITE = "Lax"
 WTF_CSRF_TIME_LIMIT = None
 
 SQLALCHEMY_ENGINE_OPTIONS = {}
+
+
+def load_settings(config, test_config=None):
+    """Fill ``config`` (a :class:`flask.Config` rooted at the instance folder) in Clamor's order, and return it.
+
+    The defaults in this module, then the instance folder's ``config.py`` (if
+    any), then ``CLAMOR_*`` environment variables, then ``test_config``: each
+    overrides the one before. ``create_app`` and the commands that run without
+    an app (``clamor campaign check``, ``clamor translations``) both read the
+    settings through here, so they cannot disagree on a deployment's settings.
+    """
+    config.from_object(__name__)
+    config.from_pyfile("config.py", silent=True)
+    config.from_prefixed_env("CLAMOR")
+    if test_config:
+        config.update(test_config)
+    return config

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from babel import Locale
-from flask import current_app, g, has_request_context, request
+from flask import abort, current_app, g, has_request_context, request
 from flask_babel import Domain, get_locale
 from markupsafe import Markup
+from werkzeug.routing import BaseConverter
 
 #: ISO 3166 codes CLDR lists that are not countries a supporter lives in.
 NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"}
@@ -282,3 +283,70 @@ def catalogue_status(root, languages=(), instance_path=None):
                     status.translated += 1
             statuses.append(status)
     return statuses
+
+
+# -- the language in the URL ----------------------------------------------------------------------
+
+class LanguageConverter(BaseConverter):
+    """A language code in the first path segment (``fr``, ``pt-BR``): never ``favicon.ico`` or ``robots.txt``.
+
+    Without it ``/<lang>/`` would catch every name a browser or a crawler asks
+    for at the root: ``/favicon.ico`` answered 308 to ``/favicon.ico/``, then 404.
+    """
+
+    regex = r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?"
+
+
+def register_language_urls(bp):
+    """Give blueprint ``bp`` the language prefix: the ``lang`` converter and the hooks around it.
+
+    Promises, for every route of ``bp`` with a ``<lang:lang>`` segment: the
+    view never sees ``lang``, it is in ``g.lang`` (a language not in
+    ``LANGUAGES`` is a 404); ``url_for`` inside the request fills ``lang`` in
+    from ``g.lang``; a campaign page read successfully is remembered in the
+    language cookie (:func:`remember_language`); templates get
+    ``language_name``, ``page_language`` and ``country_name``. Call it before
+    the blueprint's routes are declared: they use the converter.
+    """
+    from .delivery import country_name
+
+    bp.record_once(lambda state: state.app.url_map.converters.setdefault("lang", LanguageConverter))
+    bp.url_value_preprocessor(_pull_lang)
+    bp.url_defaults(_add_lang)
+    bp.after_request(_remember_language)
+    bp.app_context_processor(lambda: {"language_name": language_name, "page_language": page_language,
+                                      "country_name": lambda code: country_name(code, g.lang)})
+
+
+def _pull_lang(endpoint, values):
+    if values and "lang" in values:
+        g.lang = values.pop("lang")
+        if g.lang not in current_app.config["LANGUAGES"]:
+            g.lang = None
+            abort(404)
+
+
+def _add_lang(endpoint, values):
+    if "lang" not in values and getattr(g, "lang", None) and current_app.url_map.is_endpoint_expecting(endpoint, "lang"):
+        values["lang"] = g.lang
+
+
+def _remember_language(response):
+    # The language of every campaign page a visitor reads is remembered, so
+    # that ``/`` (a bookmark, the short link on a leaflet) brings them back to
+    # it: they either followed a link in that language or chose it in the
+    # switcher. A page that failed is no choice.
+    # Not from inside another site's frame: that is no choice on this site,
+    # and the cookie would be a third-party one.
+    lang = getattr(g, "lang", None)
+    if lang and request.method == "GET" and response.status_code == 200 and not g.get("embed"):
+        remember_language(response, lang)
+    return response
+
+
+def init_app(app):
+    """Bind Flask-Babel to ``app`` with :func:`select_locale`, and give templates the ``one_full_stop`` filter."""
+    from .extensions import babel
+
+    babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.filters["one_full_stop"] = one_full_stop

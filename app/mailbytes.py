@@ -1,5 +1,7 @@
 """Writing a letter's bytes: headers Clamor encodes itself, the body encoded once.
 
+The encoded-words and the folding of header lines are :mod:`app.header_folding`.
+
 Every display name and subject in a letter is text someone typed (a
 supporter's name and organisation, a campaign's names, a target's name).
 Clamor writes each of them into the header itself, from pieces it encoded, and
@@ -34,7 +36,6 @@ need two encoded-words shows an extra space at the word gap there (mail
 clients, and ``email.header.decode_header``, follow RFC 2047).
 """
 
-import base64
 import binascii
 import functools
 import re
@@ -42,21 +43,11 @@ import secrets
 from datetime import UTC
 from email.utils import format_datetime
 
-#: Longest header line written, where folding can achieve it.
-LINE_LENGTH = 76
-#: RFC 2047 §2: an encoded-word is at most 75 characters.
-ENCODED_WORD_LENGTH = 75
-#: ``=?utf-8?b?`` + ``?=``.
-_EW_OVERHEAD = 12
+from .header_folding import ENCODED_WORD_LENGTH, LINE_LENGTH, HeaderField  # noqa: F401 (app.mailbytes' names)
+
 
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _PRINTABLE = re.compile(r"[\x21-\x7e]+\Z")
-#: Pieces of a text to be encoded: each word with the space after it.
-_PIECES = re.compile(r"[^ ]+ ?| ")
-#: Bytes a Q encoded-word may carry as they are in a phrase (RFC 2047 §5 (3)).
-_Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
-_Q_BYTES = ["_" if b == 0x20 else chr(b) if b in _Q_SAFE else f"={b:02X}" for b in range(256)]
-_Q_AS_IS = bytes(_Q_SAFE) + b" "
 #: What may never be in a header value at all, encoded or not: a decoder
 #: that writes the text back out would write a line break.
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
@@ -78,141 +69,7 @@ class HeaderError(ValueError):
     """A value that cannot be written into a letter (a line break in a name, a bad address)."""
 
 
-# -- encoded-words --------------------------------------------------------------------------------
-
-def _cost(text):
-    """(UTF-8 bytes, characters as Q) of ``text``."""
-    data = text.encode("utf-8")
-    # Each byte outside the safe set (and the space, written "_") takes three characters.
-    return len(data), len(data) + 2 * len(data.translate(None, _Q_AS_IS))
-
-
-def _ew_length(nbytes, qlength):
-    return _EW_OVERHEAD + min(4 * -(-nbytes // 3), qlength)
-
-
-def _encoded_word(text):
-    """``text`` as one UTF-8 encoded-word, B or Q, whichever is shorter."""
-    data = text.encode("utf-8")
-    nbytes, qlength = _cost(text)
-    if 4 * -(-nbytes // 3) < qlength:
-        return f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?="
-    return f"=?utf-8?q?{''.join(map(_Q_BYTES.__getitem__, data))}?="
-
-
-def _split_word(piece, budget):
-    """Split ``piece`` between characters into a head that fits ``budget`` and the rest."""
-    nbytes = qlength = 0
-    for end, char in enumerate(piece):
-        char_bytes, char_q = _cost(char)
-        if end and _ew_length(nbytes + char_bytes, qlength + char_q) > budget:
-            return piece[:end], piece[end:]
-        nbytes += char_bytes
-        qlength += char_q
-    return piece, ""
-
-
-# -- folding --------------------------------------------------------------------------------------
-
-class _Field:
-    """One header field being written: tokens joined by spaces, folded before a token that would not fit."""
-
-    def __init__(self, name=None):
-        self.lines = []
-        #: None: a bare value, for the unfolded forms the public encoders return.
-        self.line = "" if name is None else name + ":"
-        #: True while the current line holds no token yet (nothing to fold before).
-        self.fresh = True
-
-    def fold(self):
-        self.lines.append(self.line)
-        self.line = ""
-        self.fresh = True
-
-    def add(self, token):
-        if not self.fresh and len(self.line) + 1 + len(token) > LINE_LENGTH:
-            self.fold()
-        # A continuation line starts with its folding space; a bare value starts with its token.
-        self.line += token if not self.line and not self.lines else " " + token
-        self.fresh = False
-
-    def budget(self):
-        """The longest encoded-word that fits on the current line after a space."""
-        return min(ENCODED_WORD_LENGTH, LINE_LENGTH - len(self.line) - 1)
-
-    def add_encoded(self, text):
-        """Write ``text`` as encoded-words, split between words where it must be split."""
-        chunk, nbytes, qlength = "", 0, 0
-        budget = self.budget()
-        pieces = _PIECES.findall(text)
-        pieces.reverse()
-        while pieces:
-            piece = pieces.pop()
-            piece_bytes, piece_q = _cost(piece)
-            if _ew_length(nbytes + piece_bytes, qlength + piece_q) <= budget:
-                chunk, nbytes, qlength = chunk + piece, nbytes + piece_bytes, qlength + piece_q
-                continue
-            if chunk:
-                self.add(_encoded_word(chunk))
-                chunk, nbytes, qlength = "", 0, 0
-                budget = self.budget()
-                if _ew_length(piece_bytes, piece_q) <= budget:
-                    pieces.append(piece)
-                    continue
-            if not self.fresh:
-                # Not even this word fits after what the line holds: a new line.
-                self.fold()
-                budget = self.budget()
-                pieces.append(piece)
-                continue
-            # A word longer than one encoded-word on a line of its own.
-            head, rest = _split_word(piece, budget)
-            self.add(_encoded_word(head))
-            budget = self.budget()
-            if rest:
-                pieces.append(rest)
-        if chunk:
-            self.add(_encoded_word(chunk))
-
-    def add_words(self, text, plain):
-        """Write ``text``: words that ``plain`` accepts as they are, runs of the others encoded."""
-        words = text.split(" ")
-        if not all(words):
-            # Leading, trailing or doubled spaces only survive inside encoded-words.
-            self.add_encoded(text)
-            return
-        as_is = [plain(word) and len(word) <= LINE_LENGTH - 12 for word in words]
-        # A word that starts or ends with "(", ")" or a backslash next to an
-        # encoded-word is encoded with it: decoders that know comments
-        # (email.header's make_header) drop the space between them.
-        changed = True
-        while changed:
-            changed = False
-            for n, word in enumerate(words):
-                if as_is[n] and (n and not as_is[n - 1] and word[0] in "()\\"
-                                 or n + 1 < len(words) and not as_is[n + 1] and word[-1] in "()\\"):
-                    as_is[n] = False
-                    changed = True
-        run = []
-        for word, plain_word in zip(words, as_is):
-            if plain_word:
-                if run:
-                    self.add_encoded(" ".join(run))
-                    run = []
-                self.add(word)
-            else:
-                run.append(word)
-        if run:
-            self.add_encoded(" ".join(run))
-
-    def text(self):
-        """The field as written: folded lines, each ended by CRLF ("Name: " when empty, as email writes it)."""
-        return "\r\n".join([*self.lines, self.line + (" " if self.fresh and not self.lines else "")]) + "\r\n"
-
-    def unfolded(self):
-        """The value on one line (folds are only ever before a token's space)."""
-        return "".join([*self.lines, self.line])
-
+# -- words ----------------------------------------------------------------------------------------
 
 def _atom(word):
     return _ATEXT.match(word) is not None and "=?" not in word
@@ -244,7 +101,7 @@ def encode_display_name(name):
     _check_text(name, "a display name")
     if not name:
         return ""
-    field = _Field()
+    field = HeaderField()
     field.add_words(name, _atom)
     return field.unfolded()
 
@@ -257,7 +114,7 @@ def encode_unstructured(text):
     split between words. Raises :class:`HeaderError` for CR, LF or NUL.
     """
     _check_text(text, "a header value")
-    field = _Field()
+    field = HeaderField()
     field.add_words(text, _unstructured_word)
     return field.unfolded()
 
@@ -307,7 +164,7 @@ def format_address(display_name, address):
 def _address_field(name, display_name, address):
     spec = addr_spec(address)
     _check_text(display_name or "", "a display name")
-    field = _Field(name)
+    field = HeaderField(name)
     if display_name:
         field.add_words(display_name, _atom)
         field.add(f"<{spec}>")
@@ -318,7 +175,7 @@ def _address_field(name, display_name, address):
 
 def _unstructured_field(name, text):
     _check_text(text, f"the {name}")
-    field = _Field(name)
+    field = HeaderField(name)
     if text:
         field.add_words(text, _unstructured_word)
     return field.text()

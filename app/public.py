@@ -9,23 +9,20 @@ from flask import (Blueprint, Response, abort, current_app, g, make_response, re
                    url_for)
 from flask_babel import format_date
 from flask_babel import gettext as _
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.routing import BaseConverter
 
 from . import tally
-from .delivery import country_name
 from .errors import render_error
 from .extensions import csrf, db, limiter
 from .forms import make_action_form
-from .i18n import best_language, language_name, page_language, remember_language
+from .i18n import best_language, register_language_urls
 from .keys import subkey
 from .letter_status import letter_rows
 from .pages import page_cache, render_full
 from .links import external_url
-from .models import Delivery, utcnow
+from .models import utcnow
 from .security import SessionInterface, check_embed_origins, client_hash, client_key
-from .signing import store_signature
+from .signing import confirm_signature, store_signature, withdraw_consent
 from .spam import Submission, judge, normalise_email
 from .tokens import load_signature, make_token
 
@@ -34,19 +31,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("public", __name__)
 
 
-class LanguageConverter(BaseConverter):
-    """A language code in the first path segment (``fr``, ``pt-BR``): never ``favicon.ico`` or ``robots.txt``.
-
-    Without it ``/<lang>/`` would catch every name a browser or a crawler asks
-    for at the root: ``/favicon.ico`` answered 308 to ``/favicon.ico/``, then 404.
-    """
-
-    regex = r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?"
-
-
 def _setup(state):
     app = state.app
-    app.url_map.converters.setdefault("lang", LanguageConverter)
     try:
         check_embed_origins(app.config.get("EMBED_ORIGINS", []))
     except ValueError as exc:
@@ -56,8 +42,21 @@ def _setup(state):
     app.session_interface = SessionInterface()
 
 
-# Before the routes below: they use the converter.
 bp.record_once(_setup)
+
+#: The routes meant to be shown in another site's <iframe> (see EMBED_ORIGINS).
+EMBED_ENDPOINTS = {"public.embed", "public.embed_sign", "public.embed_thanks"}
+
+
+@bp.url_value_preprocessor
+def _mark_embed(endpoint, values):
+    # Set before any check that may answer instead of the view (CSRF, rate
+    # limits, an unknown language), so that its error page shows in the frame too.
+    g.embed = endpoint in EMBED_ENDPOINTS
+
+
+# Before the routes below: they use the converter.
+register_language_urls(bp)
 
 #: Paths that tell robots to stay away: behind a signed link (one supporter's
 #: letter, confirmation, unsubscribe) or the organisers' pages.
@@ -78,48 +77,6 @@ def _campaign_or_404(slug):
     if campaign is None:
         abort(404)
     return campaign
-
-
-#: The routes meant to be shown in another site's <iframe> (see EMBED_ORIGINS).
-EMBED_ENDPOINTS = {"public.embed", "public.embed_sign", "public.embed_thanks"}
-
-
-@bp.url_value_preprocessor
-def _pull_lang(endpoint, values):
-    # Set before any check that may answer instead of the view (CSRF, rate
-    # limits), so that its error page shows in the frame too.
-    g.embed = endpoint in EMBED_ENDPOINTS
-    if values and "lang" in values:
-        g.lang = values.pop("lang")
-        if g.lang not in current_app.config["LANGUAGES"]:
-            g.lang = None
-            abort(404)
-
-
-@bp.url_defaults
-def _add_lang(endpoint, values):
-    if "lang" not in values and getattr(g, "lang", None) and current_app.url_map.is_endpoint_expecting(endpoint, "lang"):
-        values["lang"] = g.lang
-
-
-@bp.after_request
-def _remember_language(response):
-    # The language of every campaign page a visitor reads is remembered, so
-    # that ``/`` (a bookmark, the short link on a leaflet) brings them back to
-    # it: they either followed a link in that language or chose it in the
-    # switcher. A page that failed is no choice.
-    # Not from inside another site's frame: that is no choice on this site,
-    # and the cookie would be a third-party one.
-    lang = getattr(g, "lang", None)
-    if lang and request.method == "GET" and response.status_code == 200 and not g.get("embed"):
-        remember_language(response, lang)
-    return response
-
-
-@bp.app_context_processor
-def _template_helpers():
-    return {"language_name": language_name, "page_language": page_language,
-            "country_name": lambda code: country_name(code, g.lang)}
 
 
 @bp.get("/favicon.ico")
@@ -348,21 +305,8 @@ def confirm(token):
     """
     signature, campaign = _signature_or_404(token, "confirm")
     confirmed_now = False
-    if request.method == "POST" and signature.status == "unconfirmed":
-        # Confirmation does not skip moderation: a held submission stays held.
-        if signature.status_reason:
-            signature.status = "held"
-        else:
-            signature.status = "accepted"
-            db.session.execute(
-                update(Delivery)
-                .where(Delivery.signature_id == signature.id, Delivery.kind == "letter", Delivery.status == "held")
-                .values(status="pending", next_attempt_at=utcnow())
-            )
-            tally.add(signature.campaign, 1)
-        db.session.commit()
+    if request.method == "POST" and confirm_signature(signature):
         page_cache().count_changed(signature.campaign)
-        log.info("signature %s confirmed (%s)", signature.id, signature.status)
         confirmed_now = True
         _state().wake_worker()
     return _private(render_template(
@@ -387,11 +331,7 @@ def unsubscribe(token):
     signature, campaign = _signature_or_404(token, "unsubscribe")
     done = False
     if request.method == "POST":
-        if signature.opt_in:
-            signature.opt_in = False
-            signature.consented_at = None
-            db.session.commit()
-            log.info("signature %s withdrew consent to alerts", signature.id)
+        withdraw_consent(signature)
         done = True
     return _private(render_template(
         "unsubscribe.html",

@@ -26,13 +26,14 @@ import logging
 from flask import current_app, render_template
 from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
+from sqlalchemy import update
 
 from . import states
 from .consent import consent_version
 from .delivery import queue_deliveries, queue_mailbox_email
 from .extensions import db
 from .links import confirm_url, status_url
-from .models import Signature, utcnow
+from .models import Delivery, Signature, utcnow
 from .spam import spend_tokens
 from .states import SignatureStatus
 
@@ -166,3 +167,36 @@ def _receipt_email(signature, campaign, repeat):
         status_url=status_url(signature),
     )
     return subject, body
+
+
+def confirm_signature(signature):
+    """Confirm ``signature`` (its supporter pressed the button in the confirmation email) and commit.
+
+    Returns False, changing nothing, unless it waits for confirmation. Then a
+    submission a filter held stays held (confirming does not skip moderation);
+    any other is accepted: its letters are queued and the counter moves.
+    """
+    if signature.status != "unconfirmed":
+        return False
+    if signature.status_reason:
+        signature.status = "held"
+    else:
+        signature.status = "accepted"
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.signature_id == signature.id, Delivery.kind == "letter", Delivery.status == "held")
+            .values(status="pending", next_attempt_at=utcnow())
+        )
+        tally.add(signature.campaign, 1)
+    db.session.commit()
+    log.info("signature %s confirmed (%s)", signature.id, signature.status)
+    return True
+
+
+def withdraw_consent(signature):
+    """Withdraw ``signature``'s consent to future alerts (its unsubscribe link) and commit; nothing if there was none."""
+    if signature.opt_in:
+        signature.opt_in = False
+        signature.consented_at = None
+        db.session.commit()
+        log.info("signature %s withdrew consent to alerts", signature.id)

@@ -179,6 +179,37 @@ def test_export_gives_unsubscribe_links_when_base_url_is_set(make_app):
     assert client.get(link.removeprefix("https://act.union.test")).status_code == 200
 
 
+def _instance_with_an_unknown_key(instance):
+    """An instance folder whose one campaign file has the unknown top-level key ``overflow``; its path."""
+    (instance / "campaigns").mkdir(parents=True)
+    path = instance / "campaigns" / f"{SLUG}.toml"
+    path.write_text("overflow = 1\n" + (EXAMPLE_CAMPAIGNS / f"{SLUG}.toml").read_text())
+    return path
+
+
+def test_init_and_run_on_an_invalid_campaign_file_print_one_line(tmp_path):
+    # `make run` is `clamor init` then `clamor run`: both stop with the one-line
+    # error and exit 1, as every other command does.
+    instance = tmp_path / "typo"
+    path = _instance_with_an_unknown_key(instance)
+    expected = f"Error: {path}: overflow: unknown key (a typo?)"
+    for command in (["init"], ["run", "--port", "0"]):
+        result = clamor(*command, instance=instance)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.strip().splitlines() == [expected], command
+    assert (instance / "config.py").exists()  # init got as far as the campaign
+
+
+def test_init_on_an_invalid_campaign_file_in_the_cli_runner(tmp_path):
+    from click.testing import CliRunner
+
+    path = _instance_with_an_unknown_key(tmp_path / "typo")
+    result = CliRunner().invoke(main, ["init"], env={"CLAMOR_INSTANCE_PATH": str(tmp_path / "typo")})
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"Error: {path}: overflow: unknown key (a typo?)"
+    assert not isinstance(result.exception, CampaignError)
+
+
 def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_path):
     instance = tmp_path / "mailgun"
     assert clamor("init", instance=instance).returncode == 0

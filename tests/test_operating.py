@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from app.admin import dashboard_figures
 from app.delivery import deliver_due
+from app.figures import dashboard_figures
 from app.extensions import db
 from app.models import Delivery, Signature, utcnow
 from conftest import SLUG, add_organiser, login, sign
@@ -108,6 +108,29 @@ def test_clamor_deliveries_shows_counts_oldest_pending_and_errors(make_app, smtp
     assert "oldest pending: #2 to press@akorda.kz" in output
     assert "#1 failed press@prokuror.kz (attempt 0): SMTP answered 550 no such mailbox" in output
     assert "#2 pending press@akorda.kz (attempt 1): SMTP answered 451 greylisted" in output
+
+
+def test_clamor_deliveries_and_the_dashboard_show_the_same_figures(make_app, smtp_server):
+    # One query per figure (app/figures.py): the CLI's row for a target and the
+    # dashboard's say the same, its newest error included.
+    app = make_app(**smtp(smtp_server))
+    sign(app.test_client())
+    with app.app_context():
+        deliveries = Delivery.query.order_by(Delivery.id).all()
+        deliveries[0].status, deliveries[0].last_error = "failed", "SMTP answered 550 no such mailbox"
+        deliveries[1].status = "sending"
+        db.session.commit()
+        failed_key = deliveries[0].target_key
+        rows = {row["target"].key: row for row in dashboard_figures(app.extensions["clamor"].campaigns[SLUG])["targets"]}
+    output = app.test_cli_runner().invoke(args=["deliveries"]).output
+    assert rows[failed_key]["failed"] == 1
+    assert rows[failed_key]["last_error"] == "SMTP answered 550 no such mailbox"
+    assert f"#{deliveries[0].id} failed {failed_key} (attempt 0): SMTP answered 550 no such mailbox" in output
+    assert len(rows) == 5
+    for key, row in rows.items():
+        line = next(line for line in output.splitlines() if line.startswith(key + " "))
+        pending, sending, sent, failed, held = map(int, line.split()[1:])
+        assert (pending + sending, sent, failed, held) == (row["queued"], row["sent"], row["failed"], row["held"]), key
 
 
 def test_clamor_deliveries_retry(make_app, smtp_server):

@@ -6,7 +6,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .plugins import FILTER_HOOKS
+from ..plugins import FILTER_HOOKS
 
 
 def plugin_report(state):

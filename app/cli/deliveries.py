@@ -1,0 +1,152 @@
+"""``clamor deliver`` and ``clamor deliveries``: send due letters; see where they stand, retry, pause, resume."""
+
+import signal
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import update
+
+from .. import figures
+from ..extensions import db
+from ..models import Delivery, utcnow
+from ..security import redact_addresses
+
+#: How ``clamor deliveries`` names mail to supporters' own mailboxes (confirmations …).
+SUPPORTERS_OWN_MAIL = "supporters' own mail"
+
+#: The columns of ``clamor deliveries``, in order.
+STATUSES = ("pending", "sending", "sent", "failed", "held")
+
+
+@click.command("deliver")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@with_appcontext
+def deliver_command(once):
+    """Send due letters (run beside the web server when DELIVERY_WORKER is external)."""
+    from ..delivery import DeliveryWorker, deliver_due
+
+    app = current_app._get_current_object()
+    if once:
+        from ..delivery import is_paused
+
+        if is_paused():
+            click.echo("delivery is paused (`clamor deliveries resume`); nothing sent")
+            return
+        total = 0
+        while claimed := deliver_due(app):
+            total += claimed
+        click.echo(f"{total} deliveries attempted")
+        return
+    worker = DeliveryWorker(app)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    click.echo("delivering; Ctrl-C or SIGTERM stops after the current batch")
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@click.group("deliveries", invoke_without_command=True)
+@click.pass_context
+@with_appcontext
+def deliveries_group(ctx):
+    """Show where letters stand: counts by status and target, the oldest pending, recent errors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..delivery import is_paused
+
+    if is_paused():
+        click.echo("PAUSED: nothing is sent until `clamor deliveries resume`.")
+    _echo_table(_rows())
+    oldest = figures.oldest_pending()
+    if oldest:
+        click.echo(
+            f"\noldest pending: #{oldest.id} to {_recipient(oldest)}, queued {oldest.created_at:%Y-%m-%d %H:%M} UTC, "
+            f"{oldest.attempts} attempts, next {oldest.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+            + (f": {_error(oldest)}" if oldest.last_error else "")
+        )
+    errors = figures.recent_errors(limit=10)
+    if errors:
+        click.echo("\nrecent errors:")
+        for delivery in errors:
+            click.echo(f"  #{delivery.id} {delivery.status} {_recipient(delivery)} (attempt {delivery.attempts}): "
+                       f"{_error(delivery)}")
+
+
+def _rows():
+    """``[(target, {status: count})]``: one row per campaign target, then one for all supporters' own mail.
+
+    A letter's target is a campaign's target; any other mail goes to a
+    supporter's own mailbox, whose address must not be printed.
+    """
+    rows = [(target, {**dict.fromkeys(STATUSES, 0), **counts})
+            for target, counts in sorted(figures.letters_by_target().items())]
+    own_mail = {**dict.fromkeys(STATUSES, 0), **figures.mailbox_mail_by_status()}
+    if any(own_mail.values()):
+        rows.append((SUPPORTERS_OWN_MAIL, own_mail))
+    return rows
+
+
+def _echo_table(rows):
+    """The totals line, then one line per row of :func:`_rows` under a header."""
+    totals = {status: sum(row[status] for _, row in rows) for status in STATUSES}
+    click.echo("  ".join(f"{status}: {totals[status]}" for status in STATUSES))
+    if rows:
+        width = max(len(target) for target, _ in rows)
+        click.echo(f"\n{'target':<{width}}  " + "  ".join(f"{s:>7}" for s in STATUSES))
+        for target, row in rows:
+            click.echo(f"{target:<{width}}  " + "  ".join(f"{row[s]:>7}" for s in STATUSES))
+
+
+def _recipient(delivery):
+    """The target's address of a letter; for mail to a supporter, what kind of mail, never the address."""
+    return delivery.target_key if delivery.kind == "letter" else f"{SUPPORTERS_OWN_MAIL} ({delivery.kind})"
+
+
+def _error(delivery):
+    # Redacted when stored (app.delivery.error_text); again here for rows
+    # stored before that was so.
+    return delivery.last_error if delivery.kind == "letter" else redact_addresses(delivery.last_error)
+
+
+@deliveries_group.command("retry")
+@click.option("--failed", is_flag=True, help="Also give failed letters a new round of attempts.")
+@click.option("--id", "delivery_id", type=int, help="Only this delivery (pending or failed).")
+@with_appcontext
+def deliveries_retry(failed, delivery_id):
+    """Make pending letters due now, skipping their backoff; --failed requeues failed ones too."""
+    statuses = ("pending", "failed") if failed or delivery_id else ("pending",)
+    query = update(Delivery).where(Delivery.status.in_(statuses))
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
+    # A failed letter gets a fresh count of attempts; its last error stays until the next try.
+    result = db.session.execute(
+        query.values(status="pending", next_attempt_at=utcnow(), lease_until=None,
+                     attempts=db.case((Delivery.status == "failed", 0), else_=Delivery.attempts)),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    if delivery_id is not None and not result.rowcount:
+        raise click.ClickException(f"no pending or failed delivery #{delivery_id}")
+    click.echo(f"{result.rowcount} deliveries due now")
+
+
+@deliveries_group.command("pause")
+@with_appcontext
+def deliveries_pause():
+    """Stop every worker from sending; signatures are still accepted and stored."""
+    from ..delivery import set_paused
+
+    set_paused(True)
+    click.echo("delivery paused: letters wait until `clamor deliveries resume`")
+
+
+@deliveries_group.command("resume")
+@with_appcontext
+def deliveries_resume():
+    """Let workers send again."""
+    from ..delivery import set_paused
+
+    set_paused(False)
+    click.echo("delivery resumed")

@@ -1,0 +1,165 @@
+"""Where letters and signatures stand: one query function per figure, for the admin dashboard and ``clamor deliveries``.
+
+The dashboard reads the running totals (:mod:`app.totals`) where it can;
+:func:`counted_figures` counts the same figures from the rows, which is what
+the running totals must equal. Each figure both the dashboard and the CLI
+show (letters by target and status, the newest errors) is one function here.
+"""
+
+from datetime import datetime, time
+
+from sqlalchemy import func, select, text
+
+from . import tally, totals
+from .extensions import db
+from .models import LAST_ERROR_WHERE, Delivery, Signature, utcnow
+
+#: The statuses a queued letter has until it is sent, failed or held.
+QUEUED = ("pending", "sending")
+
+
+def letters_by_target(campaign_slug=None):
+    """``{target key: {status: count}}`` of the letters to campaigns' targets (of ``campaign_slug`` only, if given).
+
+    Mail to a supporter's own mailbox is not in it (see :func:`mailbox_mail_by_status`).
+    """
+    query = (select(Delivery.target_key, Delivery.status, func.count()).where(Delivery.kind == "letter")
+             .group_by(Delivery.target_key, Delivery.status))
+    if campaign_slug is not None:
+        query = query.where(Delivery.campaign == campaign_slug)
+    table = {}
+    for target, status, count in db.session.execute(query).all():
+        table.setdefault(target, {})[status] = count
+    return table
+
+
+def mailbox_mail_by_status():
+    """``{status: count}`` of the mail to supporters' own mailboxes (confirmations, receipts …), counted in the database.
+
+    One figure for all of it: those are supporters' addresses, never listed one by one.
+    """
+    return dict(db.session.execute(
+        select(Delivery.status, func.count()).where(Delivery.kind != "letter").group_by(Delivery.status)
+    ).all())
+
+
+def oldest_pending():
+    """The :class:`Delivery` queued longest (pending or sending), or None when nothing waits."""
+    return db.session.scalars(
+        select(Delivery).where(Delivery.status.in_(QUEUED)).order_by(Delivery.created_at).limit(1)
+    ).first()
+
+
+def recent_errors(campaign_slug=None, target_key=None, limit=10):
+    """The newest pending or failed deliveries with an error, newest first, at most ``limit``.
+
+    With ``campaign_slug`` and ``target_key``: that target's letters only, read
+    from the partial index ``ix_delivery_last_error``.
+    """
+    query = select(Delivery).where(text(LAST_ERROR_WHERE))
+    if campaign_slug is not None:
+        query = query.where(Delivery.campaign == campaign_slug, Delivery.kind == "letter")
+    if target_key is not None:
+        query = query.where(Delivery.target_key == target_key)
+    return db.session.scalars(query.order_by(Delivery.id.desc()).limit(limit)).all()
+
+
+def last_error(campaign_slug, target_key):
+    """The newest error of a failed or waiting letter of ``campaign_slug`` to ``target_key``, or ""."""
+    errors = recent_errors(campaign_slug, target_key, limit=1)
+    return errors[0].last_error if errors else ""
+
+
+def _target_row(target, sent, queued, held, failed, error):
+    return {"target": target, "sent": sent, "queued": queued, "held": held, "failed": failed, "last_error": error}
+
+
+def dashboard_figures(campaign, now=None):
+    """Every figure the dashboard shows for ``campaign``, from the running totals (:mod:`app.totals`).
+
+    The same numbers as :func:`counted_figures`, in a few indexed reads at
+    any size.
+    """
+    now = now or utcnow()
+    found = totals.figures(campaign.slug)
+
+    def ranked(name):
+        return sorted(found.get(name, {}).items(), key=lambda item: (-item[1], item[0]))
+
+    status = found.get("status", {})
+    targets = []
+    for target in campaign.targets:
+        letters = {name.removeprefix("letters:"): keys[target.key]
+                   for name, keys in found.items() if name.startswith("letters:") and target.key in keys}
+        waiting = letters.get("failed") or letters.get("queued")
+        targets.append(_target_row(
+            target, letters.get("sent", 0), letters.get("queued", 0), letters.get("held", 0),
+            letters.get("failed", 0), last_error(campaign.slug, target.key) if waiting else "",
+        ))
+    return {
+        "signatures": status.get("accepted", 0),
+        "counter": tally.accepted(campaign.slug),
+        "sent_total": sum(found.get("letters:sent", {}).values()),
+        "sent_today": found.get("sent_on", {}).get(now.date().isoformat(), 0),
+        "per_day": sorted(found.get("day", {}).items()),
+        "by_country": ranked("country"),
+        "by_language": ranked("language"),
+        "opt_ins": found.get("opt_in", {}).get("yes", 0),
+        "held": status.get("held", 0),
+        "unconfirmed": status.get("unconfirmed", 0),
+        "targets": targets,
+    }
+
+
+def _counted_targets(campaign):
+    """The per-target rows of :func:`counted_figures`, counted from the letters."""
+    by_target = letters_by_target(campaign.slug)
+    targets = []
+    for target in campaign.targets:
+        statuses = by_target.get(target.key, {})
+        targets.append(_target_row(
+            target, statuses.get("sent", 0), sum(statuses.get(s, 0) for s in QUEUED), statuses.get("held", 0),
+            statuses.get("failed", 0), last_error(campaign.slug, target.key),
+        ))
+    return targets
+
+
+def _signatures_with_status(campaign, status):
+    return db.session.scalar(select(func.count(Signature.id)).where(
+        Signature.campaign == campaign.slug, Signature.status == status))
+
+
+def counted_figures(campaign, now=None):
+    """The dashboard's figures counted from the rows: what the running totals must equal (tests, checks).
+
+    Scans every signature and letter of the campaign: seconds at a million.
+    """
+    now = now or utcnow()
+    today = datetime.combine(now.date(), time())
+    letters = select(func.count(Delivery.id)).where(
+        Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.status == "sent"
+    )
+    accepted = (Signature.campaign == campaign.slug) & (Signature.status == "accepted")
+    day = func.date(Signature.created_at)
+    per_day = [(str(d), n) for d, n in db.session.execute(
+        select(day, func.count()).where(accepted).group_by(day).order_by(day)
+    ).all()]
+
+    def grouped(column):
+        return db.session.execute(
+            select(column, func.count()).where(accepted).group_by(column).order_by(func.count().desc(), column)
+        ).all()
+
+    return {
+        "signatures": _signatures_with_status(campaign, "accepted"),
+        "counter": tally.accepted(campaign.slug),
+        "sent_total": db.session.scalar(letters),
+        "sent_today": db.session.scalar(letters.where(Delivery.sent_at >= today)),
+        "per_day": per_day,
+        "by_country": grouped(Signature.country),
+        "by_language": grouped(Signature.language),
+        "opt_ins": db.session.scalar(select(func.count(Signature.id)).where(accepted, Signature.opt_in.is_(True))),
+        "held": _signatures_with_status(campaign, "held"),
+        "unconfirmed": _signatures_with_status(campaign, "unconfirmed"),
+        "targets": _counted_targets(campaign),
+    }
