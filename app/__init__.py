@@ -21,15 +21,19 @@ from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
 from .extensions import csrf, db, limiter, migrate
 from .hookspecs import hookimpl
+from .i18n import plugin_domain
 from .keys import install_keys, subkey
 from .links import trusted_hosts
-from .plugins import (
-    campaign_channel_problems, check_delivery_config, collect_backends, create_plugin_manager, filter_callers,
-)
-from .i18n import plugin_domain
 from .mailbytes import addr_spec
 from .models import utcnow
 from .phone import FaxNumberError, parse_fax_number
+from .plugins import (
+    campaign_channel_problems,
+    check_delivery_config,
+    collect_backends,
+    create_plugin_manager,
+    filter_callers,
+)
 from .security import quiet_request_log
 from .spam import Submission, Verdict, earlier_signature, token_spent
 

@@ -11,21 +11,42 @@ keyed by a hash of the address).
 import logging
 from datetime import datetime, timedelta
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, session,
-                   stream_with_context, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import func, select, union_all
 from werkzeug.security import check_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from . import moderation, tally, totals
-from .admin_sessions import (  # noqa: F401 (the names app.admin has always had)
-    FREE_FAILURES, MAX_LOGIN_WAIT, PASSWORD_METHOD, claim_attempt, end_sessions, expired_sessions, hash_password,
-    login_wait, session_id_hash, session_organiser, start_session,
-)
+from . import moderation, states, tally, totals
 from .admin_sessions import DUMMY_HASH as _DUMMY_HASH
+from .admin_sessions import (  # noqa: F401 (the names app.admin has always had)
+    FREE_FAILURES,
+    MAX_LOGIN_WAIT,
+    PASSWORD_METHOD,
+    claim_attempt,
+    end_sessions,
+    expired_sessions,
+    hash_password,
+    login_wait,
+    session_id_hash,
+    session_organiser,
+    start_session,
+)
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
 from .figures import counted_figures, dashboard_figures  # noqa: F401 (counted_figures: tests, bench)
@@ -35,6 +56,7 @@ from .links import unsubscribe_url
 from .models import AdminSession, Delivery, Organiser, Signature, utcnow
 from .privacy import retention_ends
 from .security import client_hash
+from .states import SignatureStatus
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +196,7 @@ def index():
     """Every campaign with its count, and how many submissions wait for a moderator."""
     campaigns = list(_state().campaigns.values())
     held = dict(db.session.execute(
-        select(Signature.campaign, func.count()).where(Signature.status == "held").group_by(Signature.campaign)
+        select(Signature.campaign, func.count()).where(Signature.status == SignatureStatus.HELD).group_by(Signature.campaign)
     ).all())
     return render_template("admin/index.html", campaigns=campaigns, counts={c.slug: tally.accepted(c.slug) for c in campaigns},
                            held=held)
@@ -231,16 +253,10 @@ def retry_failed(slug):
     key = request.form.get("target", "")
     if key not in {t.key for t in campaign.targets}:
         abort(400)
-    result = db.session.execute(
-        update(Delivery)
-        .where(Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.target_key == key,
-               Delivery.status == "failed")
-        .values(status="pending", attempts=0, next_attempt_at=utcnow(), lease_until=None),
-        execution_options={"synchronize_session": False},
-    )
+    retried = states.retry(Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.target_key == key)
     db.session.commit()
-    log.info("organiser %s retried %s failed letters to %s (%s)", g.organiser.email, result.rowcount, key, slug)
-    flash(_("%(num)s letters to %(target)s will be tried again.", num=result.rowcount, target=key))
+    log.info("organiser %s retried %s failed letters to %s (%s)", g.organiser.email, retried, key, slug)
+    flash(_("%(num)s letters to %(target)s will be tried again.", num=retried, target=key))
     _state().wake_worker()
     return redirect(url_for("admin.dashboard", slug=slug), code=303)
 
@@ -287,7 +303,7 @@ def supporters(slug):
     size = current_app.config["ADMIN_PAGE_SIZE"]
     q = (request.args.get("q") or "").strip()
     before, after = _row_id(request.args.get("before")), _row_id(request.args.get("after"))
-    query = select(Signature).where(Signature.campaign == slug, Signature.status == "accepted")
+    query = select(Signature).where(Signature.campaign == slug, Signature.status == SignatureStatus.ACCEPTED)
     if q:
         # A prefix, any case, of the name, the address or the organisation:
         # each a range on its index of lower(column), where "contains"
@@ -297,7 +313,7 @@ def supporters(slug):
         low = q.lower()
         high = low + "\U0010ffff"
         matches = union_all(*(
-            select(Signature.id).where(Signature.campaign == slug, Signature.status == "accepted",
+            select(Signature.id).where(Signature.campaign == slug, Signature.status == SignatureStatus.ACCEPTED,
                                        func.lower(column) >= low, func.lower(column) < high)
             for column in (Signature.name, Signature.email, Signature.organisation)
         )).subquery()
@@ -317,7 +333,7 @@ def supporters(slug):
         newer = before is not None
     if not rows and (before is not None or after is not None):
         return redirect(url_for("admin.supporters", slug=slug, q=q or None))
-    total = totals.figures(slug).get("status", {}).get("accepted", 0) if not q else None
+    total = totals.figures(slug).get("status", {}).get(SignatureStatus.ACCEPTED, 0) if not q else None
     return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, total=total,
                            newer=newer and rows[0].id, older=older and rows[-1].id)
 

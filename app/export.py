@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from .extensions import db
 from .models import Signature
+from .states import SignatureStatus
 
 #: The CSV header, in order. ``unsubscribe_url`` is filled for opt-in rows only.
 EXPORT_COLUMNS = (
@@ -49,7 +50,7 @@ def spreadsheet_value(cell):
 
 def export_query(slug=None, opt_in_only=False):
     """Accepted signatures (of ``slug``; opt-ins only if asked), oldest first."""
-    query = select(Signature).where(Signature.status == "accepted").order_by(Signature.id)
+    query = select(Signature).where(Signature.status == SignatureStatus.ACCEPTED).order_by(Signature.id)
     if slug:
         query = query.where(Signature.campaign == slug)
     if opt_in_only:

@@ -13,9 +13,10 @@ from sqlalchemy import func, select, text
 from . import tally, totals
 from .extensions import db
 from .models import LAST_ERROR_WHERE, Delivery, Signature, utcnow
+from .states import DeliveryStatus, SignatureStatus
 
 #: The statuses a queued letter has until it is sent, failed or held.
-QUEUED = ("pending", "sending")
+QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 
 
 def letters_by_target(campaign_slug=None):
@@ -97,7 +98,7 @@ def dashboard_figures(campaign, now=None):
             letters.get("failed", 0), last_error(campaign.slug, target.key) if waiting else "",
         ))
     return {
-        "signatures": status.get("accepted", 0),
+        "signatures": status.get(SignatureStatus.ACCEPTED, 0),
         "counter": tally.accepted(campaign.slug),
         "sent_total": sum(found.get("letters:sent", {}).values()),
         "sent_today": found.get("sent_on", {}).get(now.date().isoformat(), 0),
@@ -105,8 +106,8 @@ def dashboard_figures(campaign, now=None):
         "by_country": ranked("country"),
         "by_language": ranked("language"),
         "opt_ins": found.get("opt_in", {}).get("yes", 0),
-        "held": status.get("held", 0),
-        "unconfirmed": status.get("unconfirmed", 0),
+        "held": status.get(SignatureStatus.HELD, 0),
+        "unconfirmed": status.get(SignatureStatus.UNCONFIRMED, 0),
         "targets": targets,
     }
 
@@ -137,9 +138,9 @@ def counted_figures(campaign, now=None):
     now = now or utcnow()
     today = datetime.combine(now.date(), time())
     letters = select(func.count(Delivery.id)).where(
-        Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.status == "sent"
+        Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.status == DeliveryStatus.SENT
     )
-    accepted = (Signature.campaign == campaign.slug) & (Signature.status == "accepted")
+    accepted = (Signature.campaign == campaign.slug) & (Signature.status == SignatureStatus.ACCEPTED)
     day = func.date(Signature.created_at)
     per_day = [(str(d), n) for d, n in db.session.execute(
         select(day, func.count()).where(accepted).group_by(day).order_by(day)
@@ -151,7 +152,7 @@ def counted_figures(campaign, now=None):
         ).all()
 
     return {
-        "signatures": _signatures_with_status(campaign, "accepted"),
+        "signatures": _signatures_with_status(campaign, SignatureStatus.ACCEPTED),
         "counter": tally.accepted(campaign.slug),
         "sent_total": db.session.scalar(letters),
         "sent_today": db.session.scalar(letters.where(Delivery.sent_at >= today)),
@@ -159,7 +160,7 @@ def counted_figures(campaign, now=None):
         "by_country": grouped(Signature.country),
         "by_language": grouped(Signature.language),
         "opt_ins": db.session.scalar(select(func.count(Signature.id)).where(accepted, Signature.opt_in.is_(True))),
-        "held": _signatures_with_status(campaign, "held"),
-        "unconfirmed": _signatures_with_status(campaign, "unconfirmed"),
+        "held": _signatures_with_status(campaign, SignatureStatus.HELD),
+        "unconfirmed": _signatures_with_status(campaign, SignatureStatus.UNCONFIRMED),
         "targets": _counted_targets(campaign),
     }

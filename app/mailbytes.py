@@ -45,7 +45,6 @@ from email.utils import format_datetime
 
 from .header_folding import ENCODED_WORD_LENGTH, LINE_LENGTH, HeaderField  # noqa: F401 (app.mailbytes' names)
 
-
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _PRINTABLE = re.compile(r"[\x21-\x7e]+\Z")
 #: What may never be in a header value at all, encoded or not: a decoder

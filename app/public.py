@@ -5,8 +5,7 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-from flask import (Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
 from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +17,9 @@ from .forms import make_action_form
 from .i18n import best_language, register_language_urls
 from .keys import subkey
 from .letter_status import letter_rows
-from .pages import page_cache, render_full
 from .links import external_url
 from .models import utcnow
+from .pages import page_cache, render_full
 from .security import SessionInterface, check_embed_origins, client_hash, client_key
 from .signing import confirm_signature, store_signature, withdraw_consent
 from .spam import Submission, judge, normalise_email

@@ -26,14 +26,13 @@ import logging
 from flask import current_app, render_template
 from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
-from sqlalchemy import update
 
 from . import states
 from .consent import consent_version
 from .delivery import queue_deliveries, queue_mailbox_email
 from .extensions import db
 from .links import confirm_url, status_url
-from .models import Delivery, Signature, utcnow
+from .models import Signature, utcnow
 from .spam import spend_tokens
 from .states import SignatureStatus
 
@@ -176,18 +175,9 @@ def confirm_signature(signature):
     submission a filter held stays held (confirming does not skip moderation);
     any other is accepted: its letters are queued and the counter moves.
     """
-    if signature.status != "unconfirmed":
+    if signature.status != SignatureStatus.UNCONFIRMED:
         return False
-    if signature.status_reason:
-        signature.status = "held"
-    else:
-        signature.status = "accepted"
-        db.session.execute(
-            update(Delivery)
-            .where(Delivery.signature_id == signature.id, Delivery.kind == "letter", Delivery.status == "held")
-            .values(status="pending", next_attempt_at=utcnow())
-        )
-        tally.add(signature.campaign, 1)
+    states.confirm(signature)
     db.session.commit()
     log.info("signature %s confirmed (%s)", signature.id, signature.status)
     return True

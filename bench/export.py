@@ -25,9 +25,9 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.links import unsubscribe_url  # noqa: E402
 from app.export import export_query, iter_csv  # noqa: E402
 from app.extensions import db  # noqa: E402
+from app.links import unsubscribe_url  # noqa: E402
 from app.models import Signature, utcnow  # noqa: E402
 
 

@@ -18,7 +18,15 @@ from pathlib import Path
 
 # parse_fax_number and FaxNumberError are re-exported: the parser moved to the
 # core, and other code imports it from here.
-from app import ConfigError, DeliveryBackend, FaxNumberError, PermanentFailure, hookimpl, parse_fax_number, plugin_domain
+from app import (
+    ConfigError,
+    DeliveryBackend,
+    FaxNumberError,
+    PermanentFailure,
+    hookimpl,
+    parse_fax_number,
+    plugin_domain,
+)
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "fax_email").lazy_gettext

@@ -1,8 +1,8 @@
 """Fixtures: the app built by the factory, a real SMTP server on loopback, helpers to sign."""
 
 import asyncio
-import re
 import os
+import re
 import shutil
 import socket
 import threading
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
+from pgcluster import Cluster, postgres_bin
 from werkzeug.serving import make_server
 
 from app import create_app
 from app.extensions import db
 from app.models import Delivery, Signature
-from pgcluster import Cluster, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The tests' own copy of the example campaign: a translator adding a language

@@ -4,12 +4,13 @@ import csv
 import io
 import logging
 import re
+
+from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, csrf_token, login, sign
 from sqlalchemy import func, insert, select, update
 
 from app.export import BATCH
 from app.extensions import db, limiter
 from app.models import Delivery, Organiser, Signature
-from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, csrf_token, login, sign
 
 
 def admin_urls(app, signature_id):

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, csrf_token, login, sign
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import func, inspect, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -16,7 +17,6 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app import admin, models
 from app.extensions import db, limiter
 from app.models import Organiser, utcnow
-from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, csrf_token, login, sign
 
 SUPPORTERS = f"/admin/{SLUG}/supporters"
 

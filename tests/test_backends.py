@@ -6,18 +6,18 @@ dropped connection and a stall are temporary; 5xx is permanent.
 
 import io
 import json
-from email import message_from_bytes, policy
 from datetime import timedelta
+from email import message_from_bytes, policy
 
 import pypdf
 import pytest
+from conftest import SLUG, sign, smtp_backed_app, status_path, unused_port
 from werkzeug import Response
 
 from app import ConfigError
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery, utcnow
-from conftest import SLUG, sign, smtp_backed_app, status_path, unused_port
 
 
 def outcomes(app):

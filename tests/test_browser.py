@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SLUG
 
 from app.models import Signature
-from conftest import SLUG
 
 pytestmark = pytest.mark.browser
 
@@ -99,7 +99,7 @@ def test_page_reads_well_on_a_phone(browser, app, live_server):
 
 
 def test_organiser_logs_in_sees_chart_approves_and_downloads_csv(browser, screenshots, make_app, hold_filter):
-    from conftest import LiveServer, ORGANISER, PASSWORD, add_organiser, sign
+    from conftest import ORGANISER, PASSWORD, LiveServer, add_organiser, sign
 
     app = make_app(SPAM_FILTERS=hold_filter)
     add_organiser(app)

@@ -15,7 +15,6 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import requests
-
 from conftest import ROOT, SLUG, add_campaign, add_organiser, form_fields, login
 from test_redis import init_instance, serve
 

@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import EXAMPLE_CAMPAIGNS, SHIPPED_CAMPAIGNS, SLUG, sign
+
 from app.campaigns import CampaignError, load_campaign
 from app.cli import main
 from app.export import EXPORT_COLUMNS
 from app.models import Delivery
-from conftest import EXAMPLE_CAMPAIGNS, SHIPPED_CAMPAIGNS, SLUG, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 

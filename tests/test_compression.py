@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import SLUG, LiveServer, form_fields, unused_port
 
 DEPLOYING = Path(__file__).resolve().parent.parent / "docs" / "deploying.md"

@@ -4,13 +4,13 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import sign
+from test_backends import FAX_CAMPAIGN
 
 from app import ConfigError, DeliveryBackend, Receipt, create_app, hookimpl
 from app.delivery import deliver_due
 from app.models import Delivery
 from app.plugins import PluginError
-from conftest import sign
-from test_backends import FAX_CAMPAIGN
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PREFIXES = ("SMTP_", "MAILGUN_", "FAX_", "OUTBOX_", "FILL_TIME_", "LINKS_")

@@ -5,13 +5,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import SLUG, sign, unused_port
 
 from app import create_app, hookimpl
 from app.delivery import DeliveryBackend, PermanentFailure, Receipt, deliver_due, queue_deliveries
 from app.extensions import db
 from app.models import Delivery, Signature
 from app.plugins import PluginError
-from conftest import SLUG, sign, unused_port
 
 
 @pytest.fixture

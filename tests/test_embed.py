@@ -6,10 +6,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from app.models import Signature
 from conftest import SLUG, LiveServer, form_fields
 from test_browser import browser  # noqa: F401  (the Chromium fixture)
+
+from app.models import Signature
 
 
 def test_framing_is_refused_everywhere_without_embed_origins(client):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from conftest import ROOT, SLUG, Inbox, sign, unused_port
 
 from app.delivery import deliver_due, queue_deliveries
 from app.extensions import db
 from app.models import Delivery, Signature
-from conftest import ROOT, SLUG, Inbox, sign, unused_port
 
 CLAMOR = Path(sys.executable).parent / "clamor"
 

@@ -62,9 +62,10 @@ def test_start_up_stops_on_fax_targets_without_a_gateway(tmp_path):
 def test_a_fax_letter_leaves_no_fonttools_chatter_in_the_log(make_app, instance_path, smtp_server, caplog):
     import logging
 
-    from app.delivery import deliver_due
     from conftest import sign
     from test_backends import FAX_CAMPAIGN as KAZAKH_FAX_CAMPAIGN
+
+    from app.delivery import deliver_due
 
     (instance_path / "campaigns" / "fax-test.toml").write_text(KAZAKH_FAX_CAMPAIGN)
     app = make_app(DELIVERY={"email": "outbox_files", "fax": "fax_email"}, FAX_VIA="smtp",

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, sign
 
 from app import create_app
 from app.delivery import deliver_due
 from app.extensions import db
-from conftest import ROOT, sign
 
 
 @pytest.fixture

@@ -7,16 +7,15 @@ import unicodedata
 from html import unescape
 
 import pytest
+from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, counts, form_fields, login, sign
+from flask_wtf import FlaskForm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from flask_wtf import FlaskForm
 
 from app.delivery import deliver_due
 from app.export import spreadsheet_safe, spreadsheet_value
 from app.i18n import country_choices
 from app.models import Signature
-from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, counts, form_fields, login, sign
 
 CONTROL = "Veuillez supprimer les retours à la ligne et les caractères de contrôle."
 BAD_CHARACTERS = ["\x00", "\r", "\n", "\t", "\x1b", "\x7f", "\x85", "\u2028"]

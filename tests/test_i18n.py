@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from babel.messages.pofile import read_po
+from conftest import sign, status_path
 from flask_babel import force_locale, ngettext
 from sqlalchemy import select
 
@@ -16,10 +17,9 @@ import app.config as default_settings
 from app.campaigns import CampaignError, load_campaign
 from app.delivery import deliver_due
 from app.extensions import db
-from app.models import Signature
 from app.i18n import LANGUAGE_COOKIE, collation_key, country_choices, language_name, legitimately_english
+from app.models import Signature
 from app.tokens import make_token
-from conftest import sign, status_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUG = "i18n-test"

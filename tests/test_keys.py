@@ -1,11 +1,11 @@
 """SECRET_KEY is never used as a key: one HKDF subkey per purpose, and a random key for a debug run without one."""
 
+from conftest import SLUG, counts, form_fields, sign
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
 from app import create_app
 from app.keys import subkey
-from conftest import SLUG, counts, form_fields, sign
 
 RAW = "test-secret"  # conftest's SECRET_KEY
 

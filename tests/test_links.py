@@ -5,12 +5,12 @@ import re
 from urllib.parse import urlencode
 
 import pytest
+from conftest import SLUG, LiveServer, counts, form_fields, sign
 
 from app import ConfigError, create_app
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery
-from conftest import SLUG, LiveServer, counts, form_fields, sign
 
 
 def post_with_host(server, host, path, fields, cookie):

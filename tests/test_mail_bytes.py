@@ -30,12 +30,12 @@ from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 
 import pypdf
 import pytest
+from conftest import SLUG, sign, smtp_backed_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.delivery import Letter, PermanentFailure, deliver_due, new_message_id, one_line
 from app.models import Delivery
-from conftest import SLUG, sign, smtp_backed_app
 
 SENDER = "campaigns@clamor.test"
 CRLF_PAYLOAD = "=?utf-8?q?Eve=0D=0AX-Injected=3A_yes=0D=0A=0D=0AReplaced_body?="

@@ -1,11 +1,11 @@
 """Held signatures: `clamor moderation list/approve/reject` and app.moderation."""
 
 import pytest
+from conftest import SLUG, counts, sign
 
 from app import moderation
 from app.delivery import deliver_due
 from app.models import Delivery, Signature
-from conftest import SLUG, counts, sign
 
 LINKS = "Voir http://a.example http://b.example http://c.example"
 

@@ -2,11 +2,12 @@
 
 from datetime import timedelta
 
-from app.delivery import deliver_due
-from app.figures import dashboard_figures
-from app.extensions import db
-from app.models import Delivery, Signature, utcnow
 from conftest import SLUG, add_organiser, login, sign
+
+from app.delivery import deliver_due
+from app.extensions import db
+from app.figures import dashboard_figures
+from app.models import Delivery, Signature, utcnow
 
 
 def smtp(smtp_server, **overrides):

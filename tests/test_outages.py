@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from app.extensions import db
-from app.models import Signature
 from conftest import SLUG, form_fields, postgres_or_skip, unused_port
 from pgcluster import Cluster
 from test_redis import init_instance, serve, sign_over_http
+
+from app.extensions import db
+from app.models import Signature
 
 
 def start_redis(port, folder):

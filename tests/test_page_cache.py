@@ -6,10 +6,10 @@ import dataclasses
 import re
 
 import pytest
+from conftest import SLUG, form_fields, sign
 
 from app.forms import make_action_form
 from app.pages import render_full
-from conftest import SLUG, form_fields, sign
 
 #: What differs between two draws of the same page for the same visitor.
 VOLATILE = [

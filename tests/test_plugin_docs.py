@@ -16,14 +16,14 @@ import json
 import re
 
 import pytest
+import test_plugins
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
-
-import test_plugins
-from app import ConfigError
 from conftest import counts, sign
 from test_backends import FAX_CAMPAIGN
 from test_docs import PLUGIN_DOCS, hook_example, hook_names
+
+from app import ConfigError
 
 BLOCK = re.compile(r"^(?:<!-- (fragment|example|config)(?:: (\w+))? -->\n)?```python\n(.*?)^```$", re.M | re.S)
 

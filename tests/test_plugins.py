@@ -17,6 +17,8 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import SLUG, counts, sign, smtp_backed_app
+from test_docs import hook_example, hook_names
 from werkzeug import Response
 
 from app import create_app
@@ -24,8 +26,6 @@ from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery, Signature
 from app.plugins import ENTRY_POINT_GROUP, PluginError
-from conftest import SLUG, counts, sign, smtp_backed_app
-from test_docs import hook_example, hook_names
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PACKAGE = ROOT / "examples" / "clamor-maildir"

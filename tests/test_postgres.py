@@ -1,12 +1,11 @@
 """The same signing and delivery path on a real PostgreSQL (psycopg 3)."""
 
 import pytest
+from conftest import SLUG, sign
 
 from app.delivery import deliver_due
-from app.models import Delivery, Signature
 from app.extensions import db
-from app.models import CampaignTally
-from conftest import SLUG, sign
+from app.models import CampaignTally, Delivery, Signature
 
 pytestmark = pytest.mark.postgres
 
@@ -44,6 +43,7 @@ def test_a_repeat_is_rolled_back_and_looks_like_a_new_signer_on_postgresql(postg
 
 def test_dashboard_counter_and_forget_on_postgresql(postgres_cluster, make_app):
     from conftest import add_organiser, login, person_traces
+
     from app.models import CampaignTally
 
     app = make_app(SQLALCHEMY_DATABASE_URI=postgres_cluster())

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import ROOT, SLUG, add_organiser, form_fields, login, sign, smtp_backed_app, unused_port
 
 from app.delivery import deliver_due
 from app.models import Delivery
-from conftest import ROOT, SLUG, add_organiser, form_fields, login, sign, smtp_backed_app, unused_port
 
 SUPPORTER = "anna@example.org"
 REFUSED = f"550 5.1.1 <{SUPPORTER}>: Recipient address rejected"

@@ -10,12 +10,13 @@ import re
 from email import message_from_bytes, policy
 
 import pytest
+from conftest import SLUG, add_campaign, counts, sign, statements_during
 from sqlalchemy import select
 
 from app.delivery import deliver_due
 from app.extensions import db, limiter
 from app.models import CampaignTally, Delivery, Signature
-from conftest import SLUG, add_campaign, counts, sign, statements_during
+
 
 @pytest.fixture
 def app(make_app):

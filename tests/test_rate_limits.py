@@ -3,13 +3,13 @@
 import logging
 
 import pytest
+from conftest import SLUG, counts, sign
 
 from app import ConfigError, create_app
 from app.extensions import limiter
 from app.keys import subkey
 from app.models import Signature
 from app.security import client_hash
-from conftest import SLUG, counts, sign
 
 #: A client address behind a trusted proxy, as X-Forwarded-For gives it.
 CLIENT = "203.0.113.77"

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-
 from conftest import ROOT, SLUG, form_fields, unused_port
 
 pytestmark = pytest.mark.redis

@@ -2,8 +2,9 @@
 
 import re
 
-from app.models import Signature
 from conftest import SLUG, counts, form_fields, sign
+
+from app.models import Signature
 
 SEED_TITLE = "Kazakhstan : Libérez le militant syndicaliste Erzhan Elshibayev"
 SEED_TARGETS = [

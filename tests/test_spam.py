@@ -6,9 +6,9 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from conftest import SLUG, counts, form_fields, sign
 
 from app.models import Delivery, Signature
-from conftest import SLUG, counts, form_fields, sign
 
 URL = f"/fr/{SLUG}/"
 

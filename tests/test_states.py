@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SLUG
 from sqlalchemy import select
 
 from app import states, tally, totals
@@ -12,7 +13,6 @@ from app.delivery import Receipt, queue_deliveries
 from app.extensions import db
 from app.models import Delivery, Signature, utcnow
 from app.states import DeliveryStatus, IllegalTransition, SignatureStatus
-from conftest import ROOT, SLUG
 
 
 def new_signature(app, email="anna@example.org"):

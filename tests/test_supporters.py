@@ -6,11 +6,11 @@ import re
 from datetime import timedelta
 from html import unescape
 
+from conftest import SLUG, add_campaign, counts, form_fields, person_traces, sign, statements_during, status_path
 from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import CampaignTally, Delivery, Signature, utcnow
-from conftest import SLUG, add_campaign, counts, form_fields, person_traces, sign, statements_during, status_path
 
 CONSENT_FR = "Si vous désirez recevoir d’autres messages d’alerte urgents, choisissez « Oui » :"
 

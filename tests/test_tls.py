@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 from aiosmtpd.controller import Controller
+from conftest import Inbox, sign, unused_port
 
 from app.delivery import deliver_due
 from app.models import Delivery
-from conftest import Inbox, sign, unused_port
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ command, and looks for the offending line (number and text) and the hint.
 import re
 
 import pytest
-
 from conftest import EXAMPLE_CAMPAIGNS, SLUG
 from test_cli import clamor
 

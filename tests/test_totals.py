@@ -5,16 +5,16 @@ consent, forgetting, purging, sending, failing and retrying; on SQLite and Postg
 from datetime import timedelta
 
 import pytest
+from conftest import SLUG, add_organiser, csrf_token, form_fields, login, sign, unused_port
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, func, select, text, update
 
 from app import create_app, totals
 from app.admin import counted_figures, dashboard_figures
-from app.extensions import db
 from app.delivery import claim_due
+from app.extensions import db
 from app.links import confirm_url, unsubscribe_url
 from app.models import Delivery, Figure, Signature, utcnow
-from conftest import SLUG, add_organiser, csrf_token, form_fields, login, sign, unused_port
 
 
 def plain(figures):

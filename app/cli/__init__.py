@@ -12,7 +12,11 @@ from flask.cli import FlaskGroup, ScriptInfo
 from .campaign import campaign_check, campaign_group, translations_command
 from .common import create_app_or_fail
 from .deliveries import (
-    SUPPORTERS_OWN_MAIL, deliver_command, deliveries_group, deliveries_pause, deliveries_resume,
+    SUPPORTERS_OWN_MAIL,
+    deliver_command,
+    deliveries_group,
+    deliveries_pause,
+    deliveries_resume,
     deliveries_retry,
 )
 from .init import EXAMPLE_CAMPAIGNS, init_command

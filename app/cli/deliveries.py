@@ -5,18 +5,19 @@ import signal
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import update
 
-from .. import figures
+from .. import figures, states
 from ..extensions import db
-from ..models import Delivery, utcnow
+from ..models import Delivery
 from ..security import redact_addresses
+from ..states import DeliveryStatus
 
 #: How ``clamor deliveries`` names mail to supporters' own mailboxes (confirmations …).
 SUPPORTERS_OWN_MAIL = "supporters' own mail"
 
 #: The columns of ``clamor deliveries``, in order.
-STATUSES = ("pending", "sending", "sent", "failed", "held")
+STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.FAILED,
+            DeliveryStatus.HELD)
 
 
 @click.command("deliver")
@@ -116,20 +117,15 @@ def _error(delivery):
 @with_appcontext
 def deliveries_retry(failed, delivery_id):
     """Make pending letters due now, skipping their backoff; --failed requeues failed ones too."""
-    statuses = ("pending", "failed") if failed or delivery_id else ("pending",)
-    query = update(Delivery).where(Delivery.status.in_(statuses))
-    if delivery_id is not None:
-        query = query.where(Delivery.id == delivery_id)
+    statuses = (DeliveryStatus.PENDING,)
+    if failed or delivery_id is not None:
+        statuses += (DeliveryStatus.FAILED,)
     # A failed letter gets a fresh count of attempts; its last error stays until the next try.
-    result = db.session.execute(
-        query.values(status="pending", next_attempt_at=utcnow(), lease_until=None,
-                     attempts=db.case((Delivery.status == "failed", 0), else_=Delivery.attempts)),
-        execution_options={"synchronize_session": False},
-    )
+    retried = states.retry(*([Delivery.id == delivery_id] if delivery_id is not None else []), statuses=statuses)
     db.session.commit()
-    if delivery_id is not None and not result.rowcount:
+    if delivery_id is not None and not retried:
         raise click.ClickException(f"no pending or failed delivery #{delivery_id}")
-    click.echo(f"{result.rowcount} deliveries due now")
+    click.echo(f"{retried} deliveries due now")
 
 
 @deliveries_group.command("pause")

@@ -11,9 +11,8 @@ Revises: 55f281023dea
 Create Date: 2026-11-29 10:00:00.000000
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '3cfed682b8e5'

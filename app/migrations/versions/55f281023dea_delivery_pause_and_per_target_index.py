@@ -5,9 +5,8 @@ Revises: c6ad0000beef
 Create Date: 2026-11-28 19:59:36.751742
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '55f281023dea'

@@ -13,11 +13,10 @@ Revises: 3cfed682b8e5
 Create Date: 2026-12-01 22:30:00.000000
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from app import totals
-
 
 # revision identifiers, used by Alembic.
 revision = '7a71cfb84b95'

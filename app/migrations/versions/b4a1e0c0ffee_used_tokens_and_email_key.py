@@ -5,9 +5,8 @@ Revises: f0219f332de5
 Create Date: 2026-11-28 20:02:59.431602
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'b4a1e0c0ffee'

@@ -9,9 +9,8 @@ Revises: b4a1e0c0ffee
 Create Date: 2026-11-28 20:01:18.050863
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'c6ad0000beef'

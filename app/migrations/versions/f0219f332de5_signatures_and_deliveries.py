@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-11-28 19:43:42.626847
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'f0219f332de5'

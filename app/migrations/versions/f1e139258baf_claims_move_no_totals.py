@@ -16,7 +16,6 @@ from alembic import op
 
 from app import totals
 
-
 # revision identifiers, used by Alembic.
 revision = 'f1e139258baf'
 down_revision = '7a71cfb84b95'
