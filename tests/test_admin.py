@@ -5,6 +5,7 @@ import io
 import logging
 import re
 
+import pytest
 from conftest import ORGANISER, PASSWORD, SLUG, add_organiser, csrf_token, login, sign
 from sqlalchemy import func, insert, select, update
 
@@ -28,6 +29,7 @@ def admin_urls(app, signature_id):
     return urls
 
 
+@pytest.mark.slow
 def test_every_admin_url_without_login_redirects_and_leaks_nothing(make_app, hold_filter):
     app = make_app(SPAM_FILTERS=hold_filter)
     client = app.test_client()
@@ -52,6 +54,7 @@ def test_every_admin_url_without_login_redirects_and_leaks_nothing(make_app, hol
     assert client.get(f"/admin/{SLUG}/").status_code == 302
 
 
+@pytest.mark.slow
 def test_admin_accounts_from_the_command_line(app):
     runner = app.test_cli_runner()
     mismatch = runner.invoke(args=["admin", "add", "Ana@Union.test"], input=f"{PASSWORD}\nsomething else\n")
@@ -69,6 +72,7 @@ def test_admin_accounts_from_the_command_line(app):
     assert runner.invoke(args=["admin", "remove", "ana@union.test"]).exit_code != 0
 
 
+@pytest.mark.slow
 def test_login_logout_and_the_log(app, client, caplog):
     add_organiser(app)
     wrong = login(client, password="not the password")
@@ -89,6 +93,7 @@ def test_login_logout_and_the_log(app, client, caplog):
     assert client.get("/admin/").status_code == 302
 
 
+@pytest.mark.slow
 def test_wrong_passwords_are_rate_limited(make_app):
     app = make_app(RATELIMIT_ENABLED=True)
     limiter.reset()
@@ -109,6 +114,7 @@ def test_wrong_passwords_are_rate_limited(make_app):
     limiter.reset()
 
 
+@pytest.mark.slow
 def test_dashboard_figures_match_the_database(app, client, runner):
     sign(client, email="a@example.org", country="FR", opt_in="yes")
     sign(client, lang="en", email="b@example.org", country="KZ")
@@ -163,6 +169,7 @@ def test_dashboard_figures_match_the_database(app, client, runner):
     assert 'id="counter-note"' in html
 
 
+@pytest.mark.slow
 def test_moderation_approves_and_rejects(make_app, hold_filter):
     app = make_app(SPAM_FILTERS=hold_filter)
     client = app.test_client()
@@ -189,6 +196,7 @@ def test_moderation_approves_and_rejects(make_app, hold_filter):
     assert "2 people have signed so far." in client.get(f"/en/{SLUG}/").get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_supporters_are_paged_and_searchable(make_app):
     app = make_app(ADMIN_PAGE_SIZE=2)
     client = app.test_client()
@@ -213,6 +221,7 @@ def test_supporters_are_paged_and_searchable(make_app):
     assert "%" not in client.get(f"/admin/{SLUG}/supporters?q=%25").get_data(as_text=True).split("<tbody>")[1]
 
 
+@pytest.mark.slow
 def test_export_streams_the_right_rows(make_app, hold_filter, caplog):
     app = make_app(SPAM_FILTERS=hold_filter)
     client = app.test_client()
@@ -241,6 +250,7 @@ def test_export_streams_the_right_rows(make_app, hold_filter, caplog):
     assert page.status_code == 200 and "<form" in page.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_export_is_written_batch_by_batch(app, client):
     rows = 2 * BATCH + 7
     with app.app_context():

@@ -61,6 +61,7 @@ def sent_to_login(response):
             and "anna@example.org" not in response.get_data(as_text=True))
 
 
+@pytest.mark.slow
 def test_a_session_cookie_copied_before_logout_opens_nothing_after_it(app, client):
     sign(client, email="anna@example.org")
     add_organiser(app)
@@ -74,6 +75,7 @@ def test_a_session_cookie_copied_before_logout_opens_nothing_after_it(app, clien
     assert session_rows(app) == []
 
 
+@pytest.mark.slow
 def test_the_cookie_holds_a_random_id_and_the_database_only_its_hash(app, client):
     add_organiser(app)
     login(client)
@@ -91,6 +93,7 @@ def test_the_cookie_holds_a_random_id_and_the_database_only_its_hash(app, client
     assert len(session_rows(app)) == 1
 
 
+@pytest.mark.slow
 def test_removing_an_organiser_ends_their_sessions_at_once(app, client):
     sign(client, email="anna@example.org")
     add_organiser(app)
@@ -102,6 +105,7 @@ def test_removing_an_organiser_ends_their_sessions_at_once(app, client):
     assert sent_to_login(client.get(SUPPORTERS))
 
 
+@pytest.mark.slow
 def test_logout_all_ends_every_session_of_one_organiser(app):
     add_organiser(app)
     add_organiser(app, "other@union.test")
@@ -116,6 +120,7 @@ def test_logout_all_ends_every_session_of_one_organiser(app):
     assert app.test_cli_runner().invoke(args=["admin", "logout-all", "nobody@union.test"]).exit_code != 0
 
 
+@pytest.mark.slow
 def test_a_new_password_ends_the_sessions_open_with_the_old_one_and_the_wait(app, client):
     add_organiser(app)
     login(client)
@@ -131,6 +136,7 @@ def test_a_new_password_ends_the_sessions_open_with_the_old_one_and_the_wait(app
     assert login(client, password="a new password").status_code == 303
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", [None, 10])
 def test_an_idle_session_ends(make_app, setting):
     app = make_app(**({} if setting is None else {"ADMIN_SESSION_IDLE_MINUTES": setting}))
@@ -158,6 +164,7 @@ def test_an_idle_session_ends(make_app, setting):
     assert sent_to_login(client.get(SUPPORTERS))
 
 
+@pytest.mark.slow
 def test_a_session_ends_after_its_lifetime_however_busy(app, client):
     sign(client, email="anna@example.org")
     add_organiser(app)
@@ -169,6 +176,7 @@ def test_a_session_ends_after_its_lifetime_however_busy(app, client):
     assert session_rows(app) == []
 
 
+@pytest.mark.slow
 def test_a_new_login_ends_the_session_the_browser_had(app, client):
     add_organiser(app)
     login(client)
@@ -184,6 +192,7 @@ def error_of(response):
     return re.findall(r'<p class="form-error[^"]*"[^>]*>.*?</p>', response.get_data(as_text=True), re.S)
 
 
+@pytest.mark.slow
 def test_failed_logins_slow_one_account_down_and_a_stranger_cannot_lock_it_out(make_app):
     app = make_app(RATELIMIT_ENABLED=True)
     with app.app_context():
@@ -247,6 +256,7 @@ def test_failed_logins_slow_one_account_down_and_a_stranger_cannot_lock_it_out(m
         limiter.reset()
 
 
+@pytest.mark.slow
 def test_the_per_address_limit_still_answers_429_and_is_not_keyed_by_the_address(make_app):
     app = make_app(RATELIMIT_ENABLED=True)
     with app.app_context():
@@ -267,6 +277,7 @@ def test_the_per_address_limit_still_answers_429_and_is_not_keyed_by_the_address
         limiter.reset()
 
 
+@pytest.mark.slow
 def test_passwords_are_hashed_with_scrypt_at_owasp_cost_and_old_hashes_are_upgraded(app, client):
     assert admin.PASSWORD_METHOD == "scrypt:131072:8:1"
     add_organiser(app)
@@ -282,6 +293,7 @@ def test_passwords_are_hashed_with_scrypt_at_owasp_cost_and_old_hashes_are_upgra
     assert upgraded.startswith("scrypt:131072:8:1$") and check_password_hash(upgraded, PASSWORD)
 
 
+@pytest.mark.slow
 def test_an_unknown_address_costs_the_same_hash_as_a_wrong_password(app, client):
     # The dummy hash has the parameters of a real one, so it takes as long.
     assert admin._DUMMY_HASH.split("$")[0] == admin.PASSWORD_METHOD
@@ -297,6 +309,7 @@ def test_an_unknown_address_costs_the_same_hash_as_a_wrong_password(app, client)
     assert unknown_address > wrong_password / 2, (unknown_address, wrong_password)
 
 
+@pytest.mark.slow
 def test_any_page_address_gives_a_page(app, client):
     sign(client, email="anna@example.org")
     add_organiser(app)
@@ -322,6 +335,7 @@ def schema(app):
         }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_the_migration_adds_sessions_and_throttling_and_goes_back(make_app, request, database):
     overrides = {}

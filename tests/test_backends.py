@@ -43,6 +43,7 @@ def test_one_connection_serves_the_whole_batch(make_app, scripted_smtp):
     assert inbox.connections == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, status, error",
     [
@@ -81,6 +82,7 @@ def test_421_closes_the_connection_and_the_next_letter_reconnects(make_app, scri
     assert inbox.connections == 2
 
 
+@pytest.mark.slow
 def test_message_id_is_the_same_after_a_retry(make_app, scripted_smtp):
     controller, inbox = scripted_smtp(data_replies=["451 4.7.1 try again later"])
     app = smtp_backed_app(make_app, controller, DELIVERY_RETRY_BASE=1)
@@ -115,6 +117,7 @@ def test_a_letter_older_than_max_age_fails_with_its_last_error(make_app):
             assert "DELIVERY_MAX_AGE" in delivery.last_error
 
 
+@pytest.mark.slow
 def test_an_unexpected_exception_is_temporary_and_logged(make_app, instance_path, caplog):
     (instance_path / "plugins").mkdir()
     (instance_path / "plugins" / "buggy.py").write_text(
@@ -167,6 +170,7 @@ class MailgunStub:
                         content_type="application/json")
 
 
+@pytest.mark.slow
 def test_mailgun_request_has_the_exact_fields_and_auth(mailgun_app, httpserver):
     stub = MailgunStub()
     httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
@@ -198,6 +202,7 @@ def test_mailgun_request_has_the_exact_fields_and_auth(mailgun_app, httpserver):
     assert not any(key.startswith("v:") for key in form)
 
 
+@pytest.mark.slow
 def test_mailgun_429_then_200_delivers_once_honouring_retry_after(mailgun_app, httpserver):
     stub = MailgunStub([(429, {"Retry-After": "120"}, {"message": "Too many requests"})])
     httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
@@ -217,6 +222,7 @@ def test_mailgun_429_then_200_delivers_once_honouring_retry_after(mailgun_app, h
     assert sorted(stub.accepted) == message_ids  # each letter accepted exactly once
 
 
+@pytest.mark.slow
 def test_mailgun_400_fails_with_mailguns_message_shown_by_clamor_deliveries(mailgun_app, httpserver):
     bad = (400, {}, {"message": "'to' parameter is not a valid address. please check documentation"})
     stub = MailgunStub([bad] * 5)
@@ -232,6 +238,7 @@ def test_mailgun_400_fails_with_mailguns_message_shown_by_clamor_deliveries(mail
     assert "'to' parameter is not a valid address" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status, outcome", [(401, "failed"), (403, "failed"), (420, "pending"), (503, "pending")])
 def test_mailgun_status_codes(mailgun_app, httpserver, status, outcome):
     stub = MailgunStub([(status, {}, {"message": f"status {status}"})])
@@ -244,6 +251,7 @@ def test_mailgun_status_codes(mailgun_app, httpserver, status, outcome):
     assert (first.status, first.last_error) == (outcome, f"Mailgun answered {status}: status {status}")
 
 
+@pytest.mark.slow
 def test_mailgun_404_is_temporary_three_tries_then_permanent(mailgun_app, httpserver):
     stub = MailgunStub([(404, {}, {"message": "Domain not found: mg.clamor.test"})] * 3)
     httpserver.expect_request("/v3/mg.clamor.test/messages.mime", method="POST").respond_with_handler(stub)
@@ -261,6 +269,7 @@ def test_mailgun_404_is_temporary_three_tries_then_permanent(mailgun_app, httpse
     assert len(stub.requests) == 3
 
 
+@pytest.mark.slow
 def test_mailgun_timeout_is_temporary(mailgun_app, httpserver):
     import time
 
@@ -309,6 +318,7 @@ KAZAKH_LETTER = (
 )
 
 
+@pytest.mark.slow
 def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smtp_server):
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
     app = make_app(
@@ -349,6 +359,7 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
     assert "aigul" not in page.extract_text()
 
 
+@pytest.mark.slow
 def test_fax_reply_to_sends_the_gateway_reports_elsewhere(make_app, instance_path, smtp_server):
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
     app = make_app(
@@ -396,6 +407,7 @@ def test_fax_numbers_without_country_code_are_refused(number):
         parse_fax_number(number)
 
 
+@pytest.mark.slow
 def test_a_slow_batch_stops_before_its_lease_ends(make_app, scripted_smtp):
     """Past the lease another worker may claim the batch's letters: the rest wait, none is sent twice."""
     controller, inbox = scripted_smtp(data_replies=[1.2])  # the first letter takes 1.2 s

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import ROOT, SLUG, add_campaign, add_organiser, form_fields, login
 from test_redis import init_instance, serve
@@ -49,6 +50,7 @@ def fill_form(browser, url, email):
     return data
 
 
+@pytest.mark.slow
 def test_status_and_goal_edits_are_served_without_a_restart_and_a_broken_edit_keeps_the_last_good(tmp_path):
     instance = init_instance(tmp_path)
     campaign = instance / "campaigns" / f"{SLUG}.toml"
@@ -106,6 +108,7 @@ def subjects(outbox):
     return sorted(message_from_bytes(p.read_bytes(), policy=policy.default)["Subject"] for p in outbox.glob("*.eml"))
 
 
+@pytest.mark.slow
 def test_the_delivery_worker_sends_with_the_edited_campaign(tmp_path):
     instance = init_instance(tmp_path)
     campaign = instance / "campaigns" / f"{SLUG}.toml"
@@ -129,6 +132,7 @@ def test_the_delivery_worker_sends_with_the_edited_campaign(tmp_path):
     assert subjects(outbox).count("Libérez Erzhan Elshibayev") == 5
 
 
+@pytest.mark.slow
 def test_new_deleted_and_refused_files_in_one_process(make_app, instance_path):
     app = make_app(CAMPAIGN_RELOAD_SECONDS=0)
     client = app.test_client()

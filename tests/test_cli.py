@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import EXAMPLE_CAMPAIGNS, SHIPPED_CAMPAIGNS, SLUG, sign
 
 from app.campaigns import CampaignError, load_campaign
@@ -28,6 +29,7 @@ def clamor(*args, instance, env=None):
     )
 
 
+@pytest.mark.slow
 def test_init_in_an_empty_instance_folder_then_serve(tmp_path):
     instance = tmp_path / "fresh"
     first = clamor("init", instance=instance)
@@ -57,6 +59,7 @@ def test_init_in_an_empty_instance_folder_then_serve(tmp_path):
     assert "Erzhan Elshibayev" in page.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_app_refuses_to_start_without_secret_key(tmp_path):
     instance = tmp_path / "nokey"
     (instance / "campaigns").mkdir(parents=True)
@@ -66,6 +69,7 @@ def test_app_refuses_to_start_without_secret_key(tmp_path):
     assert "clamor init" in result.stderr
 
 
+@pytest.mark.slow
 def test_environment_overrides_config(tmp_path):
     instance = tmp_path / "env"
     assert clamor("init", instance=instance).returncode == 0
@@ -74,12 +78,14 @@ def test_environment_overrides_config(tmp_path):
     assert "DELIVERY['email'] names the backend 'nope'" in result.stderr
 
 
+@pytest.mark.slow
 def test_campaign_check_accepts_the_example():
     result = clamor("campaign", "check", str(SHIPPED_CAMPAIGNS / f"{SLUG}.toml"), instance="/nonexistent")
     assert result.returncode == 0, result.stderr
     assert "ok: " in result.stdout
 
 
+@pytest.mark.slow
 def test_campaign_check_names_file_and_key(tmp_path):
     broken = tmp_path / f"{SLUG}.toml"
     text = (EXAMPLE_CAMPAIGNS / f"{SLUG}.toml").read_text()
@@ -95,6 +101,7 @@ def test_campaign_check_names_file_and_key(tmp_path):
         raise AssertionError("the broken campaign loaded")
 
 
+@pytest.mark.slow
 def test_app_refuses_an_invalid_campaign(tmp_path):
     instance = tmp_path / "bad"
     assert clamor("init", instance=instance).returncode == 0
@@ -133,6 +140,7 @@ def test_export_writes_csv_of_supporters(app, client, runner):
     assert runner.invoke(main, ["export", "--campaign", "nope"]).exit_code != 0
 
 
+@pytest.mark.slow
 def test_two_gunicorn_workers_start_on_a_fresh_database(tmp_path):
     """Both workers open the fresh SQLite file (switching it to WAL) at once: no "database is locked"."""
     import time
@@ -188,6 +196,7 @@ def _instance_with_an_unknown_key(instance):
     return path
 
 
+@pytest.mark.slow
 def test_init_and_run_on_an_invalid_campaign_file_print_one_line(tmp_path):
     # `make run` is `clamor init` then `clamor run`: both stop with the one-line
     # error and exit 1, as every other command does.
@@ -211,6 +220,7 @@ def test_init_on_an_invalid_campaign_file_in_the_cli_runner(tmp_path):
     assert not isinstance(result.exception, CampaignError)
 
 
+@pytest.mark.slow
 def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_path):
     instance = tmp_path / "mailgun"
     assert clamor("init", instance=instance).returncode == 0
@@ -221,6 +231,7 @@ def test_a_backend_missing_its_settings_stops_every_command_with_a_message(tmp_p
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_help_before_init_lists_every_command_and_says_to_run_init(tmp_path):
     result = clamor("--help", instance=tmp_path / "empty")
     assert result.returncode == 0
@@ -233,6 +244,7 @@ def test_help_before_init_lists_every_command_and_says_to_run_init(tmp_path):
     assert "Run `clamor init` first" in end and "SECRET_KEY is not set" in end
 
 
+@pytest.mark.slow
 def test_a_cli_command_never_starts_the_delivery_thread(tmp_path):
     """`clamor moderation approve` with DELIVERY_WORKER = "thread" queues the letters and leaves them to a server."""
     instance = tmp_path / "instance"

@@ -89,6 +89,7 @@ def fetch(url, data=None, gzip_ok=True, headers=None):
     return response, (gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body)
 
 
+@pytest.mark.slow
 def test_nginx_compresses_pages_but_never_what_reflects_input_beside_a_token(nginx):
     page, html = fetch(f"{nginx}/en/{SLUG}/")
     assert page.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in page.headers["Vary"]

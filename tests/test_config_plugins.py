@@ -33,6 +33,7 @@ def test_the_core_config_holds_no_plugin_setting_yet_every_plugin_setting_has_it
     assert (config["FILL_TIME_MAX"], config["LINKS_MAX"]) == (24 * 3600, 2)
 
 
+@pytest.mark.slow
 def test_the_deployment_s_value_wins_over_a_plugin_s_default(make_app, instance_path, tmp_path, monkeypatch):
     (instance_path / "config.py").write_text("SMTP_TIMEOUT = 7\nOUTBOX_DIR = None\n")
     monkeypatch.setenv("CLAMOR_LINKS_MAX", "5")
@@ -91,6 +92,7 @@ class GatewayPlugin:
         return [GatewayMailbox]
 
 
+@pytest.mark.slow
 def test_fax_email_sends_through_the_backend_the_core_gives_it(make_app, instance_path):
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
     GatewayMailbox.sent = []

@@ -20,6 +20,7 @@ def smtp_config(app_config, smtp_server):
     return app_config
 
 
+@pytest.mark.slow
 def test_worker_delivers_every_letter_to_a_real_smtp_server(smtp_config, smtp_server, app, client):
     letter = "Monsieur le Président,\n\nLibérez Erzhan Elshibayev.\n\nAvec mes salutations."
     sign(client, name="Anna Example", email="anna@example.org", organisation="Unite", country="GB", message=letter)
@@ -82,6 +83,7 @@ def test_outbox_files_is_the_default_and_writes_eml_files(app, client, instance_
     assert "anna" not in files[0].name
 
 
+@pytest.mark.slow
 def test_temporary_failure_keeps_the_letter_pending(make_app):
     app = make_app(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=unused_port(), SMTP_TIMEOUT=2)
     sign(app.test_client())
@@ -201,6 +203,7 @@ def test_thread_worker_delivers_without_a_separate_process(make_app, instance_pa
         assert {d.status for d in Delivery.query} == {"sent"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("forgotten, arrived", [("bob", {"anna": 5}), ("anna", {"anna": 1, "bob": 5})],
                          ids=["later-in-the-batch", "while-their-letter-is-at-data"])
 def test_a_supporter_forgotten_while_the_batch_is_sending_gets_no_more_letters(make_app, scripted_smtp,

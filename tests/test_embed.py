@@ -12,6 +12,7 @@ from test_browser import browser  # noqa: F401  (the Chromium fixture)
 from app.models import Signature
 
 
+@pytest.mark.slow
 def test_framing_is_refused_everywhere_without_embed_origins(client):
     for path in (f"/en/{SLUG}/", f"/en/{SLUG}/embed", f"/en/{SLUG}/embed/thanks", f"/en/{SLUG}/thanks"):
         response = client.get(path)
@@ -20,6 +21,7 @@ def test_framing_is_refused_everywhere_without_embed_origins(client):
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], path
 
 
+@pytest.mark.slow
 def test_embed_origins_may_frame_the_embed_routes_only(make_app):
     app = make_app(EMBED_ORIGINS=["https://union.org", "https://friends.example"])
     client = app.test_client()
@@ -42,6 +44,7 @@ def test_embed_origins_may_frame_the_embed_routes_only(make_app):
     assert 'class="languages"' in page.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_a_form_posted_in_the_embed_leads_to_the_embedded_thanks(make_app):
     app = make_app(EMBED_ORIGINS=["https://union.org"])
     client = app.test_client()

@@ -104,6 +104,7 @@ def wait_for(condition, timeout=90):
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_mail_server_that_is_down_loses_nothing(make_app, sink):
     port = unused_port()  # nothing listens here yet
     app = make_app(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_TIMEOUT=5,
@@ -133,6 +134,7 @@ def test_a_mail_server_that_is_down_loses_nothing(make_app, sink):
     assert set(arrived) == set(statuses)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing_and_duplicates_at_most_its_letter_in_flight(make_app, instance_path, sink):
     server = sink(delay=0.01)
     app = make_app()
@@ -163,6 +165,7 @@ def test_a_killed_worker_loses_nothing_and_duplicates_at_most_its_letter_in_flig
     assert len(arrived) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_two_workers_send_every_letter_exactly_once(database, request, make_app, instance_path, sink):
     overrides = {}

@@ -1,5 +1,6 @@
 """Fax targets need a gateway and international numbers: `clamor campaign check` and start-up say so."""
 
+import pytest
 from conftest import SLUG
 from test_cli import clamor
 
@@ -27,6 +28,7 @@ def write(tmp_path, fax):
     return path
 
 
+@pytest.mark.slow
 def test_check_refuses_fax_targets_without_a_gateway(tmp_path):
     path = write(tmp_path, "+32 2 123 45 67")
     result = clamor("campaign", "check", str(path), instance=tmp_path / "no-instance")
@@ -38,6 +40,7 @@ def test_check_refuses_fax_targets_without_a_gateway(tmp_path):
     assert configured.returncode == 0, configured.stderr
 
 
+@pytest.mark.slow
 def test_check_refuses_a_number_without_its_country_code(tmp_path):
     path = write(tmp_path, "21 123 4567")
     result = clamor("campaign", "check", str(path), instance=tmp_path / "no-instance",
@@ -47,6 +50,7 @@ def test_check_refuses_a_number_without_its_country_code(tmp_path):
     assert "E.164" in result.stderr
 
 
+@pytest.mark.slow
 def test_start_up_stops_on_fax_targets_without_a_gateway(tmp_path):
     instance = tmp_path / "instance"
     assert clamor("init", instance=instance).returncode == 0

@@ -40,6 +40,7 @@ def mode(path):
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_clamor_init_makes_instance_config_and_database_private(tmp_path, umask_022):
     instance = tmp_path / "instance"
     result = clamor("init", instance=instance)
@@ -51,6 +52,7 @@ def test_clamor_init_makes_instance_config_and_database_private(tmp_path, umask_
         assert mode(path) == 0o600, path
 
 
+@pytest.mark.slow
 def test_an_existing_instance_folder_is_made_private(tmp_path, umask_022):
     # A checkout's instance/ comes from git with the umask's mode.
     instance = tmp_path / "instance"
@@ -60,6 +62,7 @@ def test_an_existing_instance_folder_is_made_private(tmp_path, umask_022):
     assert mode(instance) == 0o700
 
 
+@pytest.mark.slow
 def test_config_py_is_never_readable_by_others_even_when_writing_it_fails(tmp_path, umask_022):
     # With no room to write (a file size limit of 0), the key cannot be
     # written: no config.py may be left behind readable by others or empty,
@@ -75,6 +78,7 @@ def test_config_py_is_never_readable_by_others_even_when_writing_it_fails(tmp_pa
     assert mode(config) == 0o600
 
 
+@pytest.mark.slow
 def test_signing_and_delivering_keep_database_journal_and_outbox_private(tmp_path, umask_022):
     instance = tmp_path / "instance"
     assert clamor("init", instance=instance).returncode == 0

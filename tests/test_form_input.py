@@ -25,6 +25,7 @@ def text(response):
     return unescape(response.get_data(as_text=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("character", BAD_CHARACTERS)
 @pytest.mark.parametrize("field", ["name", "organisation"])
 def test_one_line_fields_refuse_control_characters(app, client, field, character):
@@ -35,6 +36,7 @@ def test_one_line_fields_refuse_control_characters(app, client, field, character
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("country", ["\r\nFR", "FR\x00", "\r\n", " ", "XX", "ZZ", "fr"])
 def test_country_must_be_a_code_from_the_list(app, client, country):
     response = sign(client, country=country)
@@ -95,6 +97,7 @@ def test_error_pages_speak_the_language_of_the_url(client):
     assert "Traceback" not in html
 
 
+@pytest.mark.slow
 def test_what_the_supporter_typed_is_shown_as_text(app, client):
     script = "<script>alert(1)</script>"
     # Refused by the form (bad address) and by a filter (the honeypot): both
@@ -109,6 +112,7 @@ def test_what_the_supporter_typed_is_shown_as_text(app, client):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_no_bcc_header_reaches_a_real_smtp_server_from_the_form(make_app, smtp_server):
     app = make_app(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port)
     client = app.test_client()
@@ -148,6 +152,7 @@ def clean_line(value, limit):
     return len(value) <= limit and not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.fixed_dictionaries({field: value for field in FIELDS}))
 def test_random_input_never_breaks_the_form(app, client, changes):
@@ -201,6 +206,7 @@ def test_a_field_posted_as_a_file_is_missing_not_a_500(app, client, fields):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_the_admin_login_posted_as_files_is_refused_not_a_500(app, client):
     add_organiser(app)
     page = client.get("/admin/login")
@@ -240,6 +246,7 @@ def test_an_address_with_a_non_ascii_local_part_is_refused_while_no_backend_carr
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("email", ["anna@bücher.de", "anna@пример.рф"])
 def test_an_internationalised_domain_is_accepted(app, client, email):
     assert sign(client, email=email).status_code == 303
@@ -298,6 +305,7 @@ def assert_no_formula(csv_text):
     assert got == set(FORMULAS)
 
 
+@pytest.mark.slow
 def test_the_csv_exports_start_no_cell_with_a_formula_whatever_the_delimiter(app, client):
     for i, (name, organisation) in enumerate(FORMULAS):
         assert sign(client, name=name, organisation=organisation, email=f"p{i}@example.org").status_code == 303

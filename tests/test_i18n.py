@@ -149,6 +149,7 @@ def html_lang(html):
     return re.search(r'<html lang="([^"]+)"', html).group(1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", WALKED_LANGUAGES)
 def test_pages_show_no_english(app, client, lang):
     base = f"/{lang}/{SLUG}/"
@@ -181,6 +182,7 @@ def test_pages_show_no_english(app, client, lang):
     assert invalid.count('class="errors"') >= 5  # the errors really were shown
 
 
+@pytest.mark.slow
 def test_the_walk_finds_english_when_it_is_there(client):
     """The check above can fail: the English page is full of English msgids."""
     html = client.get(f"/en/{SLUG}/").get_data(as_text=True)
@@ -215,6 +217,7 @@ def test_plural_forms_of_the_signature_counter(app, lang, expected):
             assert ngettext("%(num)s person has signed so far.", "%(num)s people have signed so far.", n) == text
 
 
+@pytest.mark.slow
 def test_numbers_and_dates_are_formatted_for_the_page(client):
     # CLDR's group separators: a narrow no-break space in French, a no-break space in Russian and Kazakh.
     assert "12\u202f500" in client.get(f"/fr/{SLUG}/").get_data(as_text=True)
@@ -244,6 +247,7 @@ def test_root_negotiates_accept_language(client, header, expected):
     assert "Accept-Language" in response.headers["Vary"] and "Cookie" in response.headers["Vary"]
 
 
+@pytest.mark.slow
 def test_language_of_a_page_read_is_remembered_for_root(client):
     response = client.get(f"/ru/{SLUG}/")
     cookie = response.headers["Set-Cookie"]
@@ -389,6 +393,7 @@ def test_campaign_check_accepts_a_language_the_deployment_added(tmp_path, runner
     assert "fr, en, ru, kk, uk" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["kk", "ru", "fr"])
 def test_every_error_page_is_translated(app, lang):
     """403, 429 and 500 too, which are awkward to provoke one by one."""

@@ -21,6 +21,7 @@ def post_with_host(server, host, path, fields, cookie):
     return response.status, response.read().decode()
 
 
+@pytest.mark.slow
 def test_a_form_posted_for_an_untrusted_host_gets_400_over_real_http_and_stores_nothing(make_app):
     app = make_app(CONFIRM_SUPPORTER_EMAIL=True)
     with LiveServer(app) as server:

@@ -166,6 +166,7 @@ def delivered(request, make_app, instance_path, smtp_server):
     return deliver
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES, ids=NAME_IDS)
 def test_a_name_is_data_in_every_header_and_adds_nothing(delivered, name):
     message = "Libérez Erzhan Elshibayev.\n\nСвободу Ержану!"
@@ -206,6 +207,7 @@ def test_long_cyrillic_target_names_are_split_between_words_only(delivered):
         assert letter.message["To"].addresses[0].display_name.split() == name.split()
 
 
+@pytest.mark.slow
 def test_an_outbox_file_is_exactly_what_smtp_sends(make_app, instance_path, smtp_server, tmp_path):
     outbox = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'outbox.sqlite3'}")
     smtp = smtp_backed_app(make_app, smtp_server)
@@ -234,6 +236,7 @@ def test_message_ids_are_random_and_name_only_the_sender_domain(make_app):
     assert re.fullmatch(r"<[0-9a-f]{32}@localhost>", new_message_id("campaigns@"))
 
 
+@pytest.mark.slow
 def test_an_idn_reply_to_is_written_in_punycode(delivered):
     _, letters = delivered(email="anna@пример.рф")
     for letter in letters:
@@ -311,6 +314,7 @@ words = st.lists(st.sampled_from(["Анна", "=?utf-8?q?", "?=", "Bcc:", "<x@y.
                  max_size=12).map(" ".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.one_of(typed, words), organisation=typed, subject=st.one_of(typed, words), target=st.one_of(typed, words))
 def test_any_name_means_what_emailmessage_means(name, organisation, subject, target):
@@ -393,6 +397,7 @@ letter = "Құрметті Президент!"
 """
 
 
+@pytest.mark.slow
 def test_the_faxed_pdf_and_its_email_carry_no_supporter_address(make_app, instance_path, smtp_server):
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
     app = make_app(DELIVERY={"email": "smtp", "fax": "fax_email"}, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port,
@@ -415,6 +420,7 @@ def test_the_faxed_pdf_and_its_email_carry_no_supporter_address(make_app, instan
 
 # --- several connections --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_four_connections_send_every_letter_exactly_once(make_app, scripted_smtp):
     # The first letters take a moment at DATA, so the batch needs more than one connection.
     controller, inbox = scripted_smtp(data_replies=[0.2] * 8)
@@ -432,6 +438,7 @@ def test_four_connections_send_every_letter_exactly_once(make_app, scripted_smtp
     assert inbox.connections == 4
 
 
+@pytest.mark.slow
 def test_four_connections_keep_the_hourly_cap_and_record_failures(make_app, scripted_smtp):
     controller, inbox = scripted_smtp(rcpt_replies=["550 5.1.1 no such mailbox"], data_replies=[0.1] * 8)
     app = smtp_backed_app(make_app, controller, DELIVERY_CONNECTIONS=4, TARGET_HOURLY_CAP=3)
@@ -472,6 +479,7 @@ def test_a_plugin_can_still_use_as_email(make_app):
     assert letter.as_email("gateway@fax.tc")["To"].addresses[0].addr_spec == "gateway@fax.tc"
 
 
+@pytest.mark.slow
 def test_a_supporter_forgotten_while_two_connections_send_loses_no_one_elses_outcome(make_app, scripted_smtp, caplog):
     """`clamor forget` while a letter of theirs is at DATA on one connection and the other connection goes on."""
     import logging

@@ -19,6 +19,7 @@ def differences(app):
         return compare_metadata(context, db.metadata)
 
 
+@pytest.mark.slow
 def test_migrations_match_the_models_on_sqlite(app):
     assert differences(app) == []
 

@@ -22,6 +22,7 @@ def held_signature(app, **values):
         return Signature.query.filter_by(status="held").order_by(Signature.id.desc()).first().id
 
 
+@pytest.mark.slow
 def test_list_shows_held_signatures_with_their_reason(app, runner):
     held = held_signature(app, name="Anna <b>Example</b>")
     sign(app.test_client(), email="bob@example.org")  # accepted: not listed
@@ -36,6 +37,7 @@ def test_list_shows_held_signatures_with_their_reason(app, runner):
         assert moderation.held_signatures("another-campaign") == []
 
 
+@pytest.mark.slow
 def test_approve_queues_the_letters_and_the_worker_delivers_them(smtp_app, smtp_server):
     held = held_signature(smtp_app, message=LINKS + "\n<script>alert(1)</script>")
     with smtp_app.app_context():

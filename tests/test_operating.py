@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from conftest import SLUG, add_organiser, login, sign
 
 from app.delivery import deliver_due
@@ -14,6 +15,7 @@ def smtp(smtp_server, **overrides):
     return dict(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, **overrides)
 
 
+@pytest.mark.slow
 def test_letters_past_the_hourly_cap_wait_without_using_an_attempt(make_app, smtp_server):
     app = make_app(**smtp(smtp_server, TARGET_HOURLY_CAP=2))
     client = app.test_client()
@@ -44,6 +46,7 @@ def test_letters_past_the_hourly_cap_wait_without_using_an_attempt(make_app, smt
     assert len(smtp_server.inbox.envelopes) == 15
 
 
+@pytest.mark.slow
 def test_a_cap_wait_is_not_an_error_for_clamor_deliveries_nor_the_dashboard(make_app, smtp_server):
     app = make_app(**smtp(smtp_server, TARGET_HOURLY_CAP=1))
     client = app.test_client()
@@ -94,6 +97,7 @@ def test_pause_keeps_signatures_and_sends_nothing_until_resume(make_app, smtp_se
     assert len(smtp_server.inbox.envelopes) == 5
 
 
+@pytest.mark.slow
 def test_clamor_deliveries_shows_counts_oldest_pending_and_errors(make_app, smtp_server):
     app = make_app(**smtp(smtp_server))
     sign(app.test_client())

@@ -121,6 +121,7 @@ def test_postgresql_down_answers_503_keeps_the_letter_and_stores_once_when_back(
         assert db.session.query(Signature).one().message == LETTER
 
 
+@pytest.mark.slow
 def test_the_delivery_worker_logs_an_outage_in_one_line_a_poll_and_one_traceback(make_app, tmp_path, caplog):
     import threading
 

@@ -36,6 +36,7 @@ def full_render(app, client, path, embed=False):
         return render_full(campaign, g.lang, form_class(formdata=None), embed=embed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["en", "fr", "ru", "kk"])
 def test_the_cached_page_is_a_full_render_with_only_the_volatile_parts_changed(app, client, lang):
     sign(client, email="first@example.org")  # a counter that is not 0

@@ -51,6 +51,7 @@ def test_every_block_is_a_hook_example_a_checked_example_or_a_marked_fragment():
 MARKED = [block for block in blocks() if block[0] in ("example", "config")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, name, code", MARKED, ids=[name for _, name, _ in MARKED])
 def test_each_marked_block_runs_and_does_what_the_docs_say(kind, name, code, make_app, instance_path):
     folder = instance_path / "plugins"
@@ -106,6 +107,7 @@ def check_polite(make_app, instance_path):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_clamor_init_makes_the_folder_the_docs_tell_you_to_drop_a_plugin_into(tmp_path):
     from test_cli import clamor
 

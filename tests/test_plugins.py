@@ -97,6 +97,7 @@ def test_a_misspelt_name_in_plugins_stops_start_up(app_config, instance_path):
         create_app({**app_config, "PLUGINS": ["maildri"]}, instance_path=instance_path)
 
 
+@pytest.mark.slow
 def test_hook_register_delivery_backends_maildir_files_one_letter_per_target(make_app, tmp_path):
     path = tmp_path / "letters"
     app = make_app(DELIVERY={"email": "maildir"}, MAILDIR_PATH=str(path))
@@ -237,6 +238,7 @@ def test_hook_letter_sent_docs_example_counts_in_statsd(make_app, instance_path)
     assert packets == [f"clamor.{SLUG}.letter.sent:1|c".encode()] * 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("confirm", [False, True])
 def test_hook_letter_failed_docs_example_alerts_about_targets_only(make_app, instance_path, httpserver,
                                                                    scripted_smtp, confirm):

@@ -39,6 +39,7 @@ def record_text(record):
     return record.getMessage() + (record.exc_text or "") + (str(record.exc_info[1]) if record.exc_info else "")
 
 
+@pytest.mark.slow
 def test_a_refused_confirmation_email_names_its_supporter_in_no_log_error_or_screen(make_app, scripted_smtp, caplog):
     caplog.set_level(logging.DEBUG)
     controller, _ = scripted_smtp(rcpt_replies=[REFUSED])
@@ -150,6 +151,7 @@ def clamor(*args, instance, env=None, **kwargs):
     return [Path(sys.executable).parent / "clamor", *args], dict(env=environment, cwd=ROOT, **kwargs)
 
 
+@pytest.mark.slow
 def test_clamor_run_logs_requests_without_the_forwarded_client_address(tmp_path):
     instance = tmp_path / "instance"
     command, options = clamor("init", instance=instance)

@@ -101,6 +101,7 @@ def test_receipt_and_reminder_reach_the_mailbox_with_the_real_letters_link(app):
         assert first.created_at.strftime("%Y") in reminder.get_content()
 
 
+@pytest.mark.slow
 def test_mail_to_a_typed_address_carries_nothing_that_was_typed(app):
     typed = {"name": "Cheap Pills Online", "organisation": "Visit pills.example", "message": "BUY NOW at pills.example"}
     sign(app.test_client(), email="victim@example.org", **typed)
@@ -125,6 +126,7 @@ def _writes(app, action):
     return shapes
 
 
+@pytest.mark.slow
 def test_a_repeat_does_the_same_writes_as_a_new_signer(app):
     sign(app.test_client(), email="anna@example.org")
     new = _writes(app, lambda: sign(app.test_client(), email="boris@example.org"))
@@ -135,6 +137,7 @@ def test_a_repeat_does_the_same_writes_as_a_new_signer(app):
     assert "ROLLBACK TO SAVEPOINT" in " ".join(repeat)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["held", "confirm"])
 def test_held_and_unconfirmed_repeats_look_like_new_signers(make_app, hold_filter, mode):
     if mode == "held":
@@ -159,6 +162,7 @@ def test_held_and_unconfirmed_repeats_look_like_new_signers(make_app, hold_filte
         assert len(mail["anna@example.org"]) == 2 and len(mail["boris@example.org"]) == 1
 
 
+@pytest.mark.slow
 def test_mail_to_a_typed_address_stays_under_the_per_address_limit(make_app):
     app = make_app(RATELIMIT_ENABLED=True, SUBMIT_RATE_LIMIT="2 per minute", SEND_RECEIPT=True)
     with app.app_context():
@@ -171,6 +175,7 @@ def test_mail_to_a_typed_address_stays_under_the_per_address_limit(make_app):
         assert db.session.scalar(select(db.func.count()).select_from(Delivery).where(Delivery.kind != "letter")) == 2
 
 
+@pytest.mark.slow
 def test_status_links_are_opaque_and_bound_to_their_purpose(app):
     sign(app.test_client(), email="anna@example.org")
     message = mailbox(app)["anna@example.org"][0]
@@ -197,6 +202,7 @@ def test_status_links_are_opaque_and_bound_to_their_purpose(app):
     assert client.get(link).status_code == 404
 
 
+@pytest.mark.slow
 def test_tokens_expire_confirm_after_expiry_days_status_with_retention(make_app, instance_path):
     from datetime import timedelta
 
@@ -235,6 +241,7 @@ def test_tokens_expire_confirm_after_expiry_days_status_with_retention(make_app,
     assert client.get(f"/fr/letter/{valid[1]}").status_code == 200
 
 
+@pytest.mark.slow
 def test_the_request_log_shows_no_link_token(app, caplog):
     import logging
 

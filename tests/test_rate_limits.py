@@ -47,6 +47,7 @@ def test_the_third_letter_from_one_address_gets_a_translated_429_and_is_not_stor
     assert client.get(f"/fr/{SLUG}/").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_spoofed_x_forwarded_for_does_not_reset_the_count(limited):
     app = limited()
     client = app.test_client()

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from conftest import SLUG, counts, form_fields, sign
 
 from app.models import Signature
@@ -104,6 +105,7 @@ def test_wrong_number_answer_stores_nothing(app, client):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_missing_csrf_token_is_a_clear_400_and_stores_nothing(app, client):
     response = sign(client, csrf_token=None)
     assert response.status_code == 400

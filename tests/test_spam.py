@@ -93,6 +93,7 @@ def test_empty_honeypot_passes(app, client):
 # fill_time
 
 
+@pytest.mark.slow
 def test_a_form_sent_too_fast_comes_back_freshly_stamped(app, make_app):
     app = make_app(FILL_TIME_MIN=3)
     client = app.test_client()
@@ -107,6 +108,7 @@ def test_a_form_sent_too_fast_comes_back_freshly_stamped(app, make_app):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_a_form_sent_after_the_minimum_passes(make_app):
     app = make_app(FILL_TIME_MIN=1)
     client = app.test_client()
@@ -115,6 +117,7 @@ def test_a_form_sent_after_the_minimum_passes(make_app):
     assert client.post(URL, data=data).status_code == 303
 
 
+@pytest.mark.slow
 def test_a_stale_or_unstamped_form_comes_back(make_app):
     app = make_app(FILL_TIME_MAX=0.5)
     client = app.test_client()
@@ -131,6 +134,7 @@ def test_a_stale_or_unstamped_form_comes_back(make_app):
 # duplicate_signer
 
 
+@pytest.mark.slow
 def test_a_second_signature_from_the_same_address_is_dropped_silently(app, client):
     first = sign(client, email="anna@example.org")
     again = sign(client, email="ANNA+2@Example.org", name="Anna again", message="Encore.")
@@ -145,6 +149,7 @@ def test_a_second_signature_from_the_same_address_is_dropped_silently(app, clien
         assert sorted(s.email for s in Signature.query) == ["anna@example.org", "bob@example.org"]
 
 
+@pytest.mark.slow
 def test_gmail_dots_and_case_count_as_the_same_address(app, client):
     sign(client, email="anna.example@gmail.com")
     sign(client, email="AnnaExample@googlemail.com")

@@ -82,6 +82,7 @@ def test_confirm_with_a_filters_reason_holds_it_for_a_moderator(app):
         assert signature_counts() == (0, 0, 1, 0)
 
 
+@pytest.mark.slow
 def test_approve_accepts_counts_and_releases_the_letters(app):
     with app.app_context():
         signature_id = store(app, states.hold, "a link")
@@ -269,6 +270,7 @@ def test_retry_makes_failed_letters_due_with_fresh_attempts(app):
         assert states.retry(Delivery.id == delivery_id) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transition", ["sent", "failed", "requeued", "waiting"])
 @pytest.mark.parametrize("status", ["failed", "sent", "pending", "held"])
 def test_only_a_claimed_letter_can_be_recorded(app, transition, status):

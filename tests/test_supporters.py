@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from html import unescape
 
+import pytest
 from conftest import SLUG, add_campaign, counts, form_fields, person_traces, sign, statements_during, status_path
 from sqlalchemy import select, update
 
@@ -15,6 +16,7 @@ from app.models import CampaignTally, Delivery, Signature, utcnow
 CONSENT_FR = "Si vous désirez recevoir d’autres messages d’alerte urgents, choisissez « Oui » :"
 
 
+@pytest.mark.slow
 def test_counter_and_goal_bar_without_counting_rows(app, client):
     sign(client, email="a@example.org")
     sign(client, email="b@example.org")
@@ -52,6 +54,7 @@ def unsubscribe_path(app, signature_id):
         return unsubscribe_url(db.session.get(Signature, signature_id)).removeprefix("http://localhost")
 
 
+@pytest.mark.slow
 def test_unsubscribe_by_page_and_by_one_click_post(app, client):
     sign(client, opt_in="yes", email="page@example.org")
     sign(client, opt_in="yes", email="oneclick@example.org")
@@ -77,6 +80,7 @@ def test_unsubscribe_by_page_and_by_one_click_post(app, client):
     assert visitor.post(f"/fr/unsubscribe/{first}").status_code == 404
 
 
+@pytest.mark.slow
 def test_confirmation_by_post_only_then_letters_go(make_app, smtp_server):
     app = make_app(CONFIRM_SUPPORTER_EMAIL=True, DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1",
                    SMTP_PORT=smtp_server.port)
@@ -122,6 +126,7 @@ def test_confirmation_by_post_only_then_letters_go(make_app, smtp_server):
         assert db.session.get(CampaignTally, SLUG).accepted == 1
 
 
+@pytest.mark.slow
 def test_unconfirmed_signatures_expire(make_app):
     app = make_app(CONFIRM_SUPPORTER_EMAIL=True)
     client = app.test_client()
@@ -138,6 +143,7 @@ def test_unconfirmed_signatures_expire(make_app):
         assert db.session.scalar(select(Signature.email)) == "new@example.org"
 
 
+@pytest.mark.slow
 def test_letter_status_page(app, client, runner):
     sign(client, message="Libérez-le.\n\nMaintenant.")
     link = status_path(app)
@@ -154,6 +160,7 @@ def test_letter_status_page(app, client, runner):
     assert other.get(link.replace("/letter/", "/letter/x")).status_code == 404
 
 
+@pytest.mark.slow
 def test_privacy_page_default_and_from_the_campaign_file(make_app, instance_path):
     app = make_app(RETENTION_DAYS=90)
     client = app.test_client()
@@ -173,6 +180,7 @@ def test_privacy_page_default_and_from_the_campaign_file(make_app, instance_path
     assert client.get("/en/elsewhere/privacy").headers["Location"] == "https://union.example/privacy"
 
 
+@pytest.mark.slow
 def test_closed_campaign_shows_final_count_and_stores_nothing(make_app, instance_path):
     client = make_app().test_client()
     sign(client, email="early@example.org")
@@ -199,6 +207,7 @@ def test_closed_campaign_shows_final_count_and_stores_nothing(make_app, instance
         assert person_traces(["late@example.org"]) == []
 
 
+@pytest.mark.slow
 def test_forget_leaves_no_trace_in_any_table(make_app, instance_path):
     add_campaign(instance_path, "second-campaign")
     app = make_app()
@@ -231,6 +240,7 @@ def test_forget_leaves_no_trace_in_any_table(make_app, instance_path):
     assert "1 person has signed so far." in html
 
 
+@pytest.mark.slow
 def test_purge_applies_retention_after_the_campaign_closes(make_app, instance_path):
     app = make_app()
     client = app.test_client()

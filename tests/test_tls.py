@@ -65,6 +65,7 @@ def deliver_through(make_app, security, controller):
         return sorted((d.status, d.last_error or "") for d in Delivery.query)
 
 
+@pytest.mark.slow
 def test_an_untrusted_certificate_keeps_the_letters_waiting(make_app, tls_sink, monkeypatch):
     security, controller = tls_sink
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
@@ -74,6 +75,7 @@ def test_an_untrusted_certificate_keeps_the_letters_waiting(make_app, tls_sink, 
     assert controller.inbox.envelopes == []
 
 
+@pytest.mark.slow
 def test_a_trusted_certificate_lets_the_letters_through(make_app, tls_sink, certificates, monkeypatch):
     security, controller = tls_sink
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates[0]))

@@ -61,6 +61,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mistake", CASES, ids=list(CASES))
 def test_each_toml_mistake_gets_its_line_and_a_hint(tmp_path, mistake):
     change, offending, hint = CASES[mistake]
@@ -76,6 +77,7 @@ def test_each_toml_mistake_gets_its_line_and_a_hint(tmp_path, mistake):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_byte_order_mark_is_dropped_and_said(tmp_path):
     result = check(tmp_path, "\ufeff" + EXAMPLE)
     assert result.returncode == 0, result.stderr
@@ -83,6 +85,7 @@ def test_a_byte_order_mark_is_dropped_and_said(tmp_path):
     assert "ok: " in result.stdout
 
 
+@pytest.mark.slow
 def test_every_validation_error_is_reported_at_once(tmp_path):
     text = (EXAMPLE.replace('default_language = "fr"', 'default_language = "de"')
             .replace('email = "press@mfa.kz"', 'email = "press at mfa"')
@@ -96,6 +99,7 @@ def test_every_validation_error_is_reported_at_once(tmp_path):
     assert any("goal: must be a positive whole number" in e for e in errors)
 
 
+@pytest.mark.slow
 def test_contact_must_be_an_email_address(tmp_path):
     result = check(tmp_path, EXAMPLE.replace("goal = 2000", 'goal = 2000\ncontact = "the organisers"'))
     assert result.returncode == 1
@@ -104,6 +108,7 @@ def test_contact_must_be_an_email_address(tmp_path):
     assert good.returncode == 0, good.stderr
 
 
+@pytest.mark.slow
 def test_the_slug_must_match_the_file_name(tmp_path):
     path = tmp_path / "another-name.toml"
     path.write_text(EXAMPLE, encoding="utf-8")

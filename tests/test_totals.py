@@ -40,6 +40,7 @@ def database_uri(request, tmp_path):
     return request.getfixturevalue("postgres_cluster")()
 
 
+@pytest.mark.slow
 def test_totals_match_a_recount_after_every_kind_of_change(make_app, hold_filter, database_uri):
     # Letters first fail: an SMTP port nobody listens on, one attempt allowed.
     app = make_app(SQLALCHEMY_DATABASE_URI=database_uri, SPAM_FILTERS=hold_filter, DELIVERY={"email": "smtp"},
@@ -123,6 +124,7 @@ def test_totals_match_a_recount_after_every_kind_of_change(make_app, hold_filter
         assert before == after
 
 
+@pytest.mark.slow
 def test_the_migration_counts_the_rows_that_exist(app_config, instance_path, tmp_path):
     app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}"},
                      instance_path=instance_path)
@@ -145,6 +147,7 @@ def test_the_migration_counts_the_rows_that_exist(app_config, instance_path, tmp
         db.engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_workers_claim_touches_no_total(make_app, database_uri):
     """Claiming letters (pending to sending) leaves every figure row alone.
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ def fill_with_english(path, lang):
         write_po(fh, catalog)
 
 
+@pytest.mark.slow
 def test_a_new_language_from_make_translation_add_to_the_no_english_walk(tmp_path):
     copy = copy_of_the_repository(tmp_path)
     pots = ["messages", *sorted(p.stem for p in (copy / "plugins" / "translations").glob("*.pot"))]

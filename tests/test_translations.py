@@ -52,6 +52,7 @@ def test_the_number_question_ships_its_own_domain():
     assert not any("Stop spam" in str(m) for m in core)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domain, folder, sources", DOMAINS, ids=[d[0] for d in DOMAINS])
 def test_pot_is_up_to_date_with_the_code(domain, folder, sources, tmp_path):
     fresh = tmp_path / f"{domain}.pot"
@@ -65,6 +66,7 @@ def test_pot_is_up_to_date_with_the_code(domain, folder, sources, tmp_path):
         assert msgids(catalog) == extracted, f"{lang}/{domain}.po: missing or obsolete entries"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGUAGES)
 @pytest.mark.parametrize("domain, folder, sources", DOMAINS, ids=[d[0] for d in DOMAINS])
 def test_catalogue_is_complete_and_not_fuzzy(domain, folder, sources, lang):
