@@ -200,7 +200,8 @@ def _configure_logging(app):
     if not logging.getLogger().handlers:
         # Worker and filter messages must reach the operator's journal. They
         # carry ids, never a supporter's name or address.
-        logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # fpdf2 hands every fax's font subsetting to fontTools, which logs ~40
     # INFO lines per letter: noise in the worker's journal.
     logging.getLogger("fontTools").setLevel(logging.WARNING)

@@ -196,10 +196,12 @@ def index():
     """Every campaign with its count, and how many submissions wait for a moderator."""
     campaigns = list(_state().campaigns.values())
     held = dict(db.session.execute(
-        select(Signature.campaign, func.count()).where(Signature.status == SignatureStatus.HELD).group_by(Signature.campaign)
+        select(Signature.campaign, func.count())
+        .where(Signature.status == SignatureStatus.HELD)
+        .group_by(Signature.campaign)
     ).all())
-    return render_template("admin/index.html", campaigns=campaigns, counts={c.slug: tally.accepted(c.slug) for c in campaigns},
-                           held=held)
+    counts = {c.slug: tally.accepted(c.slug) for c in campaigns}
+    return render_template("admin/index.html", campaigns=campaigns, counts=counts, held=held)
 
 
 def bar_chart(per_day, width=640, height=200):

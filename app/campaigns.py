@@ -214,7 +214,10 @@ def _load_languages(data, known_languages, fail):
 
 
 def _load_settings(data, fail):
-    """The campaign's optional settings, as :class:`Campaign` keywords: goal, sender, closed_at, privacy_url, contact."""
+    """The campaign's optional settings, as :class:`Campaign` keywords.
+
+    Those are goal, sender, closed_at, privacy_url and contact.
+    """
     goal = data.get("goal")
     if goal is not None and (not isinstance(goal, int) or isinstance(goal, bool) or goal < 1):
         fail("goal", "must be a positive whole number")
@@ -223,7 +226,8 @@ def _load_settings(data, fail):
         fail("sender", "must be a string")
     closed_at = _load_closed_at(data, fail)
     privacy_url = data.get("privacy_url")
-    if privacy_url is not None and (not isinstance(privacy_url, str) or not privacy_url.startswith(("https://", "http://", "/"))):
+    if privacy_url is not None and (not isinstance(privacy_url, str)
+                                    or not privacy_url.startswith(("https://", "http://", "/"))):
         fail("privacy_url", "must be an https:// address")
     contact = data.get("contact")
     if contact is not None:

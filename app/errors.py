@@ -15,11 +15,14 @@ log = logging.getLogger(__name__)
 MESSAGES = {
     400: (_l("Something was wrong with that request"), _l("Please go back and try again.")),
     403: (_l("This action is not possible"), _l("This campaign does not accept signatures any more.")),
-    404: (_l("Page not found"), _l("There is no page at this address. Check the link, or start from the campaign page.")),
+    404: (_l("Page not found"),
+          _l("There is no page at this address. Check the link, or start from the campaign page.")),
     405: (_l("This action is not possible"), _l("Please go back and try again.")),
     413: (_l("Too much text"), _l("What you sent is too long. Please shorten your message and send it again.")),
-    429: (_l("Please wait a moment"), _l("Too many letters were sent from your connection. Please wait a little and try again.")),
-    500: (_l("Something went wrong on our side"), _l("Your letter may not have been stored. Please try again in a few minutes.")),
+    429: (_l("Please wait a moment"),
+          _l("Too many letters were sent from your connection. Please wait a little and try again.")),
+    500: (_l("Something went wrong on our side"),
+          _l("Your letter may not have been stored. Please try again in a few minutes.")),
 }
 #: The database did not answer: the truth is that nothing was stored.
 UNAVAILABLE_MESSAGE = (
@@ -76,7 +79,8 @@ def handle_unexpected_error(error):
 
 def is_database_unavailable(error):
     """True if ``error`` says the database cannot be reached (down, restarting, connection lost)."""
-    return isinstance(error, (OperationalError, InterfaceError)) or bool(getattr(error, "connection_invalidated", False))
+    return (isinstance(error, (OperationalError, InterfaceError))
+            or bool(getattr(error, "connection_invalidated", False)))
 
 
 class TracebackThrottle:

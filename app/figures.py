@@ -35,9 +35,10 @@ def letters_by_target(campaign_slug=None):
 
 
 def mailbox_mail_by_status():
-    """``{status: count}`` of the mail to supporters' own mailboxes (confirmations, receipts …), counted in the database.
+    """``{status: count}`` of the mail to supporters' own mailboxes (confirmations, receipts …).
 
-    One figure for all of it: those are supporters' addresses, never listed one by one.
+    Counted in the database. One figure for all of it: those are supporters'
+    addresses, never listed one by one.
     """
     return dict(db.session.execute(
         select(Delivery.status, func.count()).where(Delivery.kind != "letter").group_by(Delivery.status)

@@ -142,7 +142,7 @@ class HeaderField:
                     as_is[n] = False
                     changed = True
         run = []
-        for word, plain_word in zip(words, as_is):
+        for word, plain_word in zip(words, as_is, strict=True):
             if plain_word:
                 if run:
                     self.add_encoded(" ".join(run))

@@ -327,7 +327,8 @@ def _pull_lang(endpoint, values):
 
 
 def _add_lang(endpoint, values):
-    if "lang" not in values and getattr(g, "lang", None) and current_app.url_map.is_endpoint_expecting(endpoint, "lang"):
+    if ("lang" not in values and getattr(g, "lang", None)
+            and current_app.url_map.is_endpoint_expecting(endpoint, "lang")):
         values["lang"] = g.lang
 
 

@@ -248,7 +248,9 @@ def letter_headers(letter, to_address=None):
     if not isinstance(language, str) or not _LANGUAGE_TAG.match(language):
         raise HeaderError(f"language {language!r} is not a language tag")
     # A letter to a campaign's target (not a supporter's own email) has campaign data in To and Subject.
-    to_field, subject_field = (_target_field, _subject_field) if letter.target_key else (_address_field, _unstructured_field)
+    to_field, subject_field = (
+        (_target_field, _subject_field) if letter.target_key else (_address_field, _unstructured_field)
+    )
     return (
         _address_field("From", letter.from_name, letter.from_address)
         + _address_field("Reply-To", letter.reply_to_name, letter.reply_to_address)

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def held_signatures(campaign_slug=None):
     """Every held :class:`Signature`, oldest first; only ``campaign_slug``'s when given."""
-    query = select(Signature).where(Signature.status == SignatureStatus.HELD).order_by(Signature.created_at, Signature.id)
+    query = (select(Signature).where(Signature.status == SignatureStatus.HELD)
+             .order_by(Signature.created_at, Signature.id))
     if campaign_slug:
         query = query.where(Signature.campaign == campaign_slug)
     return list(db.session.scalars(query))

@@ -152,7 +152,7 @@ class PageCache:
                 self._entries[key] = entry
         fields = entry.fields_form(formdata=None) if entry.fields_form is not None else None
         out = []
-        for piece, gap in zip(entry.pieces, entry.gaps):
+        for piece, gap in zip(entry.pieces, entry.gaps, strict=True):
             out.append(piece)
             if gap is None:
                 continue

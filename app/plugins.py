@@ -91,7 +91,8 @@ def create_plugin_manager(app, plugins=None):
 
 
 def apply_settings(pm, config, instance_path):
-    """Give every setting a plugin declares (``register_settings``) its default where ``config`` leaves it unset or None.
+    """Give every setting a plugin declares (``register_settings``) its default where ``config`` leaves it unset
+    or None.
 
     None counts as unset because it always meant "the default" in these
     settings (``OUTBOX_DIR = None``: instance/outbox). Raises

@@ -184,7 +184,10 @@ def confirm_signature(signature):
 
 
 def withdraw_consent(signature):
-    """Withdraw ``signature``'s consent to future alerts (its unsubscribe link) and commit; nothing if there was none."""
+    """Withdraw ``signature``'s consent to future alerts (its unsubscribe link) and commit.
+
+    Nothing if there was none.
+    """
     if signature.opt_in:
         signature.opt_in = False
         signature.consented_at = None

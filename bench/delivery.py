@@ -123,7 +123,7 @@ class SmtpSink:
                 break
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"smtp-sink did not start: {self.process.stderr.read().decode()}")
+                    raise SystemExit(f"smtp-sink did not start: {self.process.stderr.read().decode()}") from None
                 time.sleep(0.05)
         # The probe connection above is one session.
         self._settle()

@@ -1,7 +1,8 @@
 """Clamor under load, as ratios against baselines measured in the same run.
 
     PYTHONPATH=. .venv/bin/python bench/web.py [--seconds 8] [--runs 3] [--rows 1000000]
-                                               [--skip-http] [--skip-dashboard] [--skip-postgres] [--rss-requests 100000]
+                                               [--skip-http] [--skip-dashboard] [--skip-postgres]
+                                               [--rss-requests 100000]
 
 (``make bench-web`` runs it, installing wrk with apt-get if it is missing.)
 
@@ -367,10 +368,10 @@ def main():
     try:
         if not args.skip_http:
             r = http_figures(args, folder)
-            print(f"page GET    {r['page']:8.0f} req/s   bare Flask GET {r['bare']:8.0f} req/s   ratio {r['page'] / r['bare']:.2f}"
-                  "  (target >= 0.6)")
-            print(f"sign POST   {r['sign']:8.0f} req/s   minimal insert {r['insert']:8.0f} req/s   ratio {r['sign'] / r['insert']:.2f}"
-                  "  (target >= 0.5)")
+            print(f"page GET    {r['page']:8.0f} req/s   bare Flask GET {r['bare']:8.0f} req/s   "
+                  f"ratio {r['page'] / r['bare']:.2f}  (target >= 0.6)")
+            print(f"sign POST   {r['sign']:8.0f} req/s   minimal insert {r['insert']:8.0f} req/s   "
+                  f"ratio {r['sign'] / r['insert']:.2f}  (target >= 0.5)")
             print(f"worker RSS  start {', '.join(f'{m:.1f}' for m in r['rss_start'])} MB;"
                   f" after ~{r['rss_requests']:,} page GETs {', '.join(f'{m:.1f}' for m in r['rss_after'])} MB"
                   "  (target <= 80, no growth)")

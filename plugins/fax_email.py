@@ -139,7 +139,9 @@ class FaxEmailBackend(DeliveryBackend):
             subject=subject,
             # Only the prefix: several gateways fax the body text as a page of its own.
             body=self.body_prefix,
-            attachments=letter.attachments + ((f"letter-{letter.delivery_id}.pdf", "application/pdf", render_pdf(letter)),),
+            attachments=letter.attachments + (
+                (f"letter-{letter.delivery_id}.pdf", "application/pdf", render_pdf(letter)),
+            ),
         )
         receipt = self._backend().send(email)
         return dataclasses.replace(receipt, note=f"queued for faxing by {gateway}")

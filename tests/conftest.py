@@ -287,7 +287,10 @@ def postgres_or_skip():
 
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    """A throwaway PostgreSQL cluster on 127.0.0.1; yields a function that creates a fresh database and returns its URI."""
+    """A throwaway PostgreSQL cluster on 127.0.0.1.
+
+    Yields a function that creates a fresh database and returns its URI.
+    """
     cluster = Cluster(postgres_or_skip())
     cluster.start()
     counter = iter(range(1, 10_000))

@@ -126,15 +126,20 @@ def test_dashboard_figures_match_the_database(app, client, runner):
                            .values(status="failed", last_error="550 mailbox unavailable"))
         db.session.commit()
         expected = {
-            "signatures": db.session.scalar(select(func.count()).select_from(Signature).where(Signature.status == "accepted")),
-            "sent-total": db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "sent")),
+            "signatures": db.session.scalar(
+                select(func.count()).select_from(Signature).where(Signature.status == "accepted")),
+            "sent-total": db.session.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.status == "sent")),
             "opt-ins": db.session.scalar(select(func.count()).select_from(Signature).where(Signature.opt_in.is_(True))),
         }
     assert expected == {"signatures": 4, "sent-total": 15, "opt-ins": 2}
     add_organiser(app)
     login(client)
     html = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
-    figure = lambda name: int(re.search(rf'id="fig-{name}">(\d+)<', html).group(1))
+
+    def figure(name):
+        return int(re.search(rf'id="fig-{name}">(\d+)<', html).group(1))
+
     for name, value in expected.items():
         assert figure(name) == value, name
     assert figure("sent-today") == 15
@@ -142,9 +147,13 @@ def test_dashboard_figures_match_the_database(app, client, runner):
     # By country and by language, most first.
     assert re.search(r'class="by-country">.*?<td>KZ</td><td class="num">2</td>', html, re.S)
     assert re.search(r'class="by-language">.*?<td>fr</td><td class="num">2</td>', html, re.S)
+
     # Per target: sent, queued, failed with the last error and a retry button.
-    row = lambda key: re.search(rf'<tr data-target="{re.escape(key)}">(.*?)</tr>', html, re.S).group(1)
-    assert re.search(r'class="num sent">3<', row("press@mfa.kz")) and re.search(r'class="num failed">1<', row("press@mfa.kz"))
+    def row(key):
+        return re.search(rf'<tr data-target="{re.escape(key)}">(.*?)</tr>', html, re.S).group(1)
+
+    assert (re.search(r'class="num sent">3<', row("press@mfa.kz"))
+            and re.search(r'class="num failed">1<', row("press@mfa.kz")))
     assert "550 mailbox unavailable" in row("press@mfa.kz") and "Retry failed" in row("press@mfa.kz")
     assert re.search(r'class="num queued">1', row("press@akorda.kz")) and "Retry failed" not in row("press@akorda.kz")
     # The chart is inline SVG: one bar for today's 4 signatures, no script, no style attribute.

@@ -328,7 +328,10 @@ def schema(app):
     with app.app_context():
         inspector = inspect(db.engine)
         tables = set(inspector.get_table_names())
-        columns = lambda table: {c["name"] for c in inspector.get_columns(table)}
+
+        def columns(table):
+            return {c["name"] for c in inspector.get_columns(table)}
+
         return {
             "admin_session": columns("admin_session") if "admin_session" in tables else None,
             "organiser": columns("organiser"),

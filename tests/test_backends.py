@@ -166,8 +166,8 @@ class MailgunStub:
             status, headers, body = self.script.pop(0)
             return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
         self.accepted.append(message_from_bytes(self.letters[-1])["Message-ID"])
-        return Response(json.dumps({"id": f"<mg-{len(self.accepted)}@mg.clamor.test>", "message": "Queued. Thank you."}),
-                        content_type="application/json")
+        reply = {"id": f"<mg-{len(self.accepted)}@mg.clamor.test>", "message": "Queued. Thank you."}
+        return Response(json.dumps(reply), content_type="application/json")
 
 
 @pytest.mark.slow
@@ -273,7 +273,8 @@ def test_mailgun_404_is_temporary_three_tries_then_permanent(mailgun_app, httpse
 def test_mailgun_timeout_is_temporary(mailgun_app, httpserver):
     import time
 
-    httpserver.expect_request("/v3/mg.clamor.test/messages.mime").respond_with_handler(lambda r: time.sleep(2) or Response("{}"))
+    httpserver.expect_request("/v3/mg.clamor.test/messages.mime").respond_with_handler(
+        lambda r: time.sleep(2) or Response("{}"))
     app = mailgun_app(MAILGUN_TIMEOUT=0.5)
     sign(app.test_client())
     with app.app_context():
@@ -354,7 +355,8 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
     page = pypdf.PdfReader(io.BytesIO(pdf_part.get_content())).pages[0]
     assert [round(float(x)) for x in page.mediabox[2:]] == [595, 842]  # A4 in points
     # The signature block without the supporter's email address: a fax is printed and filed.
-    expected = "Ақорда баспасөз қызметі\nЕржан Елшібаевты босатыңыз\n\n" + KAZAKH_LETTER + "\n\nАйгүл Сәрсенова\nҚазақстан\n"
+    expected = ("Ақорда баспасөз қызметі\nЕржан Елшібаевты босатыңыз\n\n" + KAZAKH_LETTER
+                + "\n\nАйгүл Сәрсенова\nҚазақстан\n")
     assert page.extract_text().split() == expected.split()
     assert "aigul" not in page.extract_text()
 

@@ -53,7 +53,8 @@ class Settings:
 
 
 def test_a_plugin_giving_another_default_or_a_core_key_stops_start_up(app_config, instance_path):
-    with pytest.raises(PluginError, match=r"plugins 'smtp' and 'Settings' give SMTP_PORT different defaults \(25, 2525\)"):
+    with pytest.raises(PluginError,
+                       match=r"plugins 'smtp' and 'Settings' give SMTP_PORT different defaults \(25, 2525\)"):
         create_app(app_config, instance_path=instance_path, plugins=[Settings({"SMTP_PORT": 2525})])
     with pytest.raises(PluginError, match="plugin 'Settings' declares SECRET_KEY, a core setting"):
         create_app(app_config, instance_path=instance_path, plugins=[Settings({"SECRET_KEY": "x"})])

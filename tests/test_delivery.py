@@ -33,7 +33,7 @@ def test_worker_delivers_every_letter_to_a_real_smtp_server(smtp_config, smtp_se
     messages = smtp_server.inbox.messages
     assert len(messages) == 5
     assert sorted(e.rcpt_tos[0] for e in smtp_server.inbox.envelopes) == sorted(message_ids)
-    for envelope, msg in zip(smtp_server.inbox.envelopes, messages):
+    for envelope, msg in zip(smtp_server.inbox.envelopes, messages, strict=True):
         target = envelope.rcpt_tos[0]
         assert envelope.mail_from == "campaigns@clamor.test"
         assert msg["From"].addresses[0].display_name == "Anna Example via Libérez Erzhan Elshibayev"
@@ -66,7 +66,7 @@ def test_crlf_in_name_adds_no_header(smtp_config, smtp_server, app):
         db.session.commit()
         deliver_due()
     assert len(smtp_server.inbox.envelopes) == 5
-    for envelope, msg in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages):
+    for envelope, msg in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages, strict=True):
         assert msg["Bcc"] is None
         assert "victim@example.org" not in envelope.rcpt_tos
         assert not any(line.lower().startswith(b"bcc:") for line in envelope.original_content.splitlines())
@@ -239,4 +239,5 @@ def test_a_supporter_forgotten_while_the_batch_is_sending_gets_no_more_letters(m
     with app.app_context():
         deliveries = Delivery.query.all()
         assert {d.status for d in deliveries} == {"sent"}
-        assert {d.signature.email for d in deliveries} == {"anna@example.org", "bob@example.org"} - {f"{forgotten}@example.org"}
+        remaining = {"anna@example.org", "bob@example.org"} - {f"{forgotten}@example.org"}
+        assert {d.signature.email for d in deliveries} == remaining

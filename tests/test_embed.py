@@ -37,7 +37,8 @@ def test_embed_origins_may_frame_the_embed_routes_only(make_app):
     assert 'class="languages"' not in html and f'action="/en/{SLUG}/embed"' in html
     # Everywhere else: DENY, and the site's own session cookie stays Lax.
     page = client.get(f"/en/{SLUG}/")
-    assert page.headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert (page.headers["X-Frame-Options"] == "DENY"
+            and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"])
     cookies = app.test_client().get(f"/en/{SLUG}/").headers.getlist("Set-Cookie")
     assert any(c.startswith("session=") for c in cookies)
     assert all("SameSite=Lax" in c and "SameSite=None" not in c for c in cookies)

@@ -176,7 +176,7 @@ def test_two_workers_send_every_letter_exactly_once(database, request, make_app,
     expected = queue_signatures(app, 100)
     workers = [start_worker(app, instance_path, server.port, "--once", DELIVERY_BATCH_SIZE=10) for _ in range(2)]
     outputs = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
     attempted = [int(out.split()[0]) for out, _ in outputs]
     assert all(attempted), attempted  # both workers took part

@@ -123,7 +123,7 @@ def test_no_bcc_header_reaches_a_real_smtp_server_from_the_form(make_app, smtp_s
     with app.app_context():
         assert deliver_due() == 5
     assert len(smtp_server.inbox.envelopes) == 5
-    for envelope, message in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages):
+    for envelope, message in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages, strict=True):
         assert message["Bcc"] is None
         assert "victim@example.org" not in envelope.rcpt_tos
         assert not any(line.lower().startswith(b"bcc:") for line in envelope.original_content.splitlines())
@@ -158,7 +158,8 @@ def clean_line(value, limit):
 def test_random_input_never_breaks_the_form(app, client, changes):
     page = client.get(f"/fr/{SLUG}/")
     data = form_fields(page.get_data(as_text=True))
-    data.update(name="Anna", email=f"anna{next(SUPPORTERS)}@example.org", country="FR", message="Libérez-le.", opt_in="no")
+    data.update(name="Anna", email=f"anna{next(SUPPORTERS)}@example.org", country="FR", message="Libérez-le.",
+                opt_in="no")
     for field, change in changes.items():
         if change is None:
             data.pop(field, None)

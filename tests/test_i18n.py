@@ -226,7 +226,7 @@ def test_numbers_and_dates_are_formatted_for_the_page(client):
     assert "12,500" in client.get(f"/en/{SLUG}/").get_data(as_text=True)
     thanks = client.get(sign(client, lang="ru", slug=SLUG).headers["Location"]).get_data(as_text=True)
     months = "января февраля марта апреля мая июня июля августа сентября октября ноября декабря".split()
-    assert re.search(r"получено \d{1,2} (%s) \d{4}\s?г\." % "|".join(months), thanks)
+    assert re.search(r"получено \d{1,2} (" + "|".join(months) + r") \d{4}\s?г\.", thanks)
     assert "Письмо уже подписал 1 человек." in thanks
 
 
@@ -299,7 +299,8 @@ def test_country_names_are_sorted_for_their_readers(app):
     # Қ after every К and before Л; Ә right after А; Ө after О.
     first_q = next(i for i, n in enumerate(kk) if n.startswith("Қ"))
     assert all(not n.startswith("Қ") for n in kk[:first_q])
-    assert kk[first_q - 1].startswith("К") and kk.index("Қазақстан") < next(i for i, n in enumerate(kk) if n.startswith("Л"))
+    assert (kk[first_q - 1].startswith("К")
+            and kk.index("Қазақстан") < next(i for i, n in enumerate(kk) if n.startswith("Л")))
     assert kk.index("Әзірбайжан") < next(i for i, n in enumerate(kk) if n.startswith("Б"))
     assert kk.index("Әзірбайжан") > max(i for i, n in enumerate(kk) if n.startswith("А"))
     ru = names("ru")
@@ -341,7 +342,7 @@ def test_a_letter_speaks_its_targets_language_not_the_visitors(smtp_config, smtp
     assert sign(client, lang="ru", slug=SLUG, name="Анна", country="KZ", message=written).status_code == 303
     with app.app_context():
         assert deliver_due() == 2
-    letters = {e.rcpt_tos[0]: m for e, m in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages)}
+    letters = {e.rcpt_tos[0]: m for e, m in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages, strict=True)}
     senders = {e.rcpt_tos[0]: from_header(e) for e in smtp_server.inbox.envelopes}
     assert set(letters) == {"prosecutor@example.kz", "akorda@example.kz"}
 

@@ -73,7 +73,7 @@ def rfc2047_reading(field, raw):
     if GH_128110:
         tokens = value.split(" ")
         value = tokens[0]
-        for before, token in zip(tokens, tokens[1:]):
+        for before, token in zip(tokens, tokens[1:], strict=False):
             adjacent = ENCODED_WORD.fullmatch(before) and ENCODED_WORD.fullmatch(token)
             value += token if adjacent else " " + token
     return policy.default.header_factory(field, value)
@@ -124,7 +124,7 @@ def check_form(received):
 def no_word_split(raw, typed):
     """True when no two adjacent encoded-words in ``raw`` split a word of ``typed`` between them."""
     tokens = " ".join(raw.split()).split(" ")
-    for before, after in zip(tokens, tokens[1:]):
+    for before, after in zip(tokens, tokens[1:], strict=False):
         if ENCODED_WORD.fullmatch(before) and ENCODED_WORD.fullmatch(after):
             first = str(make_header(decode_header(before)))
             second = str(make_header(decode_header(after)))
@@ -294,7 +294,8 @@ def assert_same_meaning(letter):
     assert ours.message.get_content_type() == reference.get_content_type()
     assert ours.body() == reference.get_body(("plain",)).get_content().replace("\r\n", "\n")
     theirs = [(p.get_filename(), p.get_content_type(), p.get_content()) for p in reference.iter_attachments()]
-    assert [(p.get_filename(), p.get_content_type(), p.get_content()) for p in ours.message.iter_attachments()] == theirs
+    mine = [(p.get_filename(), p.get_content_type(), p.get_content()) for p in ours.message.iter_attachments()]
+    assert mine == theirs
     expected = LETTER_HEADERS if not letter.attachments else LETTER_HEADERS - {"content-transfer-encoding"}
     assert {key.lower() for key in ours.message.keys()} == expected
     # as_email() is the same letter parsed back, and writes back the same bytes
@@ -316,7 +317,8 @@ words = st.lists(st.sampled_from(["Анна", "=?utf-8?q?", "?=", "Bcc:", "<x@y.
 
 @pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.one_of(typed, words), organisation=typed, subject=st.one_of(typed, words), target=st.one_of(typed, words))
+@given(name=st.one_of(typed, words), organisation=typed, subject=st.one_of(typed, words),
+       target=st.one_of(typed, words))
 def test_any_name_means_what_emailmessage_means(name, organisation, subject, target):
     letter = make_letter(from_name=f"{name} via Libérez Erzhan Elshibayev", reply_to_name=name, to_name=target,
                          subject=subject, body=f"Libérez-le.\n\n{name}\n{organisation}\n")

@@ -126,7 +126,8 @@ def test_clamor_deliveries_and_the_dashboard_show_the_same_figures(make_app, smt
         deliveries[1].status = "sending"
         db.session.commit()
         failed_key = deliveries[0].target_key
-        rows = {row["target"].key: row for row in dashboard_figures(app.extensions["clamor"].campaigns[SLUG])["targets"]}
+        figures = dashboard_figures(app.extensions["clamor"].campaigns[SLUG])
+        rows = {row["target"].key: row for row in figures["targets"]}
     output = app.test_cli_runner().invoke(args=["deliveries"]).output
     assert rows[failed_key]["failed"] == 1
     assert rows[failed_key]["last_error"] == "SMTP answered 550 no such mailbox"

@@ -115,7 +115,8 @@ def test_clamor_init_makes_the_folder_the_docs_tell_you_to_drop_a_plugin_into(tm
     assert "(`clamor init` makes the folder)" in PLUGIN_DOCS.read_text()
     assert clamor("init", instance=instance).returncode == 0
     assert (instance / "plugins").is_dir()
-    (instance / "plugins" / "hello.py").write_text("from app import hookimpl\n\n\n@hookimpl\ndef register_settings():\n    return {\"HELLO\": 1}\n")
+    (instance / "plugins" / "hello.py").write_text(
+        "from app import hookimpl\n\n\n@hookimpl\ndef register_settings():\n    return {\"HELLO\": 1}\n")
     listed = clamor("plugins", instance=instance)
     assert listed.returncode == 0, listed.stderr
     assert f"hello: instance file {instance / 'plugins' / 'hello.py'}" in listed.stdout

@@ -88,12 +88,14 @@ def test_plugins_config_naming_the_package_loads_it(make_app):
 
 def test_a_backend_missing_its_settings_stops_start_up(app_config, instance_path):
     # Not at the first batch, as failed letters: at start-up, saying what is missing.
-    with pytest.raises(PluginError, match=r"DELIVERY\['email'\] = 'maildir' cannot work: the maildir backend needs MAILDIR_PATH"):
+    with pytest.raises(PluginError,
+                       match=r"DELIVERY\['email'\] = 'maildir' cannot work: the maildir backend needs MAILDIR_PATH"):
         create_app({**app_config, "DELIVERY": {"email": "maildir"}}, instance_path=instance_path)
 
 
 def test_a_misspelt_name_in_plugins_stops_start_up(app_config, instance_path):
-    with pytest.raises(PluginError, match=r"PLUGINS names 'maildri', which no installed package provides \(installed: .*maildir"):
+    with pytest.raises(PluginError,
+                       match=r"PLUGINS names 'maildri', which no installed package provides \(installed: .*maildir"):
         create_app({**app_config, "PLUGINS": ["maildri"]}, instance_path=instance_path)
 
 
@@ -214,7 +216,8 @@ def test_hook_register_settings_docs_example_gives_its_setting_a_default(make_ap
     install_docs_example(instance_path, "register_settings", "shouting")
     app = make_app(SPAM_FILTERS=["number_question", "shouting"])
     assert app.config["SHOUTING_MAX"] == 0.5
-    assert sign(app.test_client(), lang="en", email="a@example.org", message="FREE HIM NOW, free him.").status_code == 303
+    shouting = sign(app.test_client(), lang="en", email="a@example.org", message="FREE HIM NOW, free him.")
+    assert shouting.status_code == 303
     assert sign(app.test_client(), lang="en", email="b@example.org", message="Free him now.").status_code == 303
     with app.app_context():
         statuses = dict(db.session.execute(db.select(Signature.email, Signature.status)).all())
@@ -260,7 +263,8 @@ def test_hook_letter_failed_docs_example_alerts_about_targets_only(make_app, ins
     if confirm:
         assert alerts == []
     else:
-        assert sorted(alerts) == sorted(f"Letter {id} to {target} failed: {error}" for id, (target, error) in failed.items())
+        assert sorted(alerts) == sorted(f"Letter {id} to {target} failed: {error}"
+                                        for id, (target, error) in failed.items())
     assert not any("anna@example.org" in alert for alert in alerts)
 
 
@@ -280,9 +284,10 @@ def test_an_installed_package_named_like_a_built_in_stops_start_up_clearly(app_c
                                                                              monkeypatch):
     # A real distribution on the import path, as pip would leave it.
     site = tmp_path / "site"
-    (site / "clamor_own_smtp-1.0.dist-info").mkdir(parents=True)
-    (site / "clamor_own_smtp-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: clamor-own-smtp\nVersion: 1.0\n")
-    (site / "clamor_own_smtp-1.0.dist-info" / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nsmtp = clamor_own_smtp\n")
+    dist_info = site / "clamor_own_smtp-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: clamor-own-smtp\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nsmtp = clamor_own_smtp\n")
     (site / "clamor_own_smtp.py").write_text("# another smtp\n")
     monkeypatch.syspath_prepend(str(site))
     with pytest.raises(PluginError, match=r"the entry point 'smtp' of clamor-own-smtp is called 'smtp', like the "

@@ -202,10 +202,12 @@ def test_clamor_run_logs_requests_without_the_forwarded_client_address(tmp_path)
 
 @pytest.mark.parametrize("text, redacted", [
     (REFUSED, "550 5.1.1 <supporter>: Recipient address rejected"),
-    ("{'anna@example.org': (550, b'5.1.1 <anna@example.org>: no')}", "{'<supporter>': (550, b'5.1.1 <supporter>: no')}"),
+    ("{'anna@example.org': (550, b'5.1.1 <anna@example.org>: no')}",
+     "{'<supporter>': (550, b'5.1.1 <supporter>: no')}"),
     (r"b'5.1.1 <\xd0\x9f\xd0\xa0@example.org> unknown'", "b'5.1.1 <supporter> unknown'"),
     ('"anna example"@example.org and anna@[192.0.2.1] refused', "<supporter> and <supporter> refused"),
-    ("SMTP mx.example.org:25 answered 451 4.7.1 try again at 12:00", "SMTP mx.example.org:25 answered 451 4.7.1 try again at 12:00"),
+    ("SMTP mx.example.org:25 answered 451 4.7.1 try again at 12:00",
+     "SMTP mx.example.org:25 answered 451 4.7.1 try again at 12:00"),
 ])
 def test_redact_addresses(text, redacted):
     from app.security import redact_addresses

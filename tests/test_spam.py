@@ -281,4 +281,6 @@ def test_the_filter_documented_in_docs_spam_works(instance_path, make_app):
     assert sign(client, email="anna@spam.example").status_code == 303
     assert sign(client, email="bob@example.org").status_code == 303
     with app.app_context():
-        assert {s.email: s.status for s in Signature.query} == {"anna@spam.example": "held", "bob@example.org": "accepted"}
+        assert {s.email: s.status for s in Signature.query} == {
+            "anna@spam.example": "held", "bob@example.org": "accepted"
+        }

@@ -56,7 +56,8 @@ def test_hold_and_await_confirmation_hold_the_letters_and_count_nothing(app):
     with app.app_context():
         held = store(app, states.hold, "a link", email="h@example.org")
         unconfirmed = store(app, states.await_confirmation, email="u@example.org")
-        assert (db.session.get(Signature, held).status, db.session.get(Signature, held).status_reason) == ("held", "a link")
+        assert ((db.session.get(Signature, held).status, db.session.get(Signature, held).status_reason)
+                == ("held", "a link"))
         assert db.session.get(Signature, unconfirmed).status == "unconfirmed"
         assert set(letters(held)) == set(letters(unconfirmed)) == {"held"}
         assert signature_counts() == (0, 0, 1, 1)

@@ -61,8 +61,10 @@ def test_totals_match_a_recount_after_every_kind_of_change(make_app, hold_filter
     add_organiser(app)
     login(client)
     token = csrf_token(client)
-    assert client.post(f"/admin/moderation/{held['held1@example.org']}/approve", data={"csrf_token": token}).status_code == 303
-    assert client.post(f"/admin/moderation/{held['held2@example.org']}/reject", data={"csrf_token": token}).status_code == 303
+    assert client.post(f"/admin/moderation/{held['held1@example.org']}/approve",
+                       data={"csrf_token": token}).status_code == 303
+    assert client.post(f"/admin/moderation/{held['held2@example.org']}/reject",
+                       data={"csrf_token": token}).status_code == 303
     assert_true_totals(app, "approved and rejected")
 
     assert runner.invoke(args=["deliver", "--once"]).exit_code == 0

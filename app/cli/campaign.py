@@ -40,7 +40,8 @@ def campaign_check(files):
         else:
             for note in campaign.notes:
                 click.echo(f"note: {path}: {note}")
-            click.echo(f"ok: {path} ({campaign.slug}, {len(campaign.targets)} targets, {', '.join(campaign.languages)})")
+            languages = ", ".join(campaign.languages)
+            click.echo(f"ok: {path} ({campaign.slug}, {len(campaign.targets)} targets, {languages})")
     if failed:
         sys.exit(1)
 
@@ -59,7 +60,8 @@ def translations_command(show_copies):
     incomplete = False
     for s in statuses:
         copied = "-" if s.language == "en" else str(s.copied)
-        click.echo(f"{s.language:<8}  {s.domain:<{width}}  {s.translated:>10}  {s.missing:>7}  {s.fuzzy:>5}  {copied:>19}")
+        click.echo(f"{s.language:<8}  {s.domain:<{width}}  {s.translated:>10}  "
+                   f"{s.missing:>7}  {s.fuzzy:>5}  {copied:>19}")
         if show_copies:
             for msgid in s.copied_ids:
                 click.echo(f"    copied: {msgid!r}")

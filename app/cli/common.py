@@ -6,8 +6,9 @@ from ..campaigns import CampaignError
 
 
 def create_app_or_fail(instance_path=None):
-    """The app, as :func:`app.create_app` builds it; a deployment that cannot start raises :class:`click.ClickException`.
+    """The app, as :func:`app.create_app` builds it.
 
+    A deployment that cannot start raises :class:`click.ClickException`.
     A mistake in the settings, a plugin or a campaign file is the organiser's
     to fix: they need the one-line message (``Error: …``, exit 1), not a traceback.
     """

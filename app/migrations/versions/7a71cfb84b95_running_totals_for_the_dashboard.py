@@ -34,7 +34,8 @@ def upgrade():
     sa.PrimaryKeyConstraint('campaign', 'name', 'key')
     )
     for column in ('name', 'email', 'organisation'):
-        op.create_index(f'ix_signature_search_{column}', 'signature', ['campaign', 'status', sa.text(f'lower({column})')])
+        op.create_index(f'ix_signature_search_{column}', 'signature',
+                        ['campaign', 'status', sa.text(f'lower({column})')])
     where = sa.text("last_error != '' AND status IN ('failed', 'pending')")
     op.create_index('ix_delivery_last_error', 'delivery', ['campaign', 'target_key', 'id'],
                     sqlite_where=where, postgresql_where=where)

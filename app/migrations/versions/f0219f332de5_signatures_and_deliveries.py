@@ -1,7 +1,7 @@
 """signatures and deliveries
 
 Revision ID: f0219f332de5
-Revises: 
+Revises:
 Create Date: 2026-11-28 19:43:42.626847
 
 """
