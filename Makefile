@@ -126,7 +126,7 @@ system-test-deps:
 lint: install-test
 	$(BIN)/ruff check .
 
-test: install-test compile-translations system-test-deps
+test: install-test compile-translations system-test-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The suite without what is slow or needs a server beyond loopback SMTP and
