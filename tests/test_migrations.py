@@ -73,3 +73,22 @@ def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_sqlite(app_conf
 def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_postgresql(app_config, instance_path,
                                                                            postgres_cluster):
     moves_notes_out_of_last_error(app_config, instance_path, postgres_cluster())
+
+
+def test_revisions_form_one_chain_named_by_alembic_ids():
+    """Each revision's id is Alembic's (12 hex digits, the file's prefix) and the revisions form one line."""
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "app" / "migrations" / "versions"
+    parents = {}
+    for path in folder.glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        revision = re.search(r"^revision = '(\w+)'", source, re.M).group(1)
+        down = re.search(r"^down_revision = '?(\w+)'?", source, re.M).group(1)
+        assert re.fullmatch(r"[0-9a-f]{12}", revision) and path.name.startswith(revision + "_"), path.name
+        # Typed by hand, an id spells something: "c0ffee", "beef", "0000".
+        assert not re.search(r"c0ffee|beef|dead|0000", revision), path.name
+        parents[revision] = None if down == "None" else down
+    assert sum(down is None for down in parents.values()) == 1
+    assert len(set(parents.values())) == len(parents), "two revisions share a parent: the history branches"

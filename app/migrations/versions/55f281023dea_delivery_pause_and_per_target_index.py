@@ -1,7 +1,7 @@
 """delivery pause and per-target index
 
 Revision ID: 55f281023dea
-Revises: c6ad0000beef
+Revises: 5b742b451634
 Create Date: 2026-11-28 19:59:36.751742
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '55f281023dea'
-down_revision = 'c6ad0000beef'
+down_revision = '5b742b451634'
 branch_labels = None
 depends_on = None
 

@@ -4,8 +4,8 @@ Deliveries get the campaign slug (copied from their signature) and may lose
 their signature (forget, purge); confirmation emails are deliveries of kind
 "confirmation". The counter starts from the accepted signatures already stored.
 
-Revision ID: c6ad0000beef
-Revises: b4a1e0c0ffee
+Revision ID: 5b742b451634
+Revises: 230d7e6dbe6a
 Create Date: 2026-11-28 20:01:18.050863
 
 """
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = 'c6ad0000beef'
-down_revision = 'b4a1e0c0ffee'
+revision = '5b742b451634'
+down_revision = '230d7e6dbe6a'
 branch_labels = None
 depends_on = None
 

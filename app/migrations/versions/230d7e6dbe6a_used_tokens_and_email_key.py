@@ -1,6 +1,6 @@
 """abuse: spent one-time tokens, the normalised email of each signature
 
-Revision ID: b4a1e0c0ffee
+Revision ID: 230d7e6dbe6a
 Revises: f0219f332de5
 Create Date: 2026-11-28 20:02:59.431602
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = 'b4a1e0c0ffee'
+revision = '230d7e6dbe6a'
 down_revision = 'f0219f332de5'
 branch_labels = None
 depends_on = None
