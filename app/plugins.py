@@ -16,7 +16,7 @@ import logging
 from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -25,8 +25,6 @@ from . import hookspecs
 from .delivery import DeliveryBackend, PermanentFailure
 
 if TYPE_CHECKING:
-    from flask import Flask
-
     from .campaigns import Campaign
 
 log = logging.getLogger(__name__)
@@ -52,6 +50,13 @@ DEFAULT_PLUGINS = (
 FILTER_HOOKS = ("extend_action_form", "check_submission")
 
 
+class AppLike(Protocol):
+    """What :func:`create_plugin_manager` reads of an app: a Flask app, or a stand-in (``clamor campaign check``)."""
+
+    config: MutableMapping[str, Any]
+    instance_path: str
+
+
 class PluginError(RuntimeError):
     """A plugin or the configuration that names plugins is wrong; start-up stops."""
 
@@ -66,7 +71,7 @@ class PluginManager(pluggy.PluginManager):
         self.sources: dict[str, dict[str, Any]] = {}
 
 
-def create_plugin_manager(app: "Flask", plugins: Iterable[object] | None = None) -> PluginManager:
+def create_plugin_manager(app: AppLike, plugins: Iterable[object] | None = None) -> PluginManager:
     """Return a pluggy manager with every plugin this deployment loads registered.
 
     ``app`` needs only ``config`` and ``instance_path``; ``plugins`` are plugin
