@@ -10,7 +10,7 @@ campaign check`` shows the same messages).
 import os
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -133,7 +133,7 @@ class Campaign:
         return target.language or self.default_language
 
 
-def load_campaign(path: str | os.PathLike[str], known_languages: Iterable[str] | None = None) -> Campaign:
+def load_campaign(path: str | os.PathLike[str], known_languages: Collection[str] | None = None) -> Campaign:
     """Parse and validate one campaign file; raise :class:`CampaignError` listing every problem."""
     path = Path(path)
     source, notes = _read_source(path)
@@ -361,7 +361,7 @@ def _language_label(code):
 
 
 def load_campaigns(
-    folder: str | os.PathLike[str], known_languages: Iterable[str] | None = None,
+    folder: str | os.PathLike[str], known_languages: Collection[str] | None = None,
 ) -> dict[str, Campaign]:
     """Return ``{slug: Campaign}`` for every ``*.toml`` in ``folder`` (sorted by slug)."""
     folder = Path(folder)

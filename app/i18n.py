@@ -8,7 +8,7 @@ the letter's (what a target reads) from the campaign, and is applied with
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +66,7 @@ def select_locale() -> str | None:
     return negotiate(languages)
 
 
-def best_language(languages: Sequence[str], default: str) -> str:
+def best_language(languages: Collection[str], default: str) -> str:
     """The language to send a visitor to, among ``languages``.
 
     The language remembered in the cookie if it is one of them; else the best

@@ -18,7 +18,7 @@ the database stores, and a status read back is a plain ``str`` that compares
 equal to its member.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -329,7 +329,7 @@ def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -
 RETRYABLE = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 
 
-def retry(*conditions: ColumnElement[bool], statuses: Iterable[str] = (DeliveryStatus.FAILED,)) -> int:
+def retry(*conditions: ColumnElement[bool], statuses: Collection[str] = (DeliveryStatus.FAILED,)) -> int:
     """Make the deliveries matching ``conditions`` with one of ``statuses`` due now; return how many.
 
     A failed one gets a fresh count of attempts; its last error stays until
