@@ -8,15 +8,18 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import pluggy
 from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .campaigns import CampaignError, load_campaign, load_campaigns
+from .campaigns import Campaign, CampaignError, load_campaign, load_campaigns
 from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
 from .extensions import csrf, db, limiter, migrate
@@ -28,6 +31,7 @@ from .mailbytes import addr_spec
 from .models import utcnow
 from .phone import FaxNumberError, parse_fax_number
 from .plugins import (
+    PluginManager,
     campaign_channel_problems,
     check_delivery_config,
     collect_backends,
@@ -66,31 +70,31 @@ class ConfigError(RuntimeError):
 class Clamor:
     """Per-app state, kept in ``app.extensions["clamor"]``."""
 
-    plugin_manager: object
+    plugin_manager: PluginManager
     #: name -> DeliveryBackend subclass, from every plugin.
-    backends: dict
+    backends: dict[str, type[DeliveryBackend]]
     #: slug -> Campaign, from instance/campaigns/.
-    campaigns: dict
+    campaigns: dict[str, Campaign]
     #: hook name -> caller limited to the enabled spam filters.
-    filters: dict
+    filters: dict[str, pluggy.HookCaller]
     default_slug: str | None
     worker: DeliveryWorker | None = None
     start_worker: bool = field(default=False)
     #: The folder of campaign files, watched for edits (None: not watched).
     campaign_folder: Path | None = None
     #: The app's config, for reloading campaigns (LANGUAGES, DELIVERY, backends' keys).
-    config: dict = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
     #: file name -> why its last edit was refused, while the last good version serves.
-    campaign_errors: dict = field(default_factory=dict)
+    campaign_errors: dict[str, str] = field(default_factory=dict)
     #: path -> (mtime, size) of the campaign files last read.
-    _stamps: dict = field(default_factory=dict)
+    _stamps: dict[Path, tuple[int, int]] = field(default_factory=dict)
     _checked_at: float = 0.0
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def default_campaign(self):
+    def default_campaign(self) -> Campaign | None:
         return self.campaigns.get(self.default_slug) if self.default_slug else None
 
-    def refresh_campaigns(self):
+    def refresh_campaigns(self) -> None:
         """Reload campaign files changed, added or deleted since the last look, at most every CAMPAIGN_RELOAD_SECONDS.
 
         Called at the start of every request and of every delivery batch, so
@@ -148,12 +152,12 @@ class Clamor:
         configured = self.config.get("DEFAULT_CAMPAIGN")
         self.default_slug = configured or _pick_default(self.campaigns)
 
-    def ensure_worker(self):
+    def ensure_worker(self) -> None:
         """Start the in-process delivery thread if this app runs one and it is not running."""
         if self.start_worker:
             self.worker.start_thread()
 
-    def wake_worker(self):
+    def wake_worker(self) -> None:
         """Let the in-process delivery thread, if this process runs one, look for work now.
 
         Never starts one: only a request does (:meth:`ensure_worker`). A CLI
@@ -165,12 +169,16 @@ class Clamor:
             self.worker.wake()
 
 
-def default_instance_path():
+def default_instance_path() -> Path:
     """``CLAMOR_INSTANCE_PATH`` if set, else ``instance/`` in the checkout."""
     return Path(os.environ.get("CLAMOR_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
 
 
-def create_app(test_config=None, instance_path=None, plugins=None):
+def create_app(
+    test_config: Mapping[str, Any] | None = None,
+    instance_path: str | os.PathLike[str] | None = None,
+    plugins: Iterable[object] | None = None,
+) -> Flask:
     """Build the app: defaults, then instance/config.py, then CLAMOR_* env, then ``test_config``.
 
     ``plugins``: plugin objects (modules, or instances with ``@hookimpl``
@@ -327,7 +335,7 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     cursor.close()
 
 
-def campaign_stamps(folder):
+def campaign_stamps(folder: str | os.PathLike[str]) -> dict[Path, tuple[int, int]]:
     """``{path: (mtime, size)}`` of every campaign file in ``folder``."""
     stamps = {}
     for path in sorted(Path(folder).glob("*.toml")) if Path(folder).is_dir() else ():

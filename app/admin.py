@@ -9,7 +9,9 @@ keyed by a hash of the address).
 """
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -29,6 +31,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, union_all
 from werkzeug.security import check_password_hash
+from werkzeug.wrappers import Response as BaseResponse
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
@@ -148,7 +151,7 @@ def _log_in(organiser, password):
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["ADMIN_LOGIN_RATE_LIMIT"], methods=["POST"], deduct_when=_login_failed,
                key_func=_client_key)
-def login():
+def login() -> BaseResponse | tuple[str, int]:
     """The login form: failed attempts limited per client address, and slowed down per account."""
     form = LoginForm()
     error = None
@@ -176,7 +179,7 @@ def login():
 
 
 @bp.post("/logout")
-def logout():
+def logout() -> BaseResponse:
     end_sessions(AdminSession.id_hash == g.admin_session_hash)
     db.session.commit()
     log.info("organiser %s logged out", g.organiser.email)
@@ -192,7 +195,7 @@ def _campaign_or_404(slug):
 
 
 @bp.get("/")
-def index():
+def index() -> str:
     """Every campaign with its count, and how many submissions wait for a moderator."""
     campaigns = list(_state().campaigns.values())
     held = dict(db.session.execute(
@@ -204,7 +207,7 @@ def index():
     return render_template("admin/index.html", campaigns=campaigns, counts=counts, held=held)
 
 
-def bar_chart(per_day, width=640, height=200):
+def bar_chart(per_day: Sequence[tuple[str, int]], width: int = 640, height: int = 200) -> dict[str, Any] | None:
     """Geometry of the signatures-per-day chart, drawn as inline SVG by the template.
 
     One bar per calendar day from the first to the last (days without
@@ -231,7 +234,7 @@ def bar_chart(per_day, width=640, height=200):
 
 
 @bp.get("/<slug>/")
-def dashboard(slug):
+def dashboard(slug: str) -> str:
     """How the campaign is doing: letters, signatures per day, countries, languages, targets, retention."""
     campaign = _campaign_or_404(slug)
     figures = dashboard_figures(campaign)
@@ -249,7 +252,7 @@ def dashboard(slug):
 
 
 @bp.post("/<slug>/retry")
-def retry_failed(slug):
+def retry_failed(slug: str) -> BaseResponse:
     """Make one target's failed letters due again, with a fresh count of attempts."""
     campaign = _campaign_or_404(slug)
     key = request.form.get("target", "")
@@ -264,14 +267,14 @@ def retry_failed(slug):
 
 
 @bp.get("/moderation")
-def moderation_page():
+def moderation_page() -> str:
     """Held submissions, oldest first, with each filter's reason."""
     return render_template("admin/moderation.html", held=moderation.held_signatures(request.args.get("campaign")),
                            campaigns=_state().campaigns)
 
 
 @bp.post("/moderation/<int:signature_id>/<any(approve, reject):decision>")
-def moderate(signature_id, decision):
+def moderate(signature_id: int, decision: str) -> BaseResponse:
     """Approve (its letters are queued) or reject (its data is deleted) one held submission."""
     try:
         if decision == "approve":
@@ -295,7 +298,7 @@ def _row_id(value):
 
 
 @bp.get("/<slug>/supporters")
-def supporters(slug):
+def supporters(slug: str) -> BaseResponse | str:
     """Accepted supporters, newest first, a page at a time; ``q``: name, email or organisation starting with it.
 
     Keyset pagination by id (``?before=ID``: older than ID; ``?after=ID``:
@@ -341,7 +344,7 @@ def supporters(slug):
 
 
 @bp.get("/<slug>/export.csv")
-def export(slug):
+def export(slug: str) -> Response:
     """CSV of accepted supporters (``?opt_in=1``: only those who asked for alerts), streamed."""
     campaign = _campaign_or_404(slug)
     opt_in_only = request.args.get("opt_in") == "1"

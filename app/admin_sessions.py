@@ -16,10 +16,10 @@ organiser down but not lock them out for long, nor guess quickly.
 import hashlib
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, or_, update
+from sqlalchemy import ColumnElement, delete, or_, update
 from werkzeug.security import generate_password_hash
 
 from .extensions import db
@@ -47,12 +47,12 @@ MAX_LOGIN_WAIT = 300
 _SEEN_EVERY = timedelta(minutes=1)
 
 
-def hash_password(password):
+def hash_password(password: str) -> str:
     """The hash to store for ``password`` (:data:`PASSWORD_METHOD`)."""
     return generate_password_hash(password, method=PASSWORD_METHOD)
 
 
-def login_wait(failures):
+def login_wait(failures: int) -> int:
     """Seconds an account waits after its ``failures``-th wrong password in a row.
 
     0 for the first :data:`FREE_FAILURES`; then 1 (the 6th), 2, 4, 8 … up to
@@ -63,11 +63,11 @@ def login_wait(failures):
     return min(2 ** min(failures - FREE_FAILURES - 1, 16), MAX_LOGIN_WAIT)
 
 
-def session_id_hash(session_id):
+def session_id_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def start_session(organiser):
+def start_session(organiser: Organiser) -> str:
     """Store a new session for ``organiser``; returns the random id for the cookie (the caller commits)."""
     session_id = secrets.token_urlsafe(32)
     now = utcnow()
@@ -76,7 +76,7 @@ def start_session(organiser):
     return session_id
 
 
-def end_sessions(*conditions):
+def end_sessions(*conditions: ColumnElement[bool]) -> int:
     """End every session matching ``conditions`` by deleting its row; returns how many (the caller commits).
 
     The only way a session ends: logout, removing an organiser, ``logout-all``
@@ -96,13 +96,13 @@ def _limits(now):
             now - timedelta(hours=config["ADMIN_SESSION_MAX_HOURS"]))
 
 
-def expired_sessions(now=None):
+def expired_sessions(now: datetime | None = None) -> ColumnElement[bool]:
     """SQL condition: the sessions idle too long or too old at ``now``."""
     idle, oldest = _limits(now or utcnow())
     return or_(AdminSession.last_seen_at < idle, AdminSession.created_at < oldest)
 
 
-def session_organiser(session_id):
+def session_organiser(session_id: str) -> Organiser | None:
     """The organiser whose live session has the cookie id ``session_id``, or None.
 
     A session found expired is ended here. Its ``last_seen_at`` moves on when
@@ -128,7 +128,7 @@ def session_organiser(session_id):
     return organiser
 
 
-def claim_attempt(organiser):
+def claim_attempt(organiser: Organiser) -> bool:
     """Count this attempt as a wrong password before it is checked; False if the account must wait.
 
     Counting first, with a compare-and-set on the count, means that attempts

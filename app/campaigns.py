@@ -7,8 +7,10 @@ and the app refuses to serve a campaign that does not validate (``clamor
 campaign check`` shows the same messages).
 """
 
+import os
 import re
 import tomllib
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -51,7 +53,7 @@ class CampaignError(ValueError):
     ``errors`` lists those lines.
     """
 
-    def __init__(self, errors):
+    def __init__(self, errors: str | Iterable[str]) -> None:
         self.errors = [errors] if isinstance(errors, str) else list(errors)
         super().__init__("\n".join(self.errors))
 
@@ -68,15 +70,15 @@ class Target:
     language: str | None = None
 
     @property
-    def channel(self):
+    def channel(self) -> str:
         return "fax" if self.fax else "email"
 
     @property
-    def key(self):
+    def key(self) -> str | None:
         return self.fax or self.email
 
     @property
-    def address(self):
+    def address(self) -> str | None:
         return self.email or self.fax
 
 
@@ -86,14 +88,14 @@ class CampaignText:
 
     title: str
     short_name: str
-    body: list
+    body: list[str]
     subject: str
     letter: str
-    partners: list = field(default_factory=list)
+    partners: list[str] = field(default_factory=list)
     privacy: str | None = None
 
     @property
-    def privacy_paragraphs(self):
+    def privacy_paragraphs(self) -> list[str]:
         """The privacy statement split at blank lines, or [] when the file has none."""
         return [p.strip() for p in re.split(r"\n\s*\n", self.privacy or "") if p.strip()]
 
@@ -103,9 +105,9 @@ class Campaign:
     slug: str
     status: str
     default_language: str
-    languages: list
-    targets: list
-    texts: dict
+    languages: list[str]
+    targets: list[Target]
+    texts: dict[str, CampaignText]
     goal: int | None = None
     sender: str = ""
     path: Path | None = None
@@ -116,22 +118,22 @@ class Campaign:
     #: The organisers' email address, shown on the privacy page and the closed page.
     contact: str | None = None
     #: What the loader fixed by itself (a byte-order mark removed), for ``campaign check``.
-    notes: tuple = ()
+    notes: tuple[str, ...] = ()
 
     @property
-    def is_open(self):
+    def is_open(self) -> bool:
         return self.status == "open"
 
-    def text(self, language):
+    def text(self, language: str) -> CampaignText:
         """Return the :class:`CampaignText` in ``language``, else in the default language."""
         return self.texts.get(language) or self.texts[self.default_language]
 
-    def letter_language(self, target):
+    def letter_language(self, target: Target) -> str:
         """The language a letter to ``target`` is written in."""
         return target.language or self.default_language
 
 
-def load_campaign(path, known_languages=None):
+def load_campaign(path: str | os.PathLike[str], known_languages: Collection[str] | None = None) -> Campaign:
     """Parse and validate one campaign file; raise :class:`CampaignError` listing every problem."""
     path = Path(path)
     source, notes = _read_source(path)
@@ -358,7 +360,9 @@ def _language_label(code):
     return f"{code} ({name})" if name else code
 
 
-def load_campaigns(folder, known_languages=None):
+def load_campaigns(
+    folder: str | os.PathLike[str], known_languages: Collection[str] | None = None,
+) -> dict[str, Campaign]:
     """Return ``{slug: Campaign}`` for every ``*.toml`` in ``folder`` (sorted by slug)."""
     folder = Path(folder)
     campaigns = {}

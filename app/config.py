@@ -12,6 +12,11 @@ defaults, in its ``register_settings`` hook (``SMTP_*`` in plugins/smtp.py,
 plugins load (:func:`app.plugins.apply_settings`).
 """
 
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Config
+
 #: Signs sessions, CSRF tokens and the number question. ``clamor init`` writes a
 #: random one into instance/config.py; outside debug and testing the app refuses
 #: to start without one.
@@ -145,7 +150,7 @@ WTF_CSRF_TIME_LIMIT = None
 SQLALCHEMY_ENGINE_OPTIONS = {}
 
 
-def load_settings(config, test_config=None):
+def load_settings(config: Config, test_config: Mapping[str, Any] | None = None) -> Config:
     """Fill ``config`` (a :class:`flask.Config` rooted at the instance folder) in Clamor's order, and return it.
 
     The defaults in this module, then the instance folder's ``config.py`` (if

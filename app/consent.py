@@ -10,13 +10,13 @@ from flask_babel import lazy_gettext as _l
 CONSENT_SENTENCE = _l('If you would like to receive other urgent alerts, choose "Yes":')
 
 
-def consent_text(language):
+def consent_text(language: str) -> str:
     """The consent sentence exactly as shown in ``language``."""
     with force_locale(language):
         return str(CONSENT_SENTENCE)
 
 
-def consent_version(language):
+def consent_version(language: str) -> str:
     """SHA-256 (hex) of the consent sentence in ``language``: what a supporter agreed to.
 
     An organiser can prove which wording was shown by hashing the sentence from

@@ -2,8 +2,9 @@
 
 import logging
 import time
+from typing import Any
 
-from flask import Response, current_app, g, render_template, request
+from flask import Flask, Response, current_app, g, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -43,7 +44,7 @@ CSRF_MESSAGE = (
 )
 
 
-def render_error(status, title, explanation):
+def render_error(status: int, title: object, explanation: object) -> tuple[str, int]:
     return render_template("error.html", status=status, title=title, explanation=explanation), status
 
 
@@ -56,7 +57,7 @@ def _language_from_path():
             g.lang = prefix
 
 
-def handle_http_error(error):
+def handle_http_error(error: HTTPException) -> Response | tuple[str, int]:
     if isinstance(error, SecurityError):
         # A Host outside TRUSTED_HOSTS: no page, since every link on it would
         # be built for that host. Nothing of the request was read.
@@ -67,17 +68,17 @@ def handle_http_error(error):
     return render_error(error.code, title, explanation)
 
 
-def handle_csrf_error(error):
+def handle_csrf_error(error: CSRFError) -> tuple[str, int]:
     log.info("CSRF check failed: %s", error.description)
     return render_error(400, *CSRF_MESSAGE)
 
 
-def handle_unexpected_error(error):
+def handle_unexpected_error(error: BaseException) -> tuple[str, int]:
     log.exception("unhandled error")
     return render_error(500, *MESSAGES[500])
 
 
-def is_database_unavailable(error):
+def is_database_unavailable(error: BaseException) -> bool:
     """True if ``error`` says the database cannot be reached (down, restarting, connection lost)."""
     return (isinstance(error, (OperationalError, InterfaceError))
             or bool(getattr(error, "connection_invalidated", False)))
@@ -90,11 +91,11 @@ class TracebackThrottle:
     time would bury the log, thousands of lines in seconds.
     """
 
-    def __init__(self, interval=TRACEBACK_INTERVAL):
+    def __init__(self, interval: float = TRACEBACK_INTERVAL) -> None:
         self.interval = interval
-        self._last = None
+        self._last: float | None = None
 
-    def error(self, logger, message, *args, error):
+    def error(self, logger: logging.Logger, message: str, *args: Any, error: BaseException) -> None:
         """Log ``message % args`` at ERROR, with ``error``'s traceback if none was logged for ``interval``."""
         now = time.monotonic()
         with_traceback = self._last is None or now - self._last >= self.interval
@@ -103,7 +104,7 @@ class TracebackThrottle:
         logger.error(message, *args, exc_info=error if with_traceback else None)
 
 
-def handle_database_error(error):
+def handle_database_error(error: DBAPIError) -> Response | tuple[str, int]:
     """A 503 with Retry-After when the database is down; the form again, with what the supporter typed.
 
     One log line per failed request, a traceback at most every TRACEBACK_INTERVAL.
@@ -156,7 +157,7 @@ def _form_again():
         return None
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)

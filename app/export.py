@@ -7,8 +7,9 @@ stays flat however many supporters a campaign has (bench/export.py measures it).
 import csv
 import io
 import re
+from collections.abc import Callable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from .extensions import db
 from .models import Signature
@@ -29,7 +30,7 @@ BATCH = 500
 _FORMULA = re.compile(r"""(^|;)([\s"']*)(?=[=+\-@\t\r])""")
 
 
-def spreadsheet_safe(value):
+def spreadsheet_safe(value: str) -> str:
     """``value`` with a quote (') put before every character that would start a formula.
 
     A reader splitting on "," (the CSV's delimiter) starts a cell only at the
@@ -43,12 +44,12 @@ def spreadsheet_safe(value):
     return _FORMULA.sub(r"\1\2'", value)
 
 
-def spreadsheet_value(cell):
+def spreadsheet_value(cell: str) -> str:
     """The value a :func:`spreadsheet_safe` cell was made from (the guards taken out)."""
     return re.sub(r"""(^|;)([\s"']*)'(?=[=+\-@\t\r])""", r"\1\2", cell)
 
 
-def export_query(slug=None, opt_in_only=False):
+def export_query(slug: str | None = None, opt_in_only: bool = False) -> Select[tuple[Signature]]:
     """Accepted signatures (of ``slug``; opt-ins only if asked), oldest first."""
     query = select(Signature).where(Signature.status == SignatureStatus.ACCEPTED).order_by(Signature.id)
     if slug:
@@ -58,7 +59,7 @@ def export_query(slug=None, opt_in_only=False):
     return query
 
 
-def export_row(signature, unsubscribe_url=None):
+def export_row(signature: Signature, unsubscribe_url: Callable[[Signature], str] | None = None) -> list[str]:
     """One CSV row for ``signature``; ``unsubscribe_url(signature)`` gives the link, if any."""
     return [
         spreadsheet_safe(value)
@@ -79,7 +80,9 @@ def export_row(signature, unsubscribe_url=None):
     ]
 
 
-def iter_csv(query, unsubscribe_url=None):
+def iter_csv(
+    query: Select[tuple[Signature]], unsubscribe_url: Callable[[Signature], str] | None = None,
+) -> Iterator[str]:
     """Yield the CSV as text chunks: the header, then about one chunk per :data:`BATCH` rows.
 
     Each fetched batch is expunged from the session after it is written, or

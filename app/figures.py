@@ -6,7 +6,9 @@ the running totals must equal. Each figure both the dashboard and the CLI
 show (letters by target and status, the newest errors) is one function here.
 """
 
+from collections.abc import Sequence
 from datetime import datetime, time
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 
@@ -15,11 +17,14 @@ from .extensions import db
 from .models import LAST_ERROR_WHERE, Delivery, Signature, utcnow
 from .states import DeliveryStatus, SignatureStatus
 
+if TYPE_CHECKING:
+    from .campaigns import Campaign
+
 #: The statuses a queued letter has until it is sent, failed or held.
 QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 
 
-def letters_by_target(campaign_slug=None):
+def letters_by_target(campaign_slug: str | None = None) -> dict[str, dict[str, int]]:
     """``{target key: {status: count}}`` of the letters to campaigns' targets (of ``campaign_slug`` only, if given).
 
     Mail to a supporter's own mailbox is not in it (see :func:`mailbox_mail_by_status`).
@@ -34,7 +39,7 @@ def letters_by_target(campaign_slug=None):
     return table
 
 
-def mailbox_mail_by_status():
+def mailbox_mail_by_status() -> dict[str, int]:
     """``{status: count}`` of the mail to supporters' own mailboxes (confirmations, receipts …).
 
     Counted in the database. One figure for all of it: those are supporters'
@@ -45,14 +50,16 @@ def mailbox_mail_by_status():
     ).all())
 
 
-def oldest_pending():
+def oldest_pending() -> Delivery | None:
     """The :class:`Delivery` queued longest (pending or sending), or None when nothing waits."""
     return db.session.scalars(
         select(Delivery).where(Delivery.status.in_(QUEUED)).order_by(Delivery.created_at).limit(1)
     ).first()
 
 
-def recent_errors(campaign_slug=None, target_key=None, limit=10):
+def recent_errors(
+    campaign_slug: str | None = None, target_key: str | None = None, limit: int = 10,
+) -> Sequence[Delivery]:
     """The newest pending or failed deliveries with an error, newest first, at most ``limit``.
 
     With ``campaign_slug`` and ``target_key``: that target's letters only, read
@@ -66,7 +73,7 @@ def recent_errors(campaign_slug=None, target_key=None, limit=10):
     return db.session.scalars(query.order_by(Delivery.id.desc()).limit(limit)).all()
 
 
-def last_error(campaign_slug, target_key):
+def last_error(campaign_slug: str, target_key: str) -> str:
     """The newest error of a failed or waiting letter of ``campaign_slug`` to ``target_key``, or ""."""
     errors = recent_errors(campaign_slug, target_key, limit=1)
     return errors[0].last_error if errors else ""
@@ -76,7 +83,7 @@ def _target_row(target, sent, queued, held, failed, error):
     return {"target": target, "sent": sent, "queued": queued, "held": held, "failed": failed, "last_error": error}
 
 
-def dashboard_figures(campaign, now=None):
+def dashboard_figures(campaign: "Campaign", now: datetime | None = None) -> dict[str, Any]:
     """Every figure the dashboard shows for ``campaign``, from the running totals (:mod:`app.totals`).
 
     The same numbers as :func:`counted_figures`, in a few indexed reads at
@@ -131,7 +138,7 @@ def _signatures_with_status(campaign, status):
         Signature.campaign == campaign.slug, Signature.status == status))
 
 
-def counted_figures(campaign, now=None):
+def counted_figures(campaign: "Campaign", now: datetime | None = None) -> dict[str, Any]:
     """The dashboard's figures counted from the rows: what the running totals must equal (tests, checks).
 
     Scans every signature and letter of the campaign: seconds at a million.

@@ -6,7 +6,9 @@ Spam filters add their own fields through the ``extend_action_form`` hook.
 """
 
 import unicodedata
+from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_request_context, request
@@ -14,10 +16,15 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.i18n import translations as wtforms_translations
-from wtforms import EmailField, RadioField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import EmailField, Field, Form, RadioField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from .i18n import country_choices
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from .campaigns import Campaign
 
 #: The fields the page lays out itself; any other field came from a plugin.
 CORE_FIELDS = ("name", "email", "organisation", "country", "message", "opt_in")
@@ -31,7 +38,7 @@ LETTER_WHITESPACE = {"\n", "\r", "\t", "\u2028", "\u2029"}
 REFUSED_CATEGORIES = {"Cc", "Zl", "Zp"}
 
 
-def no_control_characters(allowed=frozenset()):
+def no_control_characters(allowed: Collection[str] = frozenset()) -> Callable[[Form, Field], None]:
     """Validator: refuse control characters and line breaks except those ``allowed``.
 
     Besides keeping headers and CSV exports clean, this keeps NUL out of the
@@ -45,7 +52,7 @@ def no_control_characters(allowed=frozenset()):
     return check
 
 
-def too_long(max_length):
+def too_long(max_length: int) -> Length:
     """Validator: at most ``max_length`` characters, with our own translated message."""
     return Length(max=max_length, message=_l("Please keep this under %(max)d characters."))
 
@@ -66,16 +73,16 @@ class BuiltinMessages:
     because of this class.
     """
 
-    def gettext(self, string):
+    def gettext(self, string: str) -> str:
         if string in WTFORMS_MESSAGES:
             return str(WTFORMS_MESSAGES[string])
         return wtforms_translations.gettext(string)
 
-    def ngettext(self, singular, plural, n):
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
         return wtforms_translations.ngettext(singular, plural, n)
 
 
-def valid_email(form, field):
+def valid_email(form: Form, field: Field) -> None:
     """Validator: a syntactically valid address (no DNS look-up); stores it normalised.
 
     An address whose local part is not ASCII (``ПРИМЕР@example.org``) needs
@@ -103,7 +110,7 @@ def _email_backend_has_smtputf8():
 class CountryField(SelectField):
     """A country code from the list, or "" for none given."""
 
-    def pre_validate(self, form):
+    def pre_validate(self, form: Form) -> None:
         # Not Optional(): it would let whitespace and line breaks through as
         # "empty" and keep them as the data.
         if self.data not in {choice.value for choice in self.choices}:
@@ -121,14 +128,14 @@ class PostedForm(FlaskForm):
     """
 
     class Meta:
-        def wrap_formdata(self, form, formdata):
+        def wrap_formdata(self, form: Form, formdata: Any) -> Any:
             wrapped = super().wrap_formdata(form, formdata)
             if wrapped is not None and wrapped is not formdata:
                 # Taken from the request (not passed in): the form part only.
                 return request.form or None
             return wrapped
 
-    def validate(self, extra_validators=None):
+    def validate(self, extra_validators: dict[str, list[Callable[..., Any]]] | None = None) -> bool:
         valid = super().validate(extra_validators)
         uploaded = [field for field in self if has_request_context() and field.name in request.files]
         for field in uploaded:
@@ -140,7 +147,7 @@ class ActionForm(PostedForm):
     """The fields every campaign asks for. Use :func:`make_action_form`."""
 
     class Meta:
-        def get_translations(self, form):
+        def get_translations(self, form: Form) -> BuiltinMessages:
             return BuiltinMessages()
 
     name = StringField(
@@ -171,7 +178,7 @@ class ActionForm(PostedForm):
         default="no",
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.country.choices = _country_select_choices(str(get_locale()))
 
@@ -186,7 +193,7 @@ def _country_select_choices(locale):
     return tuple([SelectChoice("", _l("Choose…"))] + [SelectChoice(*c) for c in country_choices(locale)])
 
 
-def make_action_form(campaign, language, filters):
+def make_action_form(campaign: "Campaign", language: str, filters: "pluggy.HookCaller") -> type[ActionForm]:
     """Return a fresh :class:`ActionForm` subclass for ``campaign``.
 
     The letter is pre-filled in ``language``; ``filters`` is the
@@ -210,6 +217,6 @@ def make_action_form(campaign, language, filters):
     return CampaignActionForm
 
 
-def extra_fields(form):
+def extra_fields(form: Iterable[Field]) -> list[Field]:
     """The fields plugins added, in the order they were declared."""
     return [field for field in form if field.name not in CORE_FIELDS and field.name != "csrf_token"]

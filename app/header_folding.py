@@ -9,6 +9,7 @@ caller to say: this module checks nothing and encodes whatever it is told to.
 
 import base64
 import re
+from collections.abc import Callable
 
 #: Longest header line written, where folding can achieve it.
 LINE_LENGTH = 76
@@ -65,30 +66,30 @@ def _split_word(piece, budget):
 class HeaderField:
     """One header field being written: tokens joined by spaces, folded before a token that would not fit."""
 
-    def __init__(self, name=None):
-        self.lines = []
+    def __init__(self, name: str | None = None) -> None:
+        self.lines: list[str] = []
         #: None: a bare value, for the unfolded forms the public encoders return.
         self.line = "" if name is None else name + ":"
         #: True while the current line holds no token yet (nothing to fold before).
         self.fresh = True
 
-    def fold(self):
+    def fold(self) -> None:
         self.lines.append(self.line)
         self.line = ""
         self.fresh = True
 
-    def add(self, token):
+    def add(self, token: str) -> None:
         if not self.fresh and len(self.line) + 1 + len(token) > LINE_LENGTH:
             self.fold()
         # A continuation line starts with its folding space; a bare value starts with its token.
         self.line += token if not self.line and not self.lines else " " + token
         self.fresh = False
 
-    def budget(self):
+    def budget(self) -> int:
         """The longest encoded-word that fits on the current line after a space."""
         return min(ENCODED_WORD_LENGTH, LINE_LENGTH - len(self.line) - 1)
 
-    def add_encoded(self, text):
+    def add_encoded(self, text: str) -> None:
         """Write ``text`` as encoded-words, split between words where it must be split."""
         chunk, nbytes, qlength = "", 0, 0
         budget = self.budget()
@@ -122,7 +123,7 @@ class HeaderField:
         if chunk:
             self.add(_encoded_word(chunk))
 
-    def add_words(self, text, plain):
+    def add_words(self, text: str, plain: Callable[[str], bool]) -> None:
         """Write ``text``: words that ``plain`` accepts as they are, runs of the others encoded."""
         words = text.split(" ")
         if not all(words):
@@ -153,10 +154,10 @@ class HeaderField:
         if run:
             self.add_encoded(" ".join(run))
 
-    def text(self):
+    def text(self) -> str:
         """The field as written: folded lines, each ended by CRLF ("Name: " when empty, as email writes it)."""
         return "\r\n".join([*self.lines, self.line + (" " if self.fresh and not self.lines else "")]) + "\r\n"
 
-    def unfolded(self):
+    def unfolded(self) -> str:
         """The value on one line (folds are only ever before a token's space)."""
         return "".join([*self.lines, self.line])

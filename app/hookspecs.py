@@ -5,14 +5,23 @@ it; the function's name picks the hook. docs/plugins.md has a section for each
 hook below, and a test fails when one is missing.
 """
 
+from typing import TYPE_CHECKING, Any
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .campaigns import Campaign
+    from .delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
+    from .forms import ActionForm
+    from .models import Delivery
+    from .spam import Submission, Verdict
 
 hookspec = pluggy.HookspecMarker("clamor")
 hookimpl = pluggy.HookimplMarker("clamor")
 
 
 @hookspec
-def register_delivery_backends():
+def register_delivery_backends() -> "list[type[DeliveryBackend]] | None":
     """Return a list of :class:`app.delivery.DeliveryBackend` subclasses.
 
     Called once at start-up, after :func:`register_settings`. The core keeps
@@ -23,7 +32,7 @@ def register_delivery_backends():
 
 
 @hookspec
-def register_settings(instance_path):
+def register_settings(instance_path: str) -> dict[str, Any] | None:
     """Return ``{KEY: default}``: the settings this plugin reads, with their defaults.
 
     :param instance_path: the deployment's instance folder (a ``str``), for a
@@ -41,7 +50,7 @@ def register_settings(instance_path):
 
 
 @hookspec
-def extend_action_form(form_class, campaign):
+def extend_action_form(form_class: "type[ActionForm]", campaign: "Campaign") -> None:
     """Add fields to the action form before it is drawn or validated.
 
     :param form_class: a fresh subclass of :class:`app.forms.ActionForm`, made
@@ -59,7 +68,7 @@ def extend_action_form(form_class, campaign):
 
 
 @hookspec
-def check_submission(submission, campaign):
+def check_submission(submission: "Submission", campaign: "Campaign") -> "Verdict | None":
     """Give a verdict on a submission whose form already validated.
 
     :param submission: an :class:`app.spam.Submission` (the cleaned fields, the
@@ -80,7 +89,7 @@ def check_submission(submission, campaign):
 
 
 @hookspec
-def letter_sent(delivery, receipt):
+def letter_sent(delivery: "Delivery", receipt: "Receipt") -> None:
     """Called after a backend accepted a letter.
 
     :param delivery: the :class:`app.models.Delivery`, already marked sent.
@@ -92,7 +101,7 @@ def letter_sent(delivery, receipt):
 
 
 @hookspec
-def letter_failed(delivery, error):
+def letter_failed(delivery: "Delivery", error: "PermanentFailure | TemporaryFailure") -> None:
     """Called when a letter is given up on for good (status ``failed``).
 
     :param delivery: the :class:`app.models.Delivery`, already marked failed,

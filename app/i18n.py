@@ -5,13 +5,15 @@ the letter's (what a target reads) from the campaign, and is applied with
 ``force_locale`` when the letter is built.
 """
 
+import os
 import re
 import unicodedata
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from babel import Locale
-from flask import abort, current_app, g, has_request_context, request
+from flask import Blueprint, Flask, Response, abort, current_app, g, has_request_context, request
 from flask_babel import Domain, get_locale
 from markupsafe import Markup
 from werkzeug.routing import BaseConverter
@@ -43,7 +45,7 @@ _ALPHABET_RANKS = {
 _EXPANSIONS = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss"})
 
 
-def select_locale():
+def select_locale() -> str | None:
     """Flask-Babel's locale selector.
 
     The language in the URL; for a URL no route matched (a 404), its first
@@ -64,7 +66,7 @@ def select_locale():
     return negotiate(languages)
 
 
-def best_language(languages, default):
+def best_language(languages: Collection[str], default: str) -> str:
     """The language to send a visitor to, among ``languages``.
 
     The language remembered in the cookie if it is one of them; else the best
@@ -77,7 +79,7 @@ def best_language(languages, default):
     return negotiate(languages) or default
 
 
-def negotiate(languages):
+def negotiate(languages: Iterable[str]) -> str | None:
     """The best of ``languages`` for the request's Accept-Language, or None.
 
     The most preferred language tag (highest q) that any of ``languages``
@@ -99,7 +101,7 @@ def negotiate(languages):
     return None
 
 
-def remember_language(response, lang):
+def remember_language(response: Response, lang: str) -> Response:
     """Set the language cookie on ``response`` unless the request already carries ``lang``.
 
     The cookie holds a language code and nothing else: no id, no tracking;
@@ -120,7 +122,7 @@ def remember_language(response, lang):
 _DOUBLE_FULL_STOP = re.compile(r"(?<=[^\W\d_])\.\.(?=\s|$)")
 
 
-def one_full_stop(text):
+def one_full_stop(text: object) -> str:
     """``text`` with a full stop doubled after an abbreviation made single.
 
     A long date ends with one in some languages ("1 декабря 2026 г.", Ukrainian
@@ -132,13 +134,13 @@ def one_full_stop(text):
     return Markup(fixed) if isinstance(text, Markup) else fixed
 
 
-def page_language():
+def page_language() -> str:
     """The language of the page being rendered, for ``<html lang>``."""
     locale = get_locale()
     return str(locale).replace("_", "-") if locale else current_app.config["BABEL_DEFAULT_LOCALE"]
 
 
-def language_name(code):
+def language_name(code: str) -> str:
     """A language's name in itself, as a language menu shows it: English, Français, Русский, Қазақша."""
     if code in LANGUAGE_NAMES:
         return LANGUAGE_NAMES[code]
@@ -146,7 +148,7 @@ def language_name(code):
     return name[:1].upper() + name[1:]
 
 
-def collation_key(text, language):
+def collation_key(text: str, language: str) -> tuple[list[tuple[int, int]], str, str]:
     """A sort key that orders ``text`` the way a reader of ``language`` expects.
 
     Not full Unicode collation (PyICU is not available): Russian and Kazakh
@@ -173,7 +175,7 @@ def collation_key(text, language):
     return (primary, folded, text)
 
 
-def country_choices(language=None):
+def country_choices(language: str | None = None) -> list[tuple[str, str]]:
     """``[(code, name)]`` for every country, named and sorted in ``language`` (default: the page's)."""
     locale = Locale.parse(language) if language else get_locale()
     names = {
@@ -184,7 +186,7 @@ def country_choices(language=None):
     return sorted(names.items(), key=lambda item: collation_key(item[1], locale.language))
 
 
-def plugin_domain(plugin_file, domain):
+def plugin_domain(plugin_file: str | os.PathLike[str], domain: str) -> Domain:
     """A Flask-Babel :class:`~flask_babel.Domain` for a plugin's own catalogue.
 
     The catalogue lives beside the plugin, in
@@ -205,7 +207,7 @@ SAME_AS_ENGLISH = {
 _PLACEHOLDER = re.compile(r"%\(\w+\)[sd]|%[sd]|\{\w*\}")
 
 
-def legitimately_english(language, msgid):
+def legitimately_english(language: str, msgid: str) -> bool:
     """True if ``msgid`` may stay as it is in ``language``: placeholders and punctuation only, or allow-listed."""
     if not any(c.isalpha() for c in _PLACEHOLDER.sub("", msgid)):
         return True
@@ -226,10 +228,12 @@ class CatalogueStatus:
     fuzzy: int = 0
     #: Translated as the English itself (msgstr == msgid), not allow-listed.
     copied: int = 0
-    copied_ids: list = field(default_factory=list)
+    copied_ids: list[str] = field(default_factory=list)
 
 
-def catalogue_domains(root, instance_path=None):
+def catalogue_domains(
+    root: str | os.PathLike[str], instance_path: str | os.PathLike[str] | None = None,
+) -> list[tuple[str, Path]]:
     """``[(domain, folder)]``: the app's catalogue and every plugin's that ships a .pot.
 
     The built-in plugins' catalogues live in ``plugins/translations/``, a
@@ -245,7 +249,10 @@ def catalogue_domains(root, instance_path=None):
     return domains
 
 
-def catalogue_status(root, languages=(), instance_path=None):
+def catalogue_status(
+    root: str | os.PathLike[str], languages: Iterable[str] = (),
+    instance_path: str | os.PathLike[str] | None = None,
+) -> list[CatalogueStatus]:
     """A :class:`CatalogueStatus` per language and domain, counted against each domain's .pot.
 
     The languages are ``languages`` plus every language that has a catalogue
@@ -297,7 +304,7 @@ class LanguageConverter(BaseConverter):
     regex = r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?"
 
 
-def register_language_urls(bp):
+def register_language_urls(bp: Blueprint) -> None:
     """Give blueprint ``bp`` the language prefix: the ``lang`` converter and the hooks around it.
 
     Promises, for every route of ``bp`` with a ``<lang:lang>`` segment: the
@@ -345,7 +352,7 @@ def _remember_language(response):
     return response
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Bind Flask-Babel to ``app`` with :func:`select_locale`, and give templates the ``one_full_stop`` filter."""
     from .extensions import babel
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
+from flask import Flask, current_app
 
 #: Where the derived keys live (``app.extensions[EXTENSION]``).
 EXTENSION = "clamor.keys"
@@ -25,7 +25,7 @@ EXTENSION = "clamor.keys"
 class Keys:
     """The subkeys of one app, derived on first use and cached."""
 
-    def __init__(self, root: str | bytes):
+    def __init__(self, root: str | bytes) -> None:
         self._root = root.encode() if isinstance(root, str) else bytes(root)
         self._cache: dict[str, bytes] = {}
 
@@ -38,14 +38,14 @@ class Keys:
         return key
 
 
-def install_keys(app, root: str | bytes) -> None:
+def install_keys(app: Flask, root: str | bytes) -> None:
     """Derive ``app``'s keys from ``root``; give Flask and Flask-WTF their own subkeys."""
     keys = app.extensions[EXTENSION] = Keys(root)
     app.config["SECRET_KEY"] = keys.get("flask-session")
     app.config["WTF_CSRF_SECRET_KEY"] = keys.get("csrf")
 
 
-def subkey(purpose: str, app=None) -> bytes:
+def subkey(purpose: str, app: Flask | None = None) -> bytes:
     """The key for ``purpose`` in ``app`` (default: the current app). Never the raw ``SECRET_KEY``."""
     app = app or current_app
     return app.extensions[EXTENSION].get(purpose)

@@ -6,15 +6,27 @@ page, so it can show the real letter without telling anyone at the form
 whether an address had signed.
 """
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from flask import current_app
 
 from .states import DeliveryStatus
+
+if TYPE_CHECKING:
+    from flask_babel.speaklater import LazyString
+
+    from .campaigns import Campaign, Target
+    from .delivery import DeliveryBackend
+    from .models import Delivery, Signature
 
 LABELS = {DeliveryStatus.PENDING: "queued", DeliveryStatus.SENDING: "queued", DeliveryStatus.HELD: "queued",
           DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed"}
 
 
-def label(delivery, backends):
+def label(
+    delivery: "Delivery", backends: "Mapping[str, type[DeliveryBackend]]",
+) -> "tuple[str, str | LazyString | None]":
     """``(state, sent_label)`` of ``delivery`` as the page names it.
 
     ``state`` is queued, sent, accepted or failed. A letter is "accepted",
@@ -29,7 +41,9 @@ def label(delivery, backends):
     return ("accepted" if sent_label else state), sent_label
 
 
-def letter_rows(signature, campaign):
+def letter_rows(
+    signature: "Signature", campaign: "Campaign",
+) -> "list[tuple[Target, str | None, str | LazyString | None]]":
     """``[(target, state, sent_label)]`` for a signature's letters (see :func:`label`);
     state is None for a target added since it was queued."""
     backends = current_app.extensions["clamor"].backends

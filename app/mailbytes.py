@@ -42,8 +42,12 @@ import re
 import secrets
 from datetime import UTC
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 
 from .header_folding import ENCODED_WORD_LENGTH, LINE_LENGTH, HeaderField  # noqa: F401 (app.mailbytes' names)
+
+if TYPE_CHECKING:
+    from .delivery.contract import Letter
 
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _PRINTABLE = re.compile(r"[\x21-\x7e]+\Z")
@@ -87,7 +91,7 @@ def _check_text(value, what):
 
 # -- the public encoders --------------------------------------------------------------------------
 
-def encode_display_name(name):
+def encode_display_name(name: str) -> str:
     """``name`` as an RFC 5322 phrase on one line (unfolded), or "" for an empty name.
 
     Promises: the phrase decodes (RFC 2047) to exactly ``name``; it is atoms and
@@ -105,7 +109,7 @@ def encode_display_name(name):
     return field.unfolded()
 
 
-def encode_unstructured(text):
+def encode_unstructured(text: str) -> str:
     """``text`` as an unstructured header value (Subject) on one line (unfolded).
 
     Promises: decodes to exactly ``text``; printable ASCII words stay as they
@@ -118,7 +122,7 @@ def encode_unstructured(text):
     return field.unfolded()
 
 
-def addr_spec(address):
+def addr_spec(address: str) -> str:
     """``address`` checked and in ASCII, ready for a header and the SMTP envelope.
 
     An internationalised domain is written in IDNA (punycode). Raises
@@ -149,7 +153,7 @@ def addr_spec(address):
     return f"{local}@{domain}"
 
 
-def format_address(display_name, address):
+def format_address(display_name: str | None, address: str) -> str:
     """``Display Name <addr-spec>`` (unfolded), or the bare addr-spec when the name is empty.
 
     The name as :func:`encode_display_name` writes it; the address as
@@ -194,7 +198,7 @@ def _base64_lines(data):
                    for i in range(0, len(data), _BASE64_CHUNK))
 
 
-def encode_body(text):
+def encode_body(text: str) -> tuple[str, str]:
     """(Content-Transfer-Encoding, encoded body) for ``text`` as UTF-8 with CRLF line ends.
 
     7bit when the text is ASCII in lines of at most 998 characters; otherwise
@@ -232,14 +236,14 @@ def _disposition(filename):
     return "Content-Disposition: attachment;\r\n " + ";\r\n ".join(parameters) + "\r\n"
 
 
-def new_boundary():
+def new_boundary() -> str:
     """A random multipart boundary that cannot occur in base64, quoted-printable or 7bit lines we write."""
     return "=_clamor_" + secrets.token_hex(16)
 
 
 # -- the letter -----------------------------------------------------------------------------------
 
-def letter_headers(letter, to_address=None):
+def letter_headers(letter: "Letter", to_address: str | None = None) -> str:
     """The top-level header fields of ``letter`` without MIME ones, as one CRLF-ended str."""
     message_id = letter.message_id
     if not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id):
@@ -267,7 +271,7 @@ def _utc(moment):
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def letter_bytes(letter, to_address=None):
+def letter_bytes(letter: "Letter", to_address: str | None = None) -> bytes:
     """The whole of ``letter`` as the bytes of an RFC 5322 message, ready for SMTP DATA or a .eml file.
 
     ``to_address`` overrides the recipient in ``To`` (a fax gateway's address).

@@ -13,7 +13,7 @@ from .extensions import db
 from .states import DeliveryStatus, SignatureStatus
 
 
-def utcnow():
+def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 

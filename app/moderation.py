@@ -17,7 +17,7 @@ from .states import SignatureStatus
 log = logging.getLogger(__name__)
 
 
-def held_signatures(campaign_slug=None):
+def held_signatures(campaign_slug: str | None = None) -> list[Signature]:
     """Every held :class:`Signature`, oldest first; only ``campaign_slug``'s when given."""
     query = (select(Signature).where(Signature.status == SignatureStatus.HELD)
              .order_by(Signature.created_at, Signature.id))
@@ -26,7 +26,7 @@ def held_signatures(campaign_slug=None):
     return list(db.session.scalars(query))
 
 
-def approve(signature_id):
+def approve(signature_id: int) -> Signature:
     """Accept a held signature and queue its letters; return the :class:`Signature`.
 
     Its held deliveries become pending and due now; the delivery worker sends
@@ -45,7 +45,7 @@ def approve(signature_id):
     return signature
 
 
-def reject(signature_id):
+def reject(signature_id: int) -> None:
     """Delete a held signature and its deliveries: nothing of the supporter is kept.
 
     Raises :class:`LookupError` when there is no held signature with this id;

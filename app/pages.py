@@ -27,14 +27,19 @@ import os
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING, Any
 
-from flask import current_app, g, render_template, session, url_for
+from flask import Flask, current_app, g, render_template, session, url_for
+from flask_wtf import FlaskForm
 from itsdangerous import URLSafeTimedSerializer
 from markupsafe import Markup, escape
 
 from . import tally
 from .consent import CONSENT_SENTENCE
 from .forms import BuiltinMessages, PostedForm, extra_fields, make_action_form
+
+if TYPE_CHECKING:
+    from .campaigns import Campaign
 
 #: Where the cache lives (``app.extensions[EXTENSION]``).
 EXTENSION = "clamor.pages"
@@ -47,7 +52,7 @@ COUNT_MAX_AGE = 5
 _GAP = "\x00clamor-gap:"
 
 
-def is_per_request(field):
+def is_per_request(field: object) -> bool:
     """True when ``field`` must be drawn anew for every request (see docs/plugins.md, extend_action_form)."""
     return bool(getattr(field, "per_request", False))
 
@@ -96,7 +101,10 @@ class _Gaps(_Parts):
         return super().field(field)
 
 
-def render_full(campaign, language, form, error=None, embed=False, parts=None):
+def render_full(
+    campaign: "Campaign", language: str, form: FlaskForm, error: Any = None, embed: bool = False,
+    parts: "_Parts | None" = None,
+) -> str:
     """The campaign page drawn in full for ``form`` (with its data and errors)."""
     count = tally.accepted(campaign.slug)
     return render_template(
@@ -132,14 +140,14 @@ class _Entry:
 class PageCache:
     """The cached campaign pages of one app, and the counter as this process last read it."""
 
-    def __init__(self):
-        self._entries = {}
-        self._counts = {}
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, str, bool, bool], _Entry] = {}
+        self._counts: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         #: (secret, serializer) for CSRF tokens (see :func:`_csrf_token`).
-        self.csrf_serializer = None
+        self.csrf_serializer: tuple[str | bytes, URLSafeTimedSerializer] | None = None
 
-    def page(self, campaign, language, variant, embed=False):
+    def page(self, campaign: "Campaign", language: str, variant: bool, embed: bool = False) -> str:
         """The campaign page for a GET: the cached pieces, with this request's parts drawn in."""
         key = (id(campaign), language, variant, embed)
         entry = self._entries.get(key)
@@ -196,7 +204,7 @@ class PageCache:
             })
         return _Entry(campaign, pieces, gaps, fields_form)
 
-    def count(self, slug):
+    def count(self, slug: str) -> int:
         """The public counter of ``slug``, read from the database at most every COUNT_MAX_AGE seconds."""
         now = time.monotonic()
         cached = self._counts.get(slug)
@@ -204,7 +212,7 @@ class PageCache:
             cached = self._counts[slug] = (tally.accepted(slug), now)
         return cached[0]
 
-    def count_changed(self, slug):
+    def count_changed(self, slug: str) -> None:
         """A signature of ``slug`` was just stored or confirmed by this process: read the counter afresh."""
         self._counts.pop(slug, None)
 
@@ -234,7 +242,7 @@ def _csrf_token(name):
     return g.get(name)
 
 
-def page_cache(app=None):
+def page_cache(app: Flask | None = None) -> PageCache:
     """The app's :class:`PageCache` (made on first use)."""
     app = app or current_app
     cache = app.extensions.get(EXTENSION)

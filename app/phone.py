@@ -30,18 +30,18 @@ class FaxNumber:
     national: str
 
     @property
-    def digits(self):
+    def digits(self) -> str:
         return self.country_code + self.national
 
     @property
-    def e164(self):
+    def e164(self) -> str:
         return "+" + self.digits
 
-    def format(self, template):
+    def format(self, template: str) -> str:
         return template.format(e164=self.e164, digits=self.digits, national=self.national)
 
 
-def parse_fax_number(text):
+def parse_fax_number(text: str) -> FaxNumber:
     """Parse an international number ("+7 7172 12-34-56", "0044 (0)20 …") into a :class:`FaxNumber`.
 
     Raises :class:`FaxNumberError` for a number without its country code or of

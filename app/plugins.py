@@ -13,14 +13,19 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 from . import config as core_config
 from . import hookspecs
-from .delivery import PermanentFailure
+from .delivery import DeliveryBackend, PermanentFailure
+
+if TYPE_CHECKING:
+    from .campaigns import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,13 @@ DEFAULT_PLUGINS = (
 FILTER_HOOKS = ("extend_action_form", "check_submission")
 
 
+class AppLike(Protocol):
+    """What :func:`create_plugin_manager` reads of an app: a Flask app, or a stand-in (``clamor campaign check``)."""
+
+    config: MutableMapping[str, Any]
+    instance_path: str
+
+
 class PluginError(RuntimeError):
     """A plugin or the configuration that names plugins is wrong; start-up stops."""
 
@@ -52,14 +64,14 @@ class PluginError(RuntimeError):
 class PluginManager(pluggy.PluginManager):
     """pluggy's manager, remembering where each plugin came from (for ``clamor plugins``)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("clamor")
         #: plugin name -> ``{"kind": "built-in" | "entry point" | "instance file" | "create_app", …}``
         #: with ``module``, ``distribution`` and ``version``, or ``path`` as the kind has them.
-        self.sources = {}
+        self.sources: dict[str, dict[str, Any]] = {}
 
 
-def create_plugin_manager(app, plugins=None):
+def create_plugin_manager(app: AppLike, plugins: Iterable[object] | None = None) -> PluginManager:
     """Return a pluggy manager with every plugin this deployment loads registered.
 
     ``app`` needs only ``config`` and ``instance_path``; ``plugins`` are plugin
@@ -90,7 +102,7 @@ def create_plugin_manager(app, plugins=None):
     return pm
 
 
-def apply_settings(pm, config, instance_path):
+def apply_settings(pm: pluggy.PluginManager, config: MutableMapping[str, Any], instance_path: str) -> dict[str, Any]:
     """Give every setting a plugin declares (``register_settings``) its default where ``config`` leaves it unset
     or None.
 
@@ -166,7 +178,7 @@ def _register(pm, plugin, name, source, origin):
     pm.sources[name] = origin
 
 
-def collect_backends(pm):
+def collect_backends(pm: pluggy.PluginManager) -> dict[str, type[DeliveryBackend]]:
     """Return ``{name: backend class}`` from every ``register_delivery_backends``.
 
     A class with ``needs_backends`` is registered as a subclass made for this
@@ -212,7 +224,10 @@ def _try_backend(cls, config):
     return None
 
 
-def check_delivery_config(config, registry, channels=None):
+def check_delivery_config(
+    config: Mapping[str, Any], registry: Mapping[str, type[DeliveryBackend]],
+    channels: Collection[str] | None = None,
+) -> None:
     """Raise :class:`PluginError` (or :class:`app.ConfigError`) unless every
     channel in ``DELIVERY`` names a registered backend, and each of
     ``channels`` (default: all) one that can be made with these settings.
@@ -241,7 +256,9 @@ def check_delivery_config(config, registry, channels=None):
             raise error(f"DELIVERY[{channel!r}] = {name!r} cannot work: {problem}") from problem
 
 
-def campaign_channel_problems(campaign, config, registry):
+def campaign_channel_problems(
+    campaign: "Campaign", config: Mapping[str, Any], registry: Mapping[str, type[DeliveryBackend]],
+) -> list[str]:
     """Why ``campaign``'s targets cannot be reached with these settings: a list of messages, [] when they can.
 
     Every channel its targets use needs a ``DELIVERY`` entry naming a
@@ -265,7 +282,7 @@ def campaign_channel_problems(campaign, config, registry):
     return problems
 
 
-def filter_callers(pm, enabled):
+def filter_callers(pm: pluggy.PluginManager, enabled: Collection[str]) -> dict[str, pluggy.HookCaller]:
     """Return ``{hook name: caller}`` that call only the enabled spam filters.
 
     A filter is any plugin implementing one of :data:`FILTER_HOOKS`. Raises

@@ -8,8 +8,10 @@ emails, which carry their address as the recipient) is deleted.
 """
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
@@ -17,10 +19,13 @@ from . import states
 from .extensions import db
 from .models import Signature, utcnow
 
+if TYPE_CHECKING:
+    from .campaigns import Campaign
+
 log = logging.getLogger(__name__)
 
 
-def forget(email):
+def forget(email: str) -> int:
     """Remove every signature made with ``email`` (any case), in every campaign. Commits.
 
     Returns how many signatures were removed. The public counters go down by
@@ -44,14 +49,14 @@ class PurgeReport:
     letters_cleared: int = 0
 
 
-def retention_ends(campaign, retention_days):
+def retention_ends(campaign: "Campaign", retention_days: int) -> datetime | None:
     """When ``campaign``'s supporters' data is due for purging, or None (open, or no ``closed_at``)."""
     if campaign.is_open or campaign.closed_at is None:
         return None
     return datetime.combine(campaign.closed_at, time()) + timedelta(days=retention_days)
 
 
-def purge(campaigns, config, now=None):
+def purge(campaigns: "Mapping[str, Campaign]", config: Mapping[str, Any], now: datetime | None = None) -> PurgeReport:
     """Apply the retention rules and return a :class:`PurgeReport`. Commits.
 
     - unconfirmed signatures older than ``CONFIRM_EXPIRY_DAYS`` are deleted;

@@ -4,11 +4,14 @@ their letter's status and the privacy statement."""
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import tally
 from .errors import render_error
@@ -23,6 +26,9 @@ from .pages import page_cache, render_full
 from .security import SessionInterface, check_embed_origins, client_hash, client_key
 from .signing import confirm_signature, store_signature, withdraw_consent
 from .spam import Submission, judge, normalise_email
+
+if TYPE_CHECKING:
+    from .campaigns import Campaign
 from .tokens import load_signature, make_token
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,7 @@ def _state():
     return current_app.extensions["clamor"]
 
 
-def default_campaign():
+def default_campaign() -> "Campaign | None":
     """The campaign served at ``/`` and ``/<lang:lang>/``, or None when there is none."""
     return _state().default_campaign()
 
@@ -79,7 +85,7 @@ def _campaign_or_404(slug):
 
 
 @bp.get("/favicon.ico")
-def favicon():
+def favicon() -> Response:
     """The site's icon (app/static/favicon.ico), cached for a day."""
     response = Response(_static_bytes(current_app.static_folder, "favicon.ico"), mimetype="image/vnd.microsoft.icon")
     response.headers["Cache-Control"] = "public, max-age=86400"
@@ -92,7 +98,7 @@ def _static_bytes(folder, name):
 
 
 @bp.get("/robots.txt")
-def robots():
+def robots() -> Response:
     """Crawlers may read campaign pages, not the admin pages nor the pages behind a supporter's link."""
     lines = ["User-agent: *", "Disallow: /admin/"]
     for lang in current_app.config["LANGUAGES"]:
@@ -103,7 +109,7 @@ def robots():
 
 
 @bp.get("/")
-def index():
+def index() -> BaseResponse:
     """Send the visitor to the default campaign in the best language they accept."""
     campaign = default_campaign()
     if campaign is None:
@@ -114,7 +120,7 @@ def index():
     return response
 
 
-def accepted_count(campaign):
+def accepted_count(campaign: "Campaign") -> int:
     """How many supporters have signed ``campaign`` (letters accepted): one row read, no COUNT."""
     return tally.accepted(campaign.slug)
 
@@ -131,7 +137,7 @@ def _submit_rate_limit():
 
 @bp.get("/<lang:lang>/", defaults={"slug": None})
 @bp.get("/<lang:lang>/<slug>/")
-def campaign_page(slug):
+def campaign_page(slug: str | None) -> ResponseReturnValue:
     """The campaign and its form (the cached page, app/pages.py). Its form posts to :func:`sign`, the same URL."""
     return _campaign_page(slug, embed=False)
 
@@ -156,7 +162,7 @@ def _sign_limits(view):
 @bp.post("/<lang:lang>/", defaults={"slug": None})
 @bp.post("/<lang:lang>/<slug>/")
 @_sign_limits
-def sign(slug):
+def sign(slug: str | None) -> ResponseReturnValue:
     """Sign the campaign: the form of :func:`campaign_page`, posted."""
     return _campaign_page(slug, embed=False)
 
@@ -212,7 +218,7 @@ def _campaign_page(slug, embed):
 
 
 @bp.get("/<lang:lang>/<slug>/embed")
-def embed(slug):
+def embed(slug: str) -> ResponseReturnValue:
     """The campaign page without the site's menus, for an <iframe> on a site in EMBED_ORIGINS.
 
     Its form posts to :func:`embed_sign` (the same URL), and a signature leads
@@ -223,7 +229,7 @@ def embed(slug):
 
 @bp.post("/<lang:lang>/<slug>/embed")
 @_sign_limits
-def embed_sign(slug):
+def embed_sign(slug: str) -> ResponseReturnValue:
     """Sign from inside the frame."""
     return _campaign_page(slug, embed=True)
 
@@ -236,13 +242,13 @@ def _campaign_in_language(slug):
 
 
 @bp.get("/<lang:lang>/<slug>/thanks")
-def thanks(slug):
+def thanks(slug: str) -> str:
     """Thanks, what goes to whom, the counter, where to share. The same page for everyone."""
     return _thanks(slug, embed=False)
 
 
 @bp.get("/<lang:lang>/<slug>/embed/thanks")
-def embed_thanks(slug):
+def embed_thanks(slug: str) -> str:
     """The thank-you page inside the frame (see :func:`embed`)."""
     return _thanks(slug, embed=True)
 
@@ -264,7 +270,7 @@ def _thanks(slug, embed):
 
 
 @bp.get("/<lang:lang>/<slug>/privacy")
-def privacy(slug):
+def privacy(slug: str) -> BaseResponse | str:
     """The campaign's privacy statement: its own text, or the default one."""
     campaign = _campaign_in_language(slug)
     if campaign.privacy_url:
@@ -297,7 +303,7 @@ def _private(page):
 
 
 @bp.route("/<lang:lang>/confirm/<token>", methods=["GET", "POST"])
-def confirm(token):
+def confirm(token: str) -> Response:
     """GET: a page with a button. POST (the button): confirm, and let the letters go.
 
     A GET never confirms: mail scanners fetch every link in an email.
@@ -320,7 +326,7 @@ def confirm(token):
 
 @bp.route("/<lang:lang>/unsubscribe/<token>", methods=["GET", "POST"])
 @csrf.exempt
-def unsubscribe(token):
+def unsubscribe(token: str) -> Response:
     """GET: a page with a button. POST: withdraw consent to future alerts.
 
     The POST needs no CSRF token, because the signed link is the secret, and
@@ -342,7 +348,7 @@ def unsubscribe(token):
 
 
 @bp.get("/<lang:lang>/letter/<token>")
-def letter_status(token):
+def letter_status(token: str) -> Response:
     """The supporter's own page: a copy of their letter, and where it is per target."""
     signature, campaign = _signature_or_404(token, "status")
     return _private(render_template(

@@ -9,10 +9,12 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from flask import current_app, has_request_context, request
+from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from .keys import subkey
 
@@ -22,13 +24,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def client_hash(secret_key, address):
+def client_hash(secret_key: str | bytes, address: str | None) -> str:
     """HMAC-SHA256 of a client address (or any identifier), keyed by ``secret_key``: linkable, not reversible."""
     key = secret_key.encode() if isinstance(secret_key, str) else secret_key
     return hmac.new(key, (address or "").encode(), hashlib.sha256).hexdigest()
 
 
-def client_key():
+def client_key() -> str:
     """The keyed hash of this request's client address: what every rate limit counts and a signature stores.
 
     The address is the one the WSGI server saw, or the forwarded one when
@@ -48,7 +50,7 @@ _ADDRESS = re.compile(
 )
 
 
-def redact_addresses(text):
+def redact_addresses(text: str | None) -> str:
     """``text`` with every email address in it replaced by ``<supporter>``.
 
     For errors of mail sent to a supporter's own mailbox, which quote that
@@ -75,7 +77,7 @@ class DropClientAddress(logging.Filter):
     behind a trusted proxy. The line keeps its shape, with ``-`` for the address.
     """
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = _REQUEST_LOG_ADDRESS.sub("-", record.msg, count=1)
         if record.args and isinstance(record.args, tuple) and isinstance(record.args[0], str):
@@ -85,7 +87,7 @@ class DropClientAddress(logging.Filter):
         return True
 
 
-def quiet_request_log():
+def quiet_request_log() -> None:
     """Install :class:`DropClientAddress` on the ``werkzeug`` logger, once per process."""
     logger = logging.getLogger("werkzeug")
     if not any(isinstance(f, DropClientAddress) for f in logger.filters):
@@ -97,7 +99,7 @@ def quiet_request_log():
 EMBED_SESSION_COOKIE = "clamor_embed_session"
 
 
-def check_embed_origins(origins):
+def check_embed_origins(origins: Sequence[str]) -> None:
     """Raise ValueError unless every entry of ``origins`` is an origin: ``https://union.org`` (no path)."""
     if not isinstance(origins, (list, tuple)):
         raise ValueError(f"EMBED_ORIGINS must be a list of origins, not {origins!r}")
@@ -127,7 +129,7 @@ class SessionInterface(SecureCookieSessionInterface):
     come back. See docs/deploying.md for what SameSite=None costs.
     """
 
-    def get_signing_serializer(self, app):
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Flask builds a new serializer (and test-encodes {} with it) twice a
         # request; the keys do not change, so one per set of keys will do.
         keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
@@ -136,13 +138,13 @@ class SessionInterface(SecureCookieSessionInterface):
             cached = self._serializer = (keys, super().get_signing_serializer(app))
         return cached[1]
 
-    def get_cookie_name(self, app):
+    def get_cookie_name(self, app: Flask) -> str:
         return EMBED_SESSION_COOKIE if _embedding() else super().get_cookie_name(app)
 
-    def get_cookie_samesite(self, app):
+    def get_cookie_samesite(self, app: Flask) -> str | None:
         return "None" if _embedding() else super().get_cookie_samesite(app)
 
-    def get_cookie_secure(self, app):
+    def get_cookie_secure(self, app: Flask) -> bool:
         return True if _embedding() else super().get_cookie_secure(app)
 
 
@@ -157,7 +159,7 @@ def _headers(ancestors):
 _EVERYWHERE = _headers("'none'") + (("X-Frame-Options", "DENY"),)
 
 
-def add_security_headers(response):
+def add_security_headers(response: Response) -> Response:
     """after_request: the headers every Clamor response carries (a view may set its own first).
 
     Framing is refused everywhere (``frame-ancestors 'none'``, X-Frame-Options

@@ -22,6 +22,7 @@ domain.
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 from flask import current_app, render_template
 from flask_babel import force_locale, format_date
@@ -36,10 +37,18 @@ from .models import Signature, utcnow
 from .spam import spend_tokens
 from .states import SignatureStatus
 
+if TYPE_CHECKING:
+    from flask_wtf import FlaskForm
+
+    from .campaigns import Campaign
+    from .spam import Submission, Verdict
+
 log = logging.getLogger(__name__)
 
 
-def store_signature(submission, campaign, verdict, form):
+def store_signature(
+    submission: "Submission", campaign: "Campaign", verdict: "Verdict | None", form: "FlaskForm",
+) -> Signature | None:
     """Store ``submission`` to ``campaign`` as ``verdict`` allows, in ONE transaction, and commit.
 
     ``verdict``: None (accepted), a hold (stored as held, letters held) or a
@@ -136,7 +145,7 @@ def _queue_mailbox_email(signature, campaign, config, repeat):
             queue_mailbox_email(signature, config, kind, *_receipt_email(signature, campaign, repeat))
 
 
-def confirmation_email(signature, campaign):
+def confirmation_email(signature: Signature, campaign: "Campaign") -> tuple[str, str]:
     """(subject, body) of the confirmation email, in the current locale. Nothing in it was typed by the supporter."""
     text = campaign.text(signature.language)
     subject = _("Please confirm your letter: %(title)s", title=text.short_name)
@@ -168,7 +177,7 @@ def _receipt_email(signature, campaign, repeat):
     return subject, body
 
 
-def confirm_signature(signature):
+def confirm_signature(signature: Signature) -> bool:
     """Confirm ``signature`` (its supporter pressed the button in the confirmation email) and commit.
 
     Returns False, changing nothing, unless it waits for confirmation. Then a
@@ -183,7 +192,7 @@ def confirm_signature(signature):
     return True
 
 
-def withdraw_consent(signature):
+def withdraw_consent(signature: Signature) -> None:
     """Withdraw ``signature``'s consent to future alerts (its unsubscribe link) and commit.
 
     Nothing if there was none.

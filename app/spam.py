@@ -6,12 +6,21 @@ docs/spam.md describes the built-in ones and how to write another.
 """
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
+import pluggy
+from flask_babel.speaklater import LazyString
+from flask_wtf import FlaskForm
 from sqlalchemy import select
 
 from .extensions import db
 from .models import UsedToken, utcnow
+
+if TYPE_CHECKING:
+    from .campaigns import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +35,7 @@ class Verdict:
     """A filter's objection: ``action`` is "reject", "drop" or "hold"; ``reason`` is shown or logged."""
 
     action: str
-    reason: str
+    reason: "str | LazyString | Reasons"
     #: For a drop only: whether another filter held the submission. The
     #: public counter then does not move, as for a new signer's held letter.
     held_too: bool = False
@@ -36,17 +45,17 @@ class Verdict:
     repeats: int | None = None
 
     @classmethod
-    def reject(cls, reason):
+    def reject(cls, reason: str | LazyString) -> "Verdict":
         """The form comes back with ``reason`` shown; nothing is stored."""
         return cls("reject", reason)
 
     @classmethod
-    def hold(cls, reason):
+    def hold(cls, reason: "str | LazyString | Reasons") -> "Verdict":
         """Stored as held; delivered only after a moderator approves."""
         return cls("hold", reason)
 
     @classmethod
-    def drop(cls, reason, repeats=None):
+    def drop(cls, reason: str | LazyString, repeats: int | None = None) -> "Verdict":
         """Answered exactly like an accepted letter, but nothing is stored or sent.
 
         For objections the person at the form must not learn about, e.g. that
@@ -73,10 +82,10 @@ class Submission:
     #: Keyed hash of the client address (see :func:`app.security.client_hash`).
     client_hash: str
     #: The bound form, for filters that added fields.
-    form: object
+    form: FlaskForm
 
     @property
-    def email_key(self):
+    def email_key(self) -> str:
         """The address normalised by :func:`normalise_email`."""
         return normalise_email(self.email)
 
@@ -85,7 +94,7 @@ class Submission:
 DOTLESS_DOMAINS = {"gmail.com", "googlemail.com"}
 
 
-def normalise_email(address):
+def normalise_email(address: str | None) -> str:
     """One key per mailbox, for duplicates and rate limits; never used to send.
 
     Case-folded, without a ``+tag`` (sub-addressing, which most providers
@@ -101,7 +110,7 @@ def normalise_email(address):
     return f"{local}@{domain}"
 
 
-def earlier_signature(campaign_slug, email_key):
+def earlier_signature(campaign_slug: str, email_key: str) -> int | None:
     """The id of the first signature of ``campaign_slug`` made with the normalised address ``email_key``, or None.
 
     Any status (accepted, held, unconfirmed): what ``duplicate_signer`` asks.
@@ -116,7 +125,7 @@ def earlier_signature(campaign_slug, email_key):
     )
 
 
-def judge(submission, campaign, caller):
+def judge(submission: Submission, campaign: "Campaign", caller: pluggy.HookCaller) -> Verdict | None:
     """Run every enabled filter and return the strictest :class:`Verdict`, or None.
 
     Each filter is called on its own so that one that raises cannot hide the
@@ -152,7 +161,7 @@ class Reasons(tuple):
     supporter's.
     """
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "; ".join(dict.fromkeys(str(reason) for reason in self))
 
 
@@ -162,17 +171,17 @@ class Reasons(tuple):
 # signature (see :func:`spend_tokens`).
 
 
-def token_spent(nonce):
+def token_spent(nonce: str) -> bool:
     """True when ``nonce`` was already used for a successful submission."""
     return db.session.scalar(select(UsedToken.nonce).where(UsedToken.nonce == nonce)) is not None
 
 
-def form_tokens(form):
+def form_tokens(form: Iterable[object]) -> list[tuple[str, datetime]]:
     """The ``(nonce, expires_at)`` pairs the fields of ``form`` want spent."""
     return [field.one_time_token for field in form if getattr(field, "one_time_token", None)]
 
 
-def spend_tokens(form):
+def spend_tokens(form: Iterable[object]) -> None:
     """Add the form's one-time tokens to the session (not committed).
 
     Committed together with the signature, so a second request using the same

@@ -18,13 +18,19 @@ the database stores, and a status read back is a plain ``str`` that compares
 equal to its member.
 """
 
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import ColumnElement, Row, case, delete, or_, select, update
 
 # Modules, not names: app.models imports the enums below from here.
 from . import models, tally
 from .extensions import db
+
+if TYPE_CHECKING:
+    from .delivery import Receipt
 
 
 class SignatureStatus(StrEnum):
@@ -59,9 +65,9 @@ class DeliveryStatus(StrEnum):
 class IllegalTransition(ValueError):
     """A status change its current status does not allow; nothing was changed."""
 
-    def __init__(self, what, from_status, to_status):
-        self.from_status = from_status
-        self.to_status = to_status
+    def __init__(self, what: str, from_status: str | None, to_status: str) -> None:
+        self.from_status: str | None = from_status
+        self.to_status: str = to_status
         super().__init__(f"a {what} cannot go from {from_status} to {to_status}")
 
 
@@ -73,12 +79,12 @@ def _check(what, current, to, legal):
 # --- signatures ---------------------------------------------------------------------------
 
 
-def letter_status(signature):
+def letter_status(signature: "models.Signature") -> DeliveryStatus:
     """The status a new letter of ``signature`` starts in: pending once it is accepted, else held."""
     return DeliveryStatus.PENDING if signature.status == SignatureStatus.ACCEPTED else DeliveryStatus.HELD
 
 
-def accept(signature):
+def accept(signature: "models.Signature") -> None:
     """Make a new (not yet stored) ``signature`` accepted and count it.
 
     The counter goes up now, in the caller's transaction. Raises
@@ -89,14 +95,14 @@ def accept(signature):
     tally.add(signature.campaign, 1)
 
 
-def hold(signature, reason):
+def hold(signature: "models.Signature", reason: str) -> None:
     """Make a new ``signature`` held for a moderator, with a spam filter's ``reason``; not counted."""
     _check("signature", signature.status, SignatureStatus.HELD, (None,))
     signature.status = SignatureStatus.HELD
     signature.status_reason = reason
 
 
-def await_confirmation(signature, reason=""):
+def await_confirmation(signature: "models.Signature", reason: str = "") -> None:
     """Make a new ``signature`` wait for its supporter's confirmation; not counted.
 
     ``reason``: a spam filter's hold, kept so that the confirmed signature
@@ -107,7 +113,7 @@ def await_confirmation(signature, reason=""):
     signature.status_reason = reason
 
 
-def confirm(signature):
+def confirm(signature: "models.Signature") -> SignatureStatus:
     """The supporter confirmed an unconfirmed ``signature``; return its new status.
 
     Confirmation does not skip moderation: with a filter's reason it becomes
@@ -142,7 +148,7 @@ def _not_held(signature_id, to):
     return IllegalTransition("signature", status, to)
 
 
-def approve(signature_id):
+def approve(signature_id: int) -> "models.Signature":
     """A moderator releases a held signature: accepted, counted, its letters due now. Returns it.
 
     One conditional ``UPDATE``, so two moderators approving at once release
@@ -164,7 +170,7 @@ def approve(signature_id):
     return signature
 
 
-def reject(signature_id):
+def reject(signature_id: int) -> None:
     """A moderator rejects a held signature: it and its deliveries are deleted.
 
     Raises :class:`LookupError` when there is no such signature,
@@ -188,7 +194,7 @@ def reject(signature_id):
         raise _not_held(signature_id, SignatureStatus.REJECTED)
 
 
-def forget(rows):
+def forget(rows: Sequence[Row[Any]]) -> None:
     """Delete the signatures ``rows`` (``id``, ``campaign``, ``status`` each) at their supporter's request.
 
     The public counter goes down by the accepted ones: the person asked not
@@ -200,7 +206,7 @@ def forget(rows):
     remove([row.id for row in rows])
 
 
-def expire_unconfirmed(before):
+def expire_unconfirmed(before: datetime) -> int:
     """Delete the signatures still unconfirmed that were made before ``before``; return how many."""
     expired = list(db.session.scalars(
         select(models.Signature.id).where(
@@ -211,7 +217,7 @@ def expire_unconfirmed(before):
     return len(expired)
 
 
-def remove(signature_ids):
+def remove(signature_ids: Sequence[int]) -> None:
     """Delete these signatures, whatever their status, without lowering the counter (a purge).
 
     Their sent letters stay, anonymous (``signature_id`` NULL, no provider id,
@@ -239,7 +245,7 @@ def remove(signature_ids):
 # --- deliveries ---------------------------------------------------------------------------
 
 
-def claim(limit, lease, now):
+def claim(limit: int, lease: timedelta, now: datetime) -> list[int]:
     """Claim up to ``limit`` due deliveries for a worker until ``now + lease``; return their ids, sorted.
 
     Due: pending with ``next_attempt_at`` passed, or sending with a lease
@@ -272,7 +278,7 @@ def claim(limit, lease, now):
     return sorted(claimed.scalars())
 
 
-def sent(delivery, receipt):
+def sent(delivery: "models.Delivery", receipt: "Receipt") -> None:
     """A backend accepted the claimed ``delivery``: sent, with the :class:`~app.delivery.Receipt`'s id and note.
 
     Raises :class:`IllegalTransition` unless it is sending (a failed letter
@@ -288,7 +294,7 @@ def sent(delivery, receipt):
     delivery.note = receipt.note
 
 
-def failed(delivery, error):
+def failed(delivery: "models.Delivery", error: str) -> None:
     """Give up on the claimed ``delivery``: failed, ``error`` (as it may be logged) in ``last_error``."""
     _check("delivery", delivery.status, DeliveryStatus.FAILED, (DeliveryStatus.SENDING,))
     delivery.status = DeliveryStatus.FAILED
@@ -296,7 +302,7 @@ def failed(delivery, error):
     delivery.last_error = error
 
 
-def requeued(delivery, error, next_attempt_at):
+def requeued(delivery: "models.Delivery", error: str, next_attempt_at: datetime) -> None:
     """A temporary failure of the claimed ``delivery``: pending again at ``next_attempt_at``, ``error`` kept."""
     _check("delivery", delivery.status, DeliveryStatus.PENDING, (DeliveryStatus.SENDING,))
     delivery.status = DeliveryStatus.PENDING
@@ -305,7 +311,7 @@ def requeued(delivery, error, next_attempt_at):
     delivery.next_attempt_at = next_attempt_at
 
 
-def waiting(delivery, next_attempt_at, note):
+def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -> None:
     """The claimed ``delivery``'s target had its TARGET_HOURLY_CAP: pending again at ``next_attempt_at``.
 
     Waiting is not a failed attempt: the claim's attempt is given back, and
@@ -323,7 +329,7 @@ def waiting(delivery, next_attempt_at, note):
 RETRYABLE = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 
 
-def retry(*conditions, statuses=(DeliveryStatus.FAILED,)):
+def retry(*conditions: ColumnElement[bool], statuses: Collection[str] = (DeliveryStatus.FAILED,)) -> int:
     """Make the deliveries matching ``conditions`` with one of ``statuses`` due now; return how many.
 
     A failed one gets a fresh count of attempts; its last error stays until

@@ -26,7 +26,7 @@ from .extensions import db
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def add(slug, delta):
+def add(slug: str, delta: int) -> None:
     """Add ``delta`` (may be negative) to ``slug``'s counter, in the current transaction.
 
     One upsert statement, so two first signatures at once cannot both insert
@@ -43,6 +43,6 @@ def add(slug, delta):
     db.session.execute(statement)
 
 
-def accepted(slug):
+def accepted(slug: str) -> int:
     """How many supporters' letters were accepted for ``slug`` (one primary-key read)."""
     return db.session.scalar(select(models.CampaignTally.accepted).where(models.CampaignTally.campaign == slug)) or 0

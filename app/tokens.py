@@ -44,7 +44,7 @@ def _seconds(moment):
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
-def make_token(signature, purpose):
+def make_token(signature: Signature, purpose: str) -> str:
     """The token for ``signature`` and ``purpose`` (one of :data:`PURPOSES`): 59 URL-safe characters."""
     nonce = os.urandom(_NONCE_BYTES)
     sealed = _aead(purpose).encrypt(nonce, _BODY.pack(signature.id, _seconds(signature.created_at)), purpose.encode())
@@ -60,7 +60,7 @@ def _open(token, purpose):
         return None
 
 
-def load_signature(token, purpose):
+def load_signature(token: str | None, purpose: str) -> Signature | None:
     """The :class:`Signature` ``token`` was made for, or None if it is forged, mistyped, expired or gone."""
     opened = _open(token or "", purpose)
     if opened is None:

@@ -11,7 +11,7 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)$")
 _CURLY_QUOTES = "\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb"
 
 
-def describe_toml_error(message, source):
+def describe_toml_error(message: str, source: str) -> str:
     """tomllib's ``message`` about ``source``, with the offending line quoted and a likely cause and fix.
 
     tomllib names only the first error and says it in parser terms ("Invalid

@@ -23,7 +23,7 @@ The public counter (:mod:`app.tally`) is separate: it counts what the form
 answered, dropped repeats included, and is not lowered by a retention purge.
 """
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from .extensions import db
 from .models import Figure
@@ -113,31 +113,31 @@ def _postgresql_triggers(table, figures, columns, inputs, day_column):
     ]
 
 
-def trigger_statements(dialect):
+def trigger_statements(dialect: str) -> list[str]:
     """The DDL that makes the database keep ``figure`` true, for ``dialect`` (sqlite or postgresql)."""
     make = {"sqlite": _sqlite_triggers, "postgresql": _postgresql_triggers}[dialect]
     return [statement for args in _TABLES for statement in make(*args)]
 
 
-def drop_statements(dialect):
+def drop_statements(dialect: str) -> list[str]:
     """The DDL that removes what :func:`trigger_statements` made."""
     if dialect == "sqlite":
         return [f"DROP TRIGGER IF EXISTS figure_{t}_{op}" for t, *_ in _TABLES for op in ("insert", "delete", "update")]
     return [f"DROP FUNCTION IF EXISTS figure_{t}() CASCADE" for t, *_ in _TABLES]
 
 
-def install_triggers(connection):
+def install_triggers(connection: Connection) -> None:
     """Create the triggers on ``connection`` (a SQLAlchemy Connection)."""
     for statement in trigger_statements(connection.dialect.name):
         connection.execute(text(statement))
 
 
-def drop_triggers(connection):
+def drop_triggers(connection: Connection) -> None:
     for statement in drop_statements(connection.dialect.name):
         connection.execute(text(statement))
 
 
-def recount(connection):
+def recount(connection: Connection) -> None:
     """Rebuild every figure from the rows (the migration's backfill; a repair). Not committed."""
     dialect = connection.dialect.name
     connection.execute(text("DELETE FROM figure"))
@@ -149,7 +149,7 @@ def recount(connection):
                        f"WHERE {_sql(cond, 'r', dialect, day_column)} GROUP BY 1, 2, 3")))
 
 
-def figures(slug):
+def figures(slug: str) -> dict[str, dict[str, int]]:
     """``{name: {key: n}}`` of campaign ``slug``, zeros left out: one indexed read."""
     found = {}
     for name, key, n in db.session.execute(

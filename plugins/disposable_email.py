@@ -5,15 +5,17 @@ An address at a domain (or a subdomain of one) listed by the
 default: see docs/spam.md for why.
 """
 
+from typing import Any
+
 from disposable_email_domains import blocklist
 
-from app import Verdict, hookimpl, plugin_domain
+from app import Submission, Verdict, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "disposable_email").lazy_gettext
 
 
-def disposable_domain(address):
+def disposable_domain(address: str) -> str | None:
     """The listed domain ``address`` belongs to, or None."""
     labels = address.rpartition("@")[2].casefold().rstrip(".").split(".")
     for start in range(len(labels) - 1):
@@ -24,7 +26,7 @@ def disposable_domain(address):
 
 
 @hookimpl
-def check_submission(submission, campaign):
+def check_submission(submission: Submission, campaign: Any) -> Verdict | None:
     domain = disposable_domain(submission.email)
     if domain:
         return Verdict.reject(

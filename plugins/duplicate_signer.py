@@ -9,14 +9,16 @@ the address's own mailbox is told "you signed this on D", with the link to the
 letter (see :mod:`app.signing`).
 """
 
-from app import Verdict, earlier_signature, hookimpl, plugin_domain
+from typing import Any
+
+from app import Submission, Verdict, earlier_signature, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "duplicate_signer").lazy_gettext
 
 
 @hookimpl
-def check_submission(submission, campaign):
+def check_submission(submission: Submission, campaign: Any) -> Verdict | None:
     signed = earlier_signature(campaign.slug, submission.email_key)
     if signed is not None:
         # Logged only; the reason names no address.

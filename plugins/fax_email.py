@@ -14,7 +14,9 @@ FAX_VIA. The email backend comes from the registry the core gives this class
 """
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # parse_fax_number and FaxNumberError are re-exported: the parser moved to the
 # core, and other code imports it from here.
@@ -22,7 +24,9 @@ from app import (
     ConfigError,
     DeliveryBackend,
     FaxNumberError,
+    Letter,
     PermanentFailure,
+    Receipt,
     hookimpl,
     parse_fax_number,
     plugin_domain,
@@ -54,12 +58,12 @@ SETTINGS = {
 FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 
 
-def fax_text(letter):
+def fax_text(letter: Letter) -> str:
     """The text printed on the fax: the addressee, the subject, then the letter."""
     return f"{letter.to_name}\n{letter.subject}\n\n{letter.body}"
 
 
-def render_pdf(letter):
+def render_pdf(letter: Letter) -> bytes:
     """The letter as an A4 PDF (bytes)."""
     # Imported here: fpdf2 takes ~0.5 s to import, which every `clamor`
     # command would pay at start-up, faxing or not.
@@ -87,7 +91,7 @@ class FaxEmailBackend(DeliveryBackend):
     #: backend FAX_VIA names is made from it.
     needs_backends = True
 
-    def __init__(self, config):
+    def __init__(self, config: Mapping[str, Any]) -> None:
         """Raises :class:`ConfigError` without FAX_ADDRESS_TEMPLATE (no fax could be addressed) or
         when FAX_VIA names no other registered backend.
 
@@ -113,7 +117,7 @@ class FaxEmailBackend(DeliveryBackend):
             raise ConfigError(f"FAX_VIA names {self.via!r}, which is not an email backend. Known: {known}.")
         self._email_backend = None
 
-    def send(self, letter):
+    def send(self, letter: Letter) -> Receipt:
         """Render the PDF, email it to the gateway, return "queued for faxing".
 
         Raises :class:`PermanentFailure` for a number that is not
@@ -152,17 +156,17 @@ class FaxEmailBackend(DeliveryBackend):
             self._email_backend = self.backends[self.via](self.config)
         return self._email_backend
 
-    def close(self):
+    def close(self) -> None:
         if self._email_backend is not None:
             self._email_backend.close()
             self._email_backend = None
 
 
 @hookimpl
-def register_settings():
+def register_settings() -> dict[str, Any]:
     return SETTINGS
 
 
 @hookimpl
-def register_delivery_backends():
+def register_delivery_backends() -> list[type[DeliveryBackend]]:
     return [FaxEmailBackend]

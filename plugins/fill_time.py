@@ -7,12 +7,15 @@ rejected: the form comes back, freshly stamped, with the supporter's text kept.
 """
 
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from flask import current_app
+from flask_wtf import FlaskForm
 from itsdangerous import BadData, URLSafeSerializer
 from wtforms import HiddenField
 
-from app import Verdict, hookimpl, plugin_domain, subkey
+from app import Submission, Verdict, hookimpl, plugin_domain, subkey
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "fill_time").lazy_gettext
@@ -37,9 +40,12 @@ class FillTimeField(HiddenField):
     #: field per request (docs/plugins.md, extend_action_form).
     per_request = True
 
-    def process(self, formdata, data=None, extra_filters=None):
+    def process(
+        self, formdata: Mapping[str, Any] | None, data: Any = None,
+        extra_filters: Sequence[Callable[[Any], Any]] | None = None,
+    ) -> None:
         super().process(formdata, data, extra_filters)
-        self.drawn_at = None
+        self.drawn_at: float | None = None
         if formdata is not None and self.data:
             try:
                 self.drawn_at = float(_serializer().loads(self.data))
@@ -49,17 +55,17 @@ class FillTimeField(HiddenField):
 
 
 @hookimpl
-def register_settings():
+def register_settings() -> dict[str, Any]:
     return SETTINGS
 
 
 @hookimpl
-def extend_action_form(form_class, campaign):
+def extend_action_form(form_class: type[FlaskForm], campaign: Any) -> None:
     setattr(form_class, FIELD_NAME, FillTimeField())
 
 
 @hookimpl
-def check_submission(submission, campaign):
+def check_submission(submission: Submission, campaign: Any) -> Verdict | None:
     field = getattr(submission.form, FIELD_NAME, None)
     drawn_at = getattr(field, "drawn_at", None)
     config = current_app.config

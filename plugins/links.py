@@ -7,10 +7,11 @@ a supporter who keeps the suggested letter is never held for it.
 """
 
 import re
+from typing import Any
 
 from flask import current_app
 
-from app import Verdict, hookimpl, plugin_domain
+from app import Submission, Verdict, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
 _l = plugin_domain(__file__, "links").lazy_gettext
@@ -21,18 +22,18 @@ SETTINGS = {"LINKS_MAX": 2}
 URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
 
 
-def links(text):
+def links(text: str | None) -> list[str]:
     """Every link in ``text``, in order."""
     return URL.findall(text or "")
 
 
 @hookimpl
-def register_settings():
+def register_settings() -> dict[str, Any]:
     return SETTINGS
 
 
 @hookimpl
-def check_submission(submission, campaign):
+def check_submission(submission: Submission, campaign: Any) -> Verdict | None:
     suggested = {link for text in campaign.texts.values() for link in links(text.letter)}
     written = "\n".join((submission.message, submission.name, submission.organisation))
     added = [link for link in links(written) if link not in suggested]

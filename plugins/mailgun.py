@@ -8,11 +8,23 @@ subject is ever handed to Mailgun's own parser to decode. No supporter data
 goes into ``o:``/``v:`` options: Mailgun can show those to recipients.
 """
 
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import requests
 
-from app import ConfigError, DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl, utcnow
+from app import (
+    ConfigError,
+    DeliveryBackend,
+    Letter,
+    PermanentFailure,
+    Receipt,
+    TemporaryFailure,
+    addr_spec,
+    hookimpl,
+    utcnow,
+)
 
 #: This plugin's settings and their defaults (``register_settings``): the
 #: sending domain and its API key; the region (us | eu) picks the API host
@@ -36,7 +48,7 @@ class MailgunBackend(DeliveryBackend):
     name = "mailgun"
     verbose_name = "Mailgun (HTTP API)"
 
-    def __init__(self, config):
+    def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
         self.domain = config["MAILGUN_DOMAIN"]
         self.api_key = config["MAILGUN_API_KEY"]
@@ -51,7 +63,7 @@ class MailgunBackend(DeliveryBackend):
         self.session = requests.Session()
         self.session.auth = ("api", self.api_key)
 
-    def send(self, letter):
+    def send(self, letter: Letter) -> Receipt:
         """POST the letter's bytes; 200 returns Mailgun's id.
 
         429, 420, 5xx, 404 (for the first tries) and network errors or timeouts
@@ -75,7 +87,7 @@ class MailgunBackend(DeliveryBackend):
             raise TemporaryFailure(reason)
         raise PermanentFailure(reason)
 
-    def close(self):
+    def close(self) -> None:
         self.session.close()
 
 
@@ -108,10 +120,10 @@ def _retry_after(response):
 
 
 @hookimpl
-def register_settings():
+def register_settings() -> dict[str, Any]:
     return SETTINGS
 
 
 @hookimpl
-def register_delivery_backends():
+def register_delivery_backends() -> list[type[DeliveryBackend]]:
     return [MailgunBackend]

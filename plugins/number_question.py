@@ -9,11 +9,14 @@ letter only, even when two requests race with it.
 """
 
 import secrets
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
+from flask_wtf import FlaskForm
 from itsdangerous import BadData, URLSafeTimedSerializer
 from markupsafe import Markup
-from wtforms import StringField
+from wtforms import Field, Form, StringField
 from wtforms.fields.core import Label
 from wtforms.validators import ValidationError
 from wtforms.widgets import TextInput
@@ -38,7 +41,7 @@ def _serializer():
 class NumberQuestionInput(TextInput):
     """The answer box (always drawn empty) and the signed number beside it."""
 
-    def __call__(self, field, **kwargs):
+    def __call__(self, field: Field, **kwargs: Any) -> Markup:
         kwargs.update(value="", inputmode="numeric", autocomplete="off", maxlength=8)
         token = Markup('<input type="hidden" name="{}" value="{}">').format(field.token_name, field.token)
         return token + super().__call__(field, **kwargs)
@@ -50,11 +53,16 @@ class NumberQuestionField(StringField):
     #: field per request (docs/plugins.md, extend_action_form).
     per_request = True
 
-    def process(self, formdata, data=None, extra_filters=None):
+    def process(
+        self, formdata: Mapping[str, Any] | None, data: Any = None,
+        extra_filters: Sequence[Callable[[Any], Any]] | None = None,
+    ) -> None:
         super().process(formdata, data, extra_filters)
         self.token_name = f"{self.name}-token"
+        self.expected: str | None
+        self.nonce: str | None
         self.expected = self.nonce = None
-        self.one_time_token = None
+        self.one_time_token: tuple[str, datetime] | None = None
         if formdata is not None and formdata.get(self.token_name):
             try:
                 signed = _serializer().loads(formdata[self.token_name], max_age=MAX_AGE)
@@ -66,7 +74,7 @@ class NumberQuestionField(StringField):
         self.token = _serializer().dumps({"n": self.number, "nonce": secrets.token_hex(16)})
         self.label = Label(self.id, _("Stop spam! Enter the number %(number)s here:", number=self.number))
 
-    def pre_validate(self, form):
+    def pre_validate(self, form: Form) -> None:
         if self.expected is None:
             raise ValidationError(_l("This form has expired. Please enter the new number shown."))
         if (self.data or "").strip() != self.expected:
@@ -79,5 +87,5 @@ class NumberQuestionField(StringField):
 
 
 @hookimpl
-def extend_action_form(form_class, campaign):
+def extend_action_form(form_class: type[FlaskForm], campaign: Any) -> None:
     setattr(form_class, FIELD_NAME, NumberQuestionField())

@@ -8,20 +8,22 @@ Settings: OUTBOX_DIR (default: ``outbox/`` in the instance folder).
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from app import DeliveryBackend, Receipt, TemporaryFailure, hookimpl, utcnow
+from app import DeliveryBackend, Letter, Receipt, TemporaryFailure, hookimpl, utcnow
 
 
 class OutboxFilesBackend(DeliveryBackend):
     name = "outbox_files"
     verbose_name = "Files in the outbox folder (nothing is sent)"
 
-    def __init__(self, config):
+    def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
         self.folder = Path(config["OUTBOX_DIR"])
 
-    def send(self, letter):
+    def send(self, letter: Letter) -> Receipt:
         # No supporter data in the file name: only the time and the delivery id.
         filename = f"{utcnow():%Y%m%dT%H%M%S}-{letter.campaign}-{letter.delivery_id}.eml"
         data = letter.as_bytes()
@@ -39,10 +41,10 @@ class OutboxFilesBackend(DeliveryBackend):
 
 
 @hookimpl
-def register_settings(instance_path):
+def register_settings(instance_path: str) -> dict[str, Any]:
     return {"OUTBOX_DIR": str(Path(instance_path) / "outbox")}
 
 
 @hookimpl
-def register_delivery_backends():
+def register_delivery_backends() -> list[type[DeliveryBackend]]:
     return [OutboxFilesBackend]

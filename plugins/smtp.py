@@ -7,8 +7,19 @@ certificate with the system's trust store. One connection serves a whole batch.
 
 import smtplib
 import ssl
+from collections.abc import Mapping
+from typing import Any
 
-from app import ConfigError, DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl
+from app import (
+    ConfigError,
+    DeliveryBackend,
+    Letter,
+    PermanentFailure,
+    Receipt,
+    TemporaryFailure,
+    addr_spec,
+    hookimpl,
+)
 
 #: This plugin's settings and their defaults (``register_settings``).
 SETTINGS = {
@@ -26,7 +37,7 @@ class SMTPBackend(DeliveryBackend):
     name = "smtp"
     verbose_name = "SMTP server"
 
-    def __init__(self, config):
+    def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
         self.host = config["SMTP_HOST"]
         self.port = int(config["SMTP_PORT"])
@@ -36,8 +47,8 @@ class SMTPBackend(DeliveryBackend):
         self.username = config["SMTP_USERNAME"]
         self.password = config["SMTP_PASSWORD"]
         self.timeout = float(config["SMTP_TIMEOUT"])
-        self._connection = None
-        self._tls_context = None
+        self._connection: smtplib.SMTP | None = None
+        self._tls_context: ssl.SSLContext | None = None
 
     def _context(self):
         # Made once per backend: loading the trust store takes ~50 ms, which
@@ -61,7 +72,7 @@ class SMTPBackend(DeliveryBackend):
             raise
         return connection
 
-    def send(self, letter):
+    def send(self, letter: Letter) -> Receipt:
         """Send over the batch's connection, opening it on first use.
 
         The message is :meth:`Letter.as_bytes`, sent as it is; the envelope
@@ -98,7 +109,7 @@ class SMTPBackend(DeliveryBackend):
         reason = f"SMTP {self.host}:{self.port} answered {code} {text}"
         return PermanentFailure(reason) if 500 <= code < 600 else TemporaryFailure(reason)
 
-    def close(self):
+    def close(self) -> None:
         if self._connection is not None:
             try:
                 self._connection.quit()
@@ -108,10 +119,10 @@ class SMTPBackend(DeliveryBackend):
 
 
 @hookimpl
-def register_settings():
+def register_settings() -> dict[str, Any]:
     return SETTINGS
 
 
 @hookimpl
-def register_delivery_backends():
+def register_delivery_backends() -> list[type[DeliveryBackend]]:
     return [SMTPBackend]

@@ -7,6 +7,7 @@ importable from ``app.cli`` as before the split.
 """
 
 import click
+from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo
 
 from .campaign import campaign_check, campaign_group, translations_command
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-def _create_app():
+def _create_app() -> Flask:
     return create_app_or_fail()
 
 
@@ -45,7 +46,7 @@ class _ClamorGroup(FlaskGroup):
     even when the app cannot start; the reason it cannot is said at the end.
     """
 
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         try:
             ctx.ensure_object(ScriptInfo).load_app()
         except click.ClickException as exc:
@@ -53,7 +54,7 @@ class _ClamorGroup(FlaskGroup):
             return click.Group.list_commands(self, ctx)
         return super().list_commands(ctx)
 
-    def format_epilog(self, ctx, formatter):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)
         error = ctx.meta.get("clamor.load_error")
         if error:
@@ -66,7 +67,7 @@ class _ClamorGroup(FlaskGroup):
 
 
 @click.group(cls=_ClamorGroup, create_app=_create_app)
-def main():
+def main() -> None:
     """Clamor: run an email action for your union."""
 
 
@@ -78,7 +79,7 @@ for _command in COMMANDS:
     main.add_command(_command)
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Attach every command to ``app.cli``, so ``flask --app wsgi …`` has them too."""
     for command in COMMANDS:
         app.cli.add_command(command)

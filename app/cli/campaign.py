@@ -10,13 +10,13 @@ from .common import backend_registry, read_settings
 
 
 @click.group("campaign")
-def campaign_group():
+def campaign_group() -> None:
     """Campaign files."""
 
 
 @campaign_group.command("check")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
-def campaign_check(files):
+def campaign_check(files: tuple[str, ...]) -> None:
     """Validate campaign files (default: every file in instance/campaigns/)."""
     # The deployment's LANGUAGES (instance/config.py, CLAMOR_LANGUAGES), not
     # only the defaults: a language added there is a language campaigns may use.
@@ -48,7 +48,7 @@ def campaign_check(files):
 
 @click.command("translations")
 @click.option("--show-copies", is_flag=True, help="Also list each string translated as its English.")
-def translations_command(show_copies):
+def translations_command(show_copies: bool) -> None:
     """Show how complete each language's catalogues are: translated, missing, fuzzy, copied from English."""
     from .. import PROJECT_ROOT
     from ..i18n import catalogue_status

@@ -1,11 +1,21 @@
 """What several ``clamor`` commands share: building the app with a one-line error, reading the settings."""
 
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from ..campaigns import CampaignError
 
+if TYPE_CHECKING:
+    from flask import Config, Flask
 
-def create_app_or_fail(instance_path=None):
+    from ..delivery import DeliveryBackend
+
+
+def create_app_or_fail(instance_path: str | os.PathLike[str] | None = None) -> "Flask":
     """The app, as :func:`app.create_app` builds it.
 
     A deployment that cannot start raises :class:`click.ClickException`.
@@ -21,7 +31,7 @@ def create_app_or_fail(instance_path=None):
         raise click.ClickException(str(exc)) from exc
 
 
-def read_settings():
+def read_settings() -> "tuple[Config, Path]":
     """The deployment's settings without building the app (defaults, instance/config.py, CLAMOR_*), and instance/."""
     from flask import Config
 
@@ -32,7 +42,9 @@ def read_settings():
     return load_settings(Config(instance)), instance
 
 
-def backend_registry(settings, instance):
+def backend_registry(
+    settings: MutableMapping[str, Any], instance: str | os.PathLike[str],
+) -> "dict[str, type[DeliveryBackend]] | None":
     """The delivery backends this deployment's plugins register, or None (with a warning) if they cannot load."""
     from types import SimpleNamespace
 

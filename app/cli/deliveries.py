@@ -23,7 +23,7 @@ STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT,
 @click.command("deliver")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @with_appcontext
-def deliver_command(once):
+def deliver_command(once: bool) -> None:
     """Send due letters (run beside the web server when DELIVERY_WORKER is external)."""
     from ..delivery import DeliveryWorker, deliver_due
 
@@ -51,7 +51,7 @@ def deliver_command(once):
 @click.group("deliveries", invoke_without_command=True)
 @click.pass_context
 @with_appcontext
-def deliveries_group(ctx):
+def deliveries_group(ctx: click.Context) -> None:
     """Show where letters stand: counts by status and target, the oldest pending, recent errors."""
     if ctx.invoked_subcommand is not None:
         return
@@ -115,7 +115,7 @@ def _error(delivery):
 @click.option("--failed", is_flag=True, help="Also give failed letters a new round of attempts.")
 @click.option("--id", "delivery_id", type=int, help="Only this delivery (pending or failed).")
 @with_appcontext
-def deliveries_retry(failed, delivery_id):
+def deliveries_retry(failed: bool, delivery_id: int | None) -> None:
     """Make pending letters due now, skipping their backoff; --failed requeues failed ones too."""
     statuses = (DeliveryStatus.PENDING,)
     if failed or delivery_id is not None:
@@ -130,7 +130,7 @@ def deliveries_retry(failed, delivery_id):
 
 @deliveries_group.command("pause")
 @with_appcontext
-def deliveries_pause():
+def deliveries_pause() -> None:
     """Stop every worker from sending; signatures are still accepted and stored."""
     from ..delivery import set_paused
 
@@ -140,7 +140,7 @@ def deliveries_pause():
 
 @deliveries_group.command("resume")
 @with_appcontext
-def deliveries_resume():
+def deliveries_resume() -> None:
     """Let workers send again."""
     from ..delivery import set_paused
 

@@ -13,7 +13,7 @@ EXAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent.parent / "instance" /
 
 
 @click.command("init")
-def init_command():
+def init_command() -> None:
     """Prepare instance/: a secret key, the example campaign, the database. Safe to repeat."""
     from flask_migrate import upgrade
 

@@ -5,14 +5,14 @@ from flask.cli import with_appcontext
 
 
 @click.group("moderation")
-def moderation_group():
+def moderation_group() -> None:
     """Signatures a spam filter held for a moderator."""
 
 
 @moderation_group.command("list")
 @click.option("--campaign", "slug", help="Only this campaign.")
 @with_appcontext
-def moderation_list(slug):
+def moderation_list(slug: str | None) -> None:
     """Show held signatures, oldest first, with the filters' reasons."""
     from ..moderation import held_signatures
 
@@ -32,7 +32,7 @@ def moderation_list(slug):
 @moderation_group.command("approve")
 @click.argument("signature_id", type=int)
 @with_appcontext
-def moderation_approve(signature_id):
+def moderation_approve(signature_id: int) -> None:
     """Accept a held signature: its letters are queued for delivery."""
     from ..moderation import approve
 
@@ -47,7 +47,7 @@ def moderation_approve(signature_id):
 @click.argument("signature_id", type=int)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @with_appcontext
-def moderation_reject(signature_id, yes):
+def moderation_reject(signature_id: int, yes: bool) -> None:
     """Delete a held signature and everything stored about its supporter."""
     from ..moderation import reject
 

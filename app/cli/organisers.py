@@ -8,7 +8,7 @@ from ..extensions import db
 
 
 @click.group("admin")
-def admin_group():
+def admin_group() -> None:
     """Organiser accounts for the admin pages."""
 
 
@@ -16,7 +16,7 @@ def admin_group():
 @click.argument("email")
 @click.password_option(help="Asked twice when not given.")
 @with_appcontext
-def admin_add(email, password):
+def admin_add(email: str, password: str) -> None:
     """Create organiser EMAIL, or set a new password for it (which ends their open sessions)."""
     from ..admin import end_sessions, hash_password
     from ..models import AdminSession, Organiser
@@ -54,7 +54,7 @@ def _organiser_or_fail(email):
 @admin_group.command("remove")
 @click.argument("email")
 @with_appcontext
-def admin_remove(email):
+def admin_remove(email: str) -> None:
     """Delete organiser EMAIL; their open sessions stop working at once."""
     from ..admin import end_sessions
     from ..models import AdminSession
@@ -69,7 +69,7 @@ def admin_remove(email):
 @admin_group.command("logout-all")
 @click.argument("email")
 @with_appcontext
-def admin_logout_all(email):
+def admin_logout_all(email: str) -> None:
     """End every open session of organiser EMAIL (a lost laptop); the account stays."""
     from ..admin import end_sessions
     from ..models import AdminSession
@@ -82,7 +82,7 @@ def admin_logout_all(email):
 
 @admin_group.command("list")
 @with_appcontext
-def admin_list():
+def admin_list() -> None:
     """Show every organiser and their last login."""
     from ..models import Organiser
 

@@ -1,6 +1,7 @@
 """``clamor plugins``: what this deployment loaded, and from where (as datasette's ``/-/plugins``)."""
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
@@ -8,8 +9,11 @@ from flask.cli import with_appcontext
 
 from ..plugins import FILTER_HOOKS
 
+if TYPE_CHECKING:
+    from .. import Clamor
 
-def plugin_report(state):
+
+def plugin_report(state: "Clamor") -> list[dict[str, Any]]:
     """One dict per loaded plugin, in load order: its name, where it came from, its hooks, backends and filters.
 
     ``source`` is the plugin manager's record (``kind``: built-in, entry
@@ -40,7 +44,7 @@ def _backends_of(pm, plugin):
     return []
 
 
-def describe_source(source):
+def describe_source(source: dict[str, Any]) -> str:
     """The one-line "where from" of a plugin, for people."""
     kind = source.get("kind")
     if kind == "built-in":
@@ -54,7 +58,7 @@ def describe_source(source):
     return str(kind)
 
 
-def format_report(report):
+def format_report(report: list[dict[str, Any]]) -> str:
     """The report as text: one block per plugin."""
     lines = []
     for entry in report:
@@ -71,7 +75,7 @@ def format_report(report):
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, as a list of plugins.")
 @with_appcontext
-def plugins_command(as_json):
+def plugins_command(as_json: bool) -> None:
     """List the loaded plugins: where each came from, its hooks, backends and spam filters."""
     report = plugin_report(current_app.extensions["clamor"])
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 @click.option("--campaign", "slug", help="Only this campaign.")
 @click.option("--opt-in-only", is_flag=True, help="Only supporters who asked for future alerts.")
 @with_appcontext
-def export_command(slug, opt_in_only):
+def export_command(slug: str | None, opt_in_only: bool) -> None:
     """Write supporters as CSV to standard output, one batch at a time.
 
     Opt-in rows carry their unsubscribe link when BASE_URL is set (the
@@ -31,7 +31,7 @@ def export_command(slug, opt_in_only):
 @click.command("forget")
 @click.argument("email")
 @with_appcontext
-def forget_command(email):
+def forget_command(email: str) -> None:
     """Remove EMAIL's signatures in every campaign (sent letters keep only target and time)."""
     from ..privacy import forget
 
@@ -41,7 +41,7 @@ def forget_command(email):
 
 @click.command("purge")
 @with_appcontext
-def purge_command():
+def purge_command() -> None:
     """Apply CONFIRM_EXPIRY_DAYS and RETENTION_DAYS: delete what is no longer needed. Run daily."""
     from ..privacy import purge
 

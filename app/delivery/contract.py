@@ -6,10 +6,15 @@ A backend subclasses :class:`DeliveryBackend`; it is handed finished
 (never). Plugins import these names from ``app``.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
 from email import policy as email_policy
+from email.message import EmailMessage
+from typing import Any, ClassVar
+
+from flask_babel.speaklater import LazyString
 
 from .. import mailbytes
 from ..models import utcnow
@@ -21,9 +26,9 @@ class TemporaryFailure(Exception):
     ``retry_after``: seconds the provider asked us to wait, or None.
     """
 
-    def __init__(self, reason, retry_after=None):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
-        self.retry_after = retry_after
+        self.retry_after: float | None = retry_after
 
 
 class PermanentFailure(Exception):
@@ -65,12 +70,12 @@ class Letter:
     #: error that is temporary only a few times (Mailgun's 404).
     attempt: int = 1
     #: ``(filename, MIME type, bytes)`` triples, e.g. the PDF a fax gateway faxes.
-    attachments: tuple = ()
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
     #: The target's address or fax number from the campaign, even when
     #: ``to_address`` is TEST_MODE_RECIPIENT.
     target_key: str = ""
 
-    def as_bytes(self, to_address=None):
+    def as_bytes(self, to_address: str | None = None) -> bytes:
         """Return the letter as the bytes of an email (RFC 5322, CRLF line ends, ASCII only).
 
         ``to_address`` overrides the recipient (a fax gateway's address).
@@ -89,7 +94,7 @@ class Letter:
         except ValueError as exc:
             raise PermanentFailure(f"the letter cannot be written as email: {exc}") from exc
 
-    def as_email(self, to_address=None):
+    def as_email(self, to_address: str | None = None) -> EmailMessage:
         """Return the letter as an :class:`~email.message.EmailMessage`, for plugins that want one.
 
         It is :meth:`as_bytes` parsed back (``policy.default`` that never
@@ -114,28 +119,28 @@ class DeliveryBackend:
     """
 
     #: The name config ``DELIVERY`` uses to pick this backend.
-    name = ""
+    name: ClassVar[str] = ""
     #: A human name for organisers (``clamor plugins`` shows it).
-    verbose_name = ""
+    verbose_name: ClassVar[str] = ""
     #: What the supporter's own page says of a letter this backend accepted,
     #: a lazy-translated string; None: "sent". A backend whose acceptance is
     #: not yet delivery says so (``fax_email``: "queued for faxing by the gateway").
-    sent_label = None
+    sent_label: ClassVar[str | LazyString | None] = None
     #: True for a backend that hands its letters to another registered backend
     #: (``fax_email`` sends its gateway email through ``FAX_VIA``). The core
     #: then registers, for each app, a subclass whose :attr:`backends` is that
     #: app's registry; nothing else needs to reach for it.
-    needs_backends = False
+    needs_backends: ClassVar[bool] = False
     #: name -> class of every backend the app registered (read-only); None
     #: unless :attr:`needs_backends`.
-    backends = None
+    backends: ClassVar[Mapping[str, type["DeliveryBackend"]] | None] = None
     #: True if this backend delivers mail whose addresses have a non-ASCII
     #: local part (``ПРИМЕР@example.org``: SMTPUTF8, RFC 6531) to the
     #: supporter and in Reply-To. The action form refuses such addresses while
     #: the backend of ``DELIVERY["email"]`` says False.
-    smtputf8 = False
+    smtputf8: ClassVar[bool] = False
 
-    def __init__(self, config):
+    def __init__(self, config: Mapping[str, Any]) -> None:
         """Read this backend's own keys from ``config`` (the Flask config).
 
         Every key the plugin declared in ``register_settings`` is present (its
@@ -143,9 +148,9 @@ class DeliveryBackend:
         naming the keys when they cannot work: start-up makes each backend a
         channel in use names once, and stops with that message.
         """
-        self.config = config
+        self.config: Mapping[str, Any] = config
 
-    def send(self, letter):
+    def send(self, letter: Letter) -> Receipt:
         """Send ``letter`` and return a :class:`Receipt`.
 
         Raise :class:`TemporaryFailure` when trying again later may work, and
@@ -154,6 +159,6 @@ class DeliveryBackend:
         """
         raise NotImplementedError
 
-    def close(self):
+    def close(self) -> None:
         """Release connections; called after each batch."""
 

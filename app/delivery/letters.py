@@ -7,6 +7,8 @@ request and is only wrapped here.
 
 import re
 import secrets
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from babel import Locale
 from flask_babel import force_locale
@@ -14,19 +16,22 @@ from flask_babel import gettext as _
 
 from .. import mailbytes
 from ..extensions import db
-from ..models import Delivery, utcnow
+from ..models import Delivery, Signature, utcnow
 from ..states import DeliveryStatus
 from .contract import Letter
+
+if TYPE_CHECKING:
+    from ..campaigns import Campaign
 
 _SPACES = re.compile(r"\s+")
 
 
-def one_line(value):
+def one_line(value: str | None) -> str:
     """Collapse every run of whitespace (CR and LF included) into one space."""
     return _SPACES.sub(" ", value or "").strip()
 
 
-def new_message_id(sender_address):
+def new_message_id(sender_address: str) -> str:
     """A fresh Message-ID, ``<128 random bits in hex@the sender's domain>``; stored once per delivery.
 
     Nothing else goes into it: ``make_msgid`` would tell every target the
@@ -40,14 +45,14 @@ def new_message_id(sender_address):
     return f"<{secrets.token_hex(16)}@{domain}>"
 
 
-def country_name(code, language):
+def country_name(code: str | None, language: str) -> str:
     """The name of ISO country ``code`` in ``language`` (CLDR), or "" for none."""
     if not code:
         return ""
     return Locale.parse(language).territories.get(code, code)
 
 
-def build_letter(delivery, campaign, config):
+def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, Any]) -> Letter:
     """Build the :class:`Letter` for ``delivery`` in the language of its target.
 
     The supporter's text is sent as written; the subject and the signature block
@@ -124,7 +129,7 @@ def _mailbox_letter(delivery, campaign, config):
 MAILBOX_KINDS = ("confirmation", "receipt", "reminder")
 
 
-def queue_mailbox_email(signature, config, kind, subject, body):
+def queue_mailbox_email(signature: Signature, config: Mapping[str, Any], kind: str, subject: str, body: str) -> None:
     """Add an email to ``signature``'s own mailbox (one of :data:`MAILBOX_KINDS`) with finished text; not committed.
 
     ``signature`` must have been flushed (it needs its id).
@@ -150,7 +155,10 @@ def queue_mailbox_email(signature, config, kind, subject, body):
 
 
 
-def queue_deliveries(signature, campaign, config, status=DeliveryStatus.PENDING):
+def queue_deliveries(
+    signature: Signature, campaign: "Campaign", config: Mapping[str, Any],
+    status: DeliveryStatus = DeliveryStatus.PENDING,
+) -> None:
     """Add one Delivery per target of ``campaign`` to ``signature`` (not committed).
 
     ``status``: what :func:`app.states.letter_status` says for the signature.

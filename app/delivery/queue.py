@@ -5,9 +5,11 @@ Every status a row takes here is set through :mod:`app.states`.
 
 import logging
 import random
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, inspect, select
+from sqlalchemy import ColumnElement, bindparam, delete, func, inspect, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import states
@@ -19,7 +21,7 @@ from ..states import DeliveryStatus
 log = logging.getLogger("app.delivery")
 
 
-def retry_delay(attempts, config, retry_after=None):
+def retry_delay(attempts: int, config: Mapping[str, Any], retry_after: float | None = None) -> float:
     """Seconds to wait after the ``attempts``-th failed try: full jitter, capped.
 
     A provider's ``retry_after`` is a floor, and so is one second (or the
@@ -32,7 +34,7 @@ def retry_delay(attempts, config, retry_after=None):
     return max(delay, min(1.0, base), retry_after or 0)
 
 
-def claim_due(limit, lease_seconds):
+def claim_due(limit: int, lease_seconds: float) -> list[int]:
     """Atomically claim up to ``limit`` due deliveries, commit, and return their ids.
 
     The claim is :func:`app.states.claim`: a lease that ran out (its worker
@@ -43,12 +45,12 @@ def claim_due(limit, lease_seconds):
     return ids
 
 
-def is_paused():
+def is_paused() -> bool:
     """True while ``clamor deliveries pause`` is in force (needs an app context)."""
     return db.session.scalar(select(func.count()).select_from(DeliveryPause)) > 0
 
 
-def set_paused(paused):
+def set_paused(paused: bool) -> None:
     """Pause or resume delivery for every worker on this database, and commit."""
     if paused:
         if not is_paused():
@@ -107,7 +109,7 @@ def _wait_for_cap(delivery, config, hourly):
     return True
 
 
-def sent_in_last_hour(key):
+def sent_in_last_hour(key: str) -> ColumnElement[bool]:
     """The WHERE clause of letters sent to ``key`` in the last hour (what TARGET_HOURLY_CAP counts)."""
     # Built only when a query needs it: building the expression costs more
     # than checking the batch's count.

@@ -14,7 +14,7 @@ import threading
 from concurrent import futures
 from datetime import timedelta
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import selectinload
 
@@ -24,7 +24,7 @@ from ..extensions import db
 from ..models import Delivery, utcnow
 from ..security import redact_addresses
 from ..states import DeliveryStatus
-from .contract import PermanentFailure, TemporaryFailure
+from .contract import Letter, PermanentFailure, Receipt, TemporaryFailure
 from .letters import build_letter
 from .queue import (
     _commit,
@@ -39,7 +39,7 @@ from .queue import (
 log = logging.getLogger("app.delivery")
 
 
-def deliver_due(app=None, limit=None):
+def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
     """Claim due deliveries, send them, record each outcome. Return how many were claimed.
 
     Returns 0 without claiming anything while delivery is paused; a batch
@@ -203,12 +203,12 @@ class _Senders:
             finally:
                 _close_backends(backends)
 
-    def send(self, name, letter):
+    def send(self, name: str, letter: Letter) -> "futures.Future[Receipt]":
         outcome = futures.Future()
         self.jobs.put((outcome, name, letter))
         return outcome
 
-    def close(self):
+    def close(self) -> None:
         """Let every thread finish what it was given, close its backends, and stop."""
         for _thread in self.threads:
             self.jobs.put(None)
@@ -278,7 +278,7 @@ def _fail(delivery, state, exc):
     _notify(state, "letter_failed", delivery=delivery, error=type(exc)(delivery.last_error))
 
 
-def error_text(delivery, exc):
+def error_text(delivery: Delivery, exc: BaseException) -> str:
     """What ``exc`` says, as it may be logged and stored in ``last_error``: a target's address at most.
 
     Mail to a supporter's own mailbox (every kind but "letter") fails with
@@ -309,22 +309,22 @@ class DeliveryWorker:
     "thread"``) and in the foreground by ``clamor deliver``.
     """
 
-    def __init__(self, app):
+    def __init__(self, app: Flask) -> None:
         self.app = app
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.thread = None
+        self.thread: threading.Thread | None = None
         self._failures = TracebackThrottle()
 
-    def wake(self):
+    def wake(self) -> None:
         self._wake.set()
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self._wake.set()
 
-    def run_forever(self):
+    def run_forever(self) -> None:
         poll = self.app.config["DELIVERY_POLL_SECONDS"]
         while not self._stop.is_set():
             self._wake.clear()
@@ -340,7 +340,7 @@ class DeliveryWorker:
             if not claimed:
                 self._wake.wait(poll)
 
-    def start_thread(self):
+    def start_thread(self) -> None:
         """Start the loop in a daemon thread unless it is running already."""
         if self.thread is None or not self.thread.is_alive():
             with self._lock:
