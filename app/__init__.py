@@ -227,12 +227,13 @@ def _init_extensions(app):
 
 def _register_web(app):
     """The blueprints, error pages, per-request hooks and commands of ``app``, whose state is built already."""
-    from . import admin, cli, errors, public
+    from . import admin, cli, errors, hooks, public
     from .security import add_security_headers
 
     state = app.extensions["clamor"]
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(hooks.bp)
     errors.init_app(app)
     app.after_request(add_security_headers)
     # Campaign files edited since the last look are served from this request on.
