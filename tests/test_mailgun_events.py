@@ -5,18 +5,21 @@ or replayed is refused with 406 and changes nothing."""
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 
 import pytest
-from conftest import sign
+from conftest import SLUG, add_organiser, login, sign
+from sqlalchemy import select
 from test_backends import MailgunStub
 
 from app import states
 from app.delivery import deliver_due
 from app.extensions import db
 from app.hooks import letter_variable
-from app.models import Delivery
+from app.links import status_url
+from app.models import Delivery, Signature
 
 KEY = "whsec-test-signing-key"
 
@@ -176,3 +179,36 @@ def test_an_unknown_message_or_other_event_gets_200_and_changes_nothing(sent_app
 def test_without_a_signing_key_the_endpoint_is_off(make_app):
     app = make_app()
     assert app.test_client().post("/hooks/mailgun", json=event_body("delivered")).status_code == 404
+
+
+@pytest.mark.slow
+def test_delivered_and_bounced_show_on_the_dashboard_the_supporters_page_and_clamor_deliveries(sent_app):
+    app, variables = sent_app()
+    client = app.test_client()
+    first, second = sorted(variables)[:2]
+    assert client.post("/hooks/mailgun", json=event_body("delivered", variables[first])).status_code == 200
+    assert client.post("/hooks/mailgun", json=event_body("failed", variables[second], **PERMANENT)).status_code == 200
+    with app.app_context():
+        keys = {d.id: d.target_key for d in Delivery.query}
+        link = status_url(db.session.scalar(select(Signature))).removeprefix(app.config["BASE_URL"])
+
+    page = app.test_client().get(link).get_data(as_text=True)
+    assert re.search(r'class="state-delivered">\s*delivered', page)
+    assert re.search(r'class="state-bounced">\s*bounced: the recipient’s mailbox refused it', page)
+    assert len(re.findall(r'class="state-sent">', page)) == 3
+
+    add_organiser(app)
+    login(client)
+    html = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
+
+    def row(key):
+        return re.search(rf'<tr data-target="{re.escape(key)}">(.*?)</tr>', html, re.S).group(1)
+
+    assert re.search(r'class="num delivered">1<', row(keys[first]))
+    assert re.search(r'class="num sent">0<', row(keys[first]))
+    assert re.search(r'class="num bounced">1<', row(keys[second]))
+    # Delivered and bounced letters were sent: all five count as sent today.
+    assert re.search(r'id="fig-sent-today">5<', html)
+
+    output = app.test_cli_runner().invoke(args=["deliveries"]).output
+    assert "sent: 3  delivered: 1  bounced: 1  failed: 0" in output
