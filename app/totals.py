@@ -59,8 +59,8 @@ SENT_STATUSES = ("sent", "delivered", "bounced")
 DELIVERY_FIGURES = (
     ("'letters:' || " + _LETTER_STATUS, "{r}.target_key", "{r}.kind = 'letter'"),
     # Sent per day: a delivered or bounced letter was sent too.
-    ("'sent_on'", "{day}", "{r}.kind = 'letter' AND {r}.status IN ('sent', 'delivered', 'bounced') "
-                           "AND {r}.sent_at IS NOT NULL"),
+    ("'sent_on'", "{day}", "{r}.kind = 'letter' AND {r}.status IN ("
+                           + ", ".join(f"'{status}'" for status in SENT_STATUSES) + ") AND {r}.sent_at IS NOT NULL"),
 )
 DELIVERY_COLUMNS = ("campaign", "kind", "status", "target_key", "sent_at")
 DELIVERY_INPUTS = ("{r}.campaign", "{r}.kind", _LETTER_STATUS, "{r}.target_key", "{r}.sent_at")

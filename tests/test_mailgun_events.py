@@ -133,6 +133,7 @@ def test_forged_stale_replayed_and_malformed_posts_get_406_and_change_nothing(se
     refused = [
         event_body("delivered", letter, sig=signature(key="not-the-key")),
         event_body("delivered", letter, sig={**signature(), "signature": "0" * 64}),
+        event_body("delivered", letter, sig={**signature(), "signature": "é" * 64}),
         event_body("delivered", letter, sig=signature(timestamp=int(time.time()) - 11 * 60)),
         event_body("delivered", letter, sig=signature(timestamp=int(time.time()) + 11 * 60)),
         {"event-data": {"event": "delivered"}},
@@ -144,6 +145,8 @@ def test_forged_stale_replayed_and_malformed_posts_get_406_and_change_nothing(se
         assert client.post("/hooks/mailgun", json=body).status_code == 406, body
     assert client.post("/hooks/mailgun", data=b"{not json", content_type="application/json").status_code == 406
     assert client.post("/hooks/mailgun", data=b"token=x").status_code == 406
+    # Nested deeper than the JSON parser goes, within MAX_CONTENT_LENGTH.
+    assert client.post("/hooks/mailgun", data=b"[" * 60000, content_type="application/json").status_code == 406
     assert everything(app) == before
 
     # A genuine event, then the very same post again: the replay is refused.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, SLUG
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import states, tally, totals
 from app.delivery import Receipt, queue_deliveries
@@ -392,3 +392,18 @@ def test_only_app_states_calls_tally_add():
     assert callers == []
     # The search finds a call where there is one.
     assert re.search(r"\btally\s*\.\s*add\b", Path(ROOT / "app" / "states.py").read_text())
+
+
+def test_the_hourly_cap_counts_delivered_and_bounced_letters_as_sent(app):
+    from app.delivery.queue import sent_in_last_hour
+
+    with app.app_context():
+        accepted = store(app, states.accept)
+        target = db.session.scalars(select(Delivery).where(Delivery.signature_id == accepted)).first().target_key
+        for status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.BOUNCED):
+            signature_id = store(app, states.accept, email=f"{status}@example.org")
+            letter = db.session.scalar(select(Delivery).where(Delivery.signature_id == signature_id,
+                                                              Delivery.target_key == target))
+            letter.status, letter.sent_at = status, utcnow()
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).where(sent_in_last_hour(target))) == 3
