@@ -108,7 +108,7 @@ def test_clamor_deliveries_shows_counts_oldest_pending_and_errors(make_app, smtp
         deliveries[1].attempts = 1
         db.session.commit()
     output = app.test_cli_runner().invoke(args=["deliveries"]).output
-    assert "pending: 4  sending: 0  sent: 0  failed: 1" in output
+    assert "pending: 4  sending: 0  sent: 0  delivered: 0  bounced: 0  failed: 1" in output
     assert "press@prokuror.kz" in output and "press@akorda.kz" in output
     assert "oldest pending: #2 to press@akorda.kz" in output
     assert "#1 failed press@prokuror.kz (attempt 0): SMTP answered 550 no such mailbox" in output
