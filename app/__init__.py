@@ -20,6 +20,7 @@ from .campaigns import CampaignError, load_campaign, load_campaigns
 from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
 from .extensions import csrf, db, limiter, migrate
+from .hooks import letter_variable
 from .hookspecs import hookimpl
 from .i18n import plugin_domain
 from .keys import install_keys, subkey
@@ -44,7 +45,7 @@ __all__ = [
     "create_app", "ConfigError", "hookimpl", "subkey",
     # delivery backends
     "DeliveryBackend", "Letter", "Receipt", "TemporaryFailure", "PermanentFailure", "addr_spec",
-    "FaxNumberError", "parse_fax_number",
+    "FaxNumberError", "parse_fax_number", "letter_variable",
     # spam filters
     "Submission", "Verdict", "earlier_signature", "token_spent",
     # both

@@ -16,8 +16,17 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from app import ConfigError, DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure, addr_spec, hookimpl, utcnow
-from app.hooks import VARIABLE, letter_variable
+from app import (
+    ConfigError,
+    DeliveryBackend,
+    PermanentFailure,
+    Receipt,
+    TemporaryFailure,
+    addr_spec,
+    hookimpl,
+    letter_variable,
+    utcnow,
+)
 
 #: This plugin's settings and their defaults (``register_settings``): the
 #: sending domain and its API key; the region (us | eu) picks the API host
@@ -67,7 +76,8 @@ class MailgunBackend(DeliveryBackend):
         """
         # The envelope recipient; the headers are in the message itself.
         data = {"to": addr_spec(letter.to_address), "o:tag": letter.campaign,
-                f"v:{VARIABLE}": letter_variable(letter.delivery_id)}
+                # app.hooks.VARIABLE: what POST /hooks/mailgun finds the letter by.
+                "v:clamor-letter": letter_variable(letter.delivery_id)}
         files = [("message", ("letter.eml", letter.as_bytes(), "message/rfc822"))]
         try:
             response = self.session.post(self.url, data=data, files=files, timeout=self.timeout)
