@@ -23,6 +23,7 @@ from .campaigns import Campaign, CampaignError, load_campaign, load_campaigns
 from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
 from .extensions import csrf, db, limiter, migrate
+from .hooks import letter_variable
 from .hookspecs import hookimpl
 from .i18n import plugin_domain
 from .keys import install_keys, subkey
@@ -48,7 +49,7 @@ __all__ = [
     "create_app", "ConfigError", "hookimpl", "subkey",
     # delivery backends
     "DeliveryBackend", "Letter", "Receipt", "TemporaryFailure", "PermanentFailure", "addr_spec",
-    "FaxNumberError", "parse_fax_number",
+    "FaxNumberError", "parse_fax_number", "letter_variable",
     # spam filters
     "Submission", "Verdict", "earlier_signature", "token_spent",
     # both
@@ -235,12 +236,13 @@ def _init_extensions(app):
 
 def _register_web(app):
     """The blueprints, error pages, per-request hooks and commands of ``app``, whose state is built already."""
-    from . import admin, cli, errors, public
+    from . import admin, cli, errors, hooks, public
     from .security import add_security_headers
 
     state = app.extensions["clamor"]
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(hooks.bp)
     errors.init_app(app)
     app.after_request(add_security_headers)
     # Campaign files edited since the last look are served from this request on.

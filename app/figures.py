@@ -15,13 +15,16 @@ from sqlalchemy import func, select, text
 from . import tally, totals
 from .extensions import db
 from .models import LAST_ERROR_WHERE, Delivery, Signature, utcnow
-from .states import DeliveryStatus, SignatureStatus
+from .states import WENT_OUT, DeliveryStatus, SignatureStatus
 
 if TYPE_CHECKING:
     from .campaigns import Campaign
 
 #: The statuses a queued letter has until it is sent, failed or held.
 QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+#: The per-target figures of the dashboard, in order. "sent" is the letters
+#: still sent only; a delivered or bounced one is in its own column.
+TARGET_COLUMNS = ("sent", "delivered", "bounced", "queued", "held", "failed")
 
 
 def letters_by_target(campaign_slug: str | None = None) -> dict[str, dict[str, int]]:
@@ -79,8 +82,9 @@ def last_error(campaign_slug: str, target_key: str) -> str:
     return errors[0].last_error if errors else ""
 
 
-def _target_row(target, sent, queued, held, failed, error):
-    return {"target": target, "sent": sent, "queued": queued, "held": held, "failed": failed, "last_error": error}
+def _target_row(target, counts, error):
+    """One target's row of the dashboard: ``counts`` is ``{figure: n}`` with sent, delivered, bounced, queued …"""
+    return {"target": target, **{name: counts.get(name, 0) for name in TARGET_COLUMNS}, "last_error": error}
 
 
 def dashboard_figures(campaign: "Campaign", now: datetime | None = None) -> dict[str, Any]:
@@ -101,14 +105,12 @@ def dashboard_figures(campaign: "Campaign", now: datetime | None = None) -> dict
         letters = {name.removeprefix("letters:"): keys[target.key]
                    for name, keys in found.items() if name.startswith("letters:") and target.key in keys}
         waiting = letters.get("failed") or letters.get("queued")
-        targets.append(_target_row(
-            target, letters.get("sent", 0), letters.get("queued", 0), letters.get("held", 0),
-            letters.get("failed", 0), last_error(campaign.slug, target.key) if waiting else "",
-        ))
+        targets.append(_target_row(target, letters, last_error(campaign.slug, target.key) if waiting else ""))
     return {
         "signatures": status.get(SignatureStatus.ACCEPTED, 0),
         "counter": tally.accepted(campaign.slug),
-        "sent_total": sum(found.get("letters:sent", {}).values()),
+        # A delivered or bounced letter was sent too.
+        "sent_total": sum(sum(found.get(f"letters:{status}", {}).values()) for status in WENT_OUT),
         "sent_today": found.get("sent_on", {}).get(now.date().isoformat(), 0),
         "per_day": sorted(found.get("day", {}).items()),
         "by_country": ranked("country"),
@@ -126,10 +128,8 @@ def _counted_targets(campaign):
     targets = []
     for target in campaign.targets:
         statuses = by_target.get(target.key, {})
-        targets.append(_target_row(
-            target, statuses.get("sent", 0), sum(statuses.get(s, 0) for s in QUEUED), statuses.get("held", 0),
-            statuses.get("failed", 0), last_error(campaign.slug, target.key),
-        ))
+        counts = {**statuses, "queued": sum(statuses.get(s, 0) for s in QUEUED)}
+        targets.append(_target_row(target, counts, last_error(campaign.slug, target.key)))
     return targets
 
 
@@ -146,7 +146,7 @@ def counted_figures(campaign: "Campaign", now: datetime | None = None) -> dict[s
     now = now or utcnow()
     today = datetime.combine(now.date(), time())
     letters = select(func.count(Delivery.id)).where(
-        Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.status == DeliveryStatus.SENT
+        Delivery.campaign == campaign.slug, Delivery.kind == "letter", Delivery.status.in_(WENT_OUT)
     )
     accepted = (Signature.campaign == campaign.slug) & (Signature.status == SignatureStatus.ACCEPTED)
     day = func.date(Signature.created_at)

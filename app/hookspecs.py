@@ -101,6 +101,20 @@ def letter_sent(delivery: "Delivery", receipt: "Receipt") -> None:
 
 
 @hookspec
+def letter_bounced(delivery: "Delivery", report: str) -> None:
+    """Called after a provider's report of a permanent failure made a letter bounced, and was committed.
+
+    :param delivery: the :class:`app.models.Delivery`, already marked
+        bounced, with the report as its ``note``.
+    :param report: the provider's text (e.g. Mailgun's delivery-status
+        message): the target's mail server's words, no supporter's address.
+
+    The return value is ignored; an exception is logged and does not undo the
+    bounce.
+    """
+
+
+@hookspec
 def letter_failed(delivery: "Delivery", error: "PermanentFailure | TemporaryFailure") -> None:
     """Called when a letter is given up on for good (status ``failed``).
 

@@ -1,4 +1,4 @@
-"""What a supporter's own page shows, per target: queued, sent or failed.
+"""What a supporter's own page shows, per target: queued, sent, delivered, bounced or failed.
 
 The page opens only from the link mailed to the supporter (receipt,
 confirmation or reminder; see :mod:`app.signing`), never from the thank-you
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .models import Delivery, Signature
 
 LABELS = {DeliveryStatus.PENDING: "queued", DeliveryStatus.SENDING: "queued", DeliveryStatus.HELD: "queued",
-          DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed"}
+          DeliveryStatus.SENT: "sent", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.BOUNCED: "bounced",
+          DeliveryStatus.FAILED: "failed"}
 
 
 def label(
@@ -29,7 +30,8 @@ def label(
 ) -> "tuple[str, str | LazyString | None]":
     """``(state, sent_label)`` of ``delivery`` as the page names it.
 
-    ``state`` is queued, sent, accepted or failed. A letter is "accepted",
+    ``state`` is queued, sent, accepted, delivered (the provider reported it
+    in the target's mailbox), bounced (the target's mailbox refused it) or failed. A letter is "accepted",
     not "sent", when the backend that sent it (looked up in ``backends`` by
     ``delivery.backend``) says what its acceptance means with a
     ``sent_label`` (a fax gateway's: queued for faxing, not faxed);

@@ -56,6 +56,10 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     #: Accepted by its backend (``note`` says what that means, e.g. queued for faxing).
     SENT = "sent"
+    #: The provider reported it delivered to the target's mailbox (:func:`delivered`).
+    DELIVERED = "delivered"
+    #: The provider reported a permanent failure: the target's mailbox refused it (:func:`bounced`).
+    BOUNCED = "bounced"
     #: Given up; ``last_error`` says why.
     FAILED = "failed"
     #: Its signature waits for approval or confirmation.
@@ -228,7 +232,7 @@ def remove(signature_ids: Sequence[int]) -> None:
         db.session.execute(
             update(models.Delivery)
             .where(models.Delivery.signature_id.in_(chunk), models.Delivery.kind == "letter",
-                   models.Delivery.status == DeliveryStatus.SENT)
+                   models.Delivery.status.in_(WENT_OUT))
             .values(signature_id=None, provider_id="", last_error="", note="", message_id="", lease_until=None),
             execution_options={"synchronize_session": False},
         )
@@ -323,6 +327,55 @@ def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -
     delivery.attempts -= 1
     delivery.next_attempt_at = next_attempt_at
     delivery.note = note
+
+
+#: The statuses of a letter a backend accepted: sent, and what the provider reported of it since.
+WENT_OUT = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.BOUNCED)
+
+
+def delivered(delivery: "models.Delivery", report: str) -> bool:
+    """The provider reported the sent ``delivery`` delivered; return True if its status changed.
+
+    Reports arrive out of order (a webhook retried late, a ``delivered``
+    after a bounce of the same message): one for a letter already delivered
+    or bounced changes no status, and becomes its ``note``, so nothing is
+    lost and nothing crashes. A bounce is never undone by a late
+    ``delivered``. Raises :class:`IllegalTransition` for a letter not sent
+    yet (pending, sending, held, failed).
+    """
+    _check("delivery", delivery.status, DeliveryStatus.DELIVERED, WENT_OUT)
+    delivery.note = report
+    if delivery.status != DeliveryStatus.SENT:
+        return False
+    delivery.status = DeliveryStatus.DELIVERED
+    return True
+
+
+def bounced(delivery: "models.Delivery", report: str) -> bool:
+    """The provider reported a permanent failure of the sent ``delivery``; return True if it became bounced.
+
+    From sent, and from delivered too: a provider can report a failure after
+    its delivery report in odd cases (a mailbox that accepted, then bounced
+    the message), and the later, worse report is the one to act on. A second
+    bounce report only becomes the ``note``. ``report`` (the provider's
+    text) goes to ``note``, not ``last_error``: the letter did go out. Raises
+    :class:`IllegalTransition` for a letter not sent yet.
+    """
+    _check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
+    delivery.note = report
+    if delivery.status == DeliveryStatus.BOUNCED:
+        return False
+    delivery.status = DeliveryStatus.BOUNCED
+    return True
+
+
+def reported(delivery: "models.Delivery", report: str) -> None:
+    """A temporary report (a delay, a complaint) on a sent ``delivery``: its status stays, ``report`` is its note.
+
+    Raises :class:`IllegalTransition` for a letter not sent yet.
+    """
+    _check("delivery", delivery.status, delivery.status, WENT_OUT)
+    delivery.note = report
 
 
 #: The statuses :func:`retry` may make due again.

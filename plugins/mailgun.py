@@ -5,7 +5,11 @@ MAILGUN_BASE_URL, MAILGUN_TIMEOUT. One ``POST {base}/{domain}/messages.mime``
 per letter, over one HTTP session per batch: the letter goes as the MIME bytes
 Clamor wrote itself (:meth:`app.delivery.Letter.as_bytes`), so no name or
 subject is ever handed to Mailgun's own parser to decode. No supporter data
-goes into ``o:``/``v:`` options: Mailgun can show those to recipients.
+goes into ``o:``/``v:`` options: Mailgun can show those to recipients. The one
+``v:`` variable, ``v:clamor-letter``, is the delivery id sealed with this
+plugin's subkey (:func:`app.hooks.letter_variable`): Mailgun's events carry it
+back to ``POST /hooks/mailgun``, which is on when MAILGUN_WEBHOOK_SIGNING_KEY
+(the webhook signing key of Mailgun's control panel) is set.
 """
 
 from collections.abc import Mapping
@@ -23,6 +27,7 @@ from app import (
     TemporaryFailure,
     addr_spec,
     hookimpl,
+    letter_variable,
     utcnow,
 )
 
@@ -35,6 +40,8 @@ SETTINGS = {
     "MAILGUN_REGION": "us",
     "MAILGUN_BASE_URL": None,
     "MAILGUN_TIMEOUT": 30,
+    # Mailgun's "HTTP webhook signing key"; None: POST /hooks/mailgun answers 404.
+    "MAILGUN_WEBHOOK_SIGNING_KEY": None,
 }
 
 REGIONS = {"us": "https://api.mailgun.net/v3", "eu": "https://api.eu.mailgun.net/v3"}
@@ -71,7 +78,9 @@ class MailgunBackend(DeliveryBackend):
         other 4xx raises :class:`PermanentFailure` with Mailgun's ``message``.
         """
         # The envelope recipient; the headers are in the message itself.
-        data = {"to": addr_spec(letter.to_address), "o:tag": letter.campaign}
+        data = {"to": addr_spec(letter.to_address), "o:tag": letter.campaign,
+                # app.hooks.VARIABLE: what POST /hooks/mailgun finds the letter by.
+                "v:clamor-letter": letter_variable(letter.delivery_id)}
         files = [("message", ("letter.eml", letter.as_bytes(), "message/rfc822"))]
         try:
             response = self.session.post(self.url, data=data, files=files, timeout=self.timeout)

@@ -108,7 +108,7 @@ def test_clamor_deliveries_shows_counts_oldest_pending_and_errors(make_app, smtp
         deliveries[1].attempts = 1
         db.session.commit()
     output = app.test_cli_runner().invoke(args=["deliveries"]).output
-    assert "pending: 4  sending: 0  sent: 0  failed: 1" in output
+    assert "pending: 4  sending: 0  sent: 0  delivered: 0  bounced: 0  failed: 1" in output
     assert "press@prokuror.kz" in output and "press@akorda.kz" in output
     assert "oldest pending: #2 to press@akorda.kz" in output
     assert "#1 failed press@prokuror.kz (attempt 0): SMTP answered 550 no such mailbox" in output
@@ -135,8 +135,9 @@ def test_clamor_deliveries_and_the_dashboard_show_the_same_figures(make_app, smt
     assert len(rows) == 5
     for key, row in rows.items():
         line = next(line for line in output.splitlines() if line.startswith(key + " "))
-        pending, sending, sent, failed, held = map(int, line.split()[1:])
-        assert (pending + sending, sent, failed, held) == (row["queued"], row["sent"], row["failed"], row["held"]), key
+        pending, sending, sent, delivered, bounced, failed, held = map(int, line.split()[1:])
+        assert (pending + sending, sent, delivered, bounced, failed, held) == (
+            row["queued"], row["sent"], row["delivered"], row["bounced"], row["failed"], row["held"]), key
 
 
 def test_clamor_deliveries_retry(make_app, smtp_server):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import SLUG, counts, sign, smtp_backed_app
 from test_docs import hook_example, hook_names
+from test_mailgun_events import PERMANENT, event_body, send_through_mailgun
 from werkzeug import Response
 
 from app import create_app
@@ -266,6 +267,22 @@ def test_hook_letter_failed_docs_example_alerts_about_targets_only(make_app, ins
         assert sorted(alerts) == sorted(f"Letter {id} to {target} failed: {error}"
                                         for id, (target, error) in failed.items())
     assert not any("anna@example.org" in alert for alert in alerts)
+
+
+@pytest.mark.slow
+def test_hook_letter_bounced_docs_example_alerts_with_the_report(make_app, instance_path, httpserver):
+    install_docs_example(instance_path, "letter_bounced", "bounce_alerts")
+    httpserver.expect_request("/hooks/alerts", method="POST").respond_with_data("ok")
+    app, variables = send_through_mailgun(make_app, httpserver, ALERT_WEBHOOK_URL=httpserver.url_for("/hooks/alerts"))
+    letter = min(variables)
+    response = app.test_client().post("/hooks/mailgun", json=event_body("failed", variables[letter], **PERMANENT))
+    assert response.status_code == 200
+    with app.app_context():
+        target = db.session.get(Delivery, letter).target_key
+    alerts = [json.loads(request.data)["text"] for request, _ in httpserver.log
+              if request.path == "/hooks/alerts"]
+    report = "Mailgun failed: 550 5.1.1 The email account does not exist"
+    assert alerts == [f"Letter {letter} to {target} bounced: {report}"]
 
 
 # Names --------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, SLUG
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import states, tally, totals
 from app.delivery import Receipt, queue_deliveries
@@ -294,6 +294,71 @@ def test_only_a_claimed_letter_can_be_recorded(app, transition, status):
         assert letter_figures(key) == figures
 
 
+def sent_letter(app):
+    """A letter claimed and sent; ``(id, target key)``."""
+    delivery_id, key = claimed_letter(app)
+    with app.app_context():
+        states.sent(db.session.get(Delivery, delivery_id), Receipt(provider_id="<id@x>", note="accepted"))
+        db.session.commit()
+    return delivery_id, key
+
+
+def test_reports_make_a_sent_letter_delivered_or_bounced_and_late_ones_are_notes(app):
+    delivery_id, key = sent_letter(app)
+    with app.app_context():
+        delivery = db.session.get(Delivery, delivery_id)
+        states.reported(delivery, "452 mailbox full, try later")
+        assert (delivery.status, delivery.note, delivery.last_error) == ("sent", "452 mailbox full, try later", "")
+        assert states.delivered(delivery, "250 ok") is True
+        db.session.commit()
+        assert letter_figures(key) == {"letters:delivered": 1}
+        # A second delivery report: a note.
+        assert states.delivered(delivery, "250 ok again") is False
+        assert (delivery.status, delivery.note) == ("delivered", "250 ok again")
+        # A bounce after the delivery report wins: the later, worse news.
+        assert states.bounced(delivery, "550 no such user") is True
+        db.session.commit()
+        assert letter_figures(key) == {"letters:bounced": 1}
+        # Out of order: a late "delivered", or a second bounce, changes no status.
+        assert states.delivered(delivery, "250 late") is False
+        assert states.bounced(delivery, "550 again") is False
+        db.session.commit()
+        delivery = db.session.get(Delivery, delivery_id)
+        assert (delivery.status, delivery.note, delivery.last_error) == ("bounced", "550 again", "")
+        assert letter_figures(key) == {"letters:bounced": 1}
+
+
+@pytest.mark.parametrize("transition", ["delivered", "bounced", "reported"])
+@pytest.mark.parametrize("status", ["pending", "sending", "failed", "held"])
+def test_only_a_sent_letter_takes_a_providers_report(app, transition, status):
+    delivery_id, key = claimed_letter(app)
+    with app.app_context():
+        delivery = db.session.get(Delivery, delivery_id)
+        delivery.status = status
+        db.session.commit()
+        with pytest.raises(IllegalTransition, match=f"from {status} to"):
+            getattr(states, transition)(delivery, "a report")
+        db.session.commit()
+        db.session.expire_all()
+        delivery = db.session.get(Delivery, delivery_id)
+        assert (delivery.status, delivery.note) == (status, "")
+
+
+def test_forget_keeps_delivered_and_bounced_letters_anonymous(app):
+    with app.app_context():
+        accepted = store(app, states.accept, email="a@example.org")
+        first, second, *_ = db.session.scalars(select(Delivery).where(Delivery.signature_id == accepted)
+                                               .order_by(Delivery.id)).all()
+        first.status, first.note, first.sent_at = DeliveryStatus.DELIVERED, "250 ok", utcnow()
+        second.status, second.note, second.sent_at = DeliveryStatus.BOUNCED, "550 gone", utcnow()
+        db.session.commit()
+        states.forget(db.session.execute(select(Signature.id, Signature.campaign, Signature.status)).all())
+        db.session.commit()
+        db.session.expire_all()
+        kept = db.session.scalars(select(Delivery).order_by(Delivery.id)).all()
+        assert [(d.signature_id, d.status, d.note) for d in kept] == [(None, "delivered", ""), (None, "bounced", "")]
+
+
 def test_a_sent_or_held_letter_cannot_be_retried(app):
     with app.app_context():
         for status in (DeliveryStatus.SENT, DeliveryStatus.HELD, DeliveryStatus.SENDING):
@@ -303,7 +368,8 @@ def test_a_sent_or_held_letter_cannot_be_retried(app):
 
 def test_the_enums_are_the_strings_the_database_stores(app):
     assert [str(s) for s in SignatureStatus] == ["accepted", "held", "unconfirmed", "rejected"]
-    assert [str(s) for s in DeliveryStatus] == ["pending", "sending", "sent", "failed", "held"]
+    assert [str(s) for s in DeliveryStatus] == ["pending", "sending", "sent", "delivered", "bounced", "failed",
+                                                 "held"]
     with app.app_context():
         store(app, states.accept)
         stored = db.session.scalar(select(Signature.status))
@@ -326,3 +392,18 @@ def test_only_app_states_calls_tally_add():
     assert callers == []
     # The search finds a call where there is one.
     assert re.search(r"\btally\s*\.\s*add\b", Path(ROOT / "app" / "states.py").read_text())
+
+
+def test_the_hourly_cap_counts_delivered_and_bounced_letters_as_sent(app):
+    from app.delivery.queue import sent_in_last_hour
+
+    with app.app_context():
+        accepted = store(app, states.accept)
+        target = db.session.scalars(select(Delivery).where(Delivery.signature_id == accepted)).first().target_key
+        for status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.BOUNCED):
+            signature_id = store(app, states.accept, email=f"{status}@example.org")
+            letter = db.session.scalar(select(Delivery).where(Delivery.signature_id == signature_id,
+                                                              Delivery.target_key == target))
+            letter.status, letter.sent_at = status, utcnow()
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).where(sent_in_last_hour(target))) == 3

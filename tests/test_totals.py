@@ -9,7 +9,7 @@ from conftest import SLUG, add_organiser, csrf_token, form_fields, login, sign, 
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, func, select, text, update
 
-from app import create_app, totals
+from app import create_app, states, totals
 from app.admin import counted_figures, dashboard_figures
 from app.delivery import claim_due
 from app.extensions import db
@@ -86,6 +86,22 @@ def test_totals_match_a_recount_after_every_kind_of_change(make_app, hold_filter
         figures = dashboard_figures(app.extensions["clamor"].campaigns[SLUG])
     assert figures["sent_total"] == 25 and figures["sent_today"] == 25
     assert_true_totals(app, "sent")
+
+    # Reports come in: some letters delivered, some bounced, one bounced after its delivery.
+    with app.app_context():
+        letters = db.session.scalars(select(Delivery).where(Delivery.kind == "letter").order_by(Delivery.id)).all()
+        for delivery in letters[:6]:
+            states.delivered(delivery, "Mailgun delivered: 250 OK")
+        for delivery in letters[5:9]:
+            states.bounced(delivery, "Mailgun failed: 550 no such mailbox")
+        db.session.commit()
+        figures = dashboard_figures(app.extensions["clamor"].campaigns[SLUG])
+    assert sum(t["delivered"] for t in figures["targets"]) == 5
+    assert sum(t["bounced"] for t in figures["targets"]) == 4
+    assert sum(t["sent"] for t in figures["targets"]) == 16
+    # A delivered or bounced letter was sent: "sent" today and in all stays 25.
+    assert figures["sent_total"] == 25 and figures["sent_today"] == 25
+    assert_true_totals(app, "delivered and bounced")
 
     # Confirmation: two sign, one confirms, the other's link expires and is purged.
     app.config["CONFIRM_SUPPORTER_EMAIL"] = True

@@ -16,8 +16,8 @@ from ..states import DeliveryStatus
 SUPPORTERS_OWN_MAIL = "supporters' own mail"
 
 #: The columns of ``clamor deliveries``, in order.
-STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.FAILED,
-            DeliveryStatus.HELD)
+STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED,
+            DeliveryStatus.BOUNCED, DeliveryStatus.FAILED, DeliveryStatus.HELD)
 
 
 @click.command("deliver")

@@ -15,7 +15,6 @@ from sqlalchemy.orm.exc import StaleDataError
 from .. import states
 from ..extensions import db
 from ..models import Delivery, DeliveryPause, utcnow
-from ..states import DeliveryStatus
 
 # One logger for the whole package, named as before it was one.
 log = logging.getLogger("app.delivery")
@@ -114,7 +113,7 @@ def sent_in_last_hour(key: str) -> ColumnElement[bool]:
     # Built only when a query needs it: building the expression costs more
     # than checking the batch's count.
     hour_ago = utcnow() - timedelta(hours=1)
-    return (Delivery.target_key == key) & (Delivery.status == DeliveryStatus.SENT) & (Delivery.sent_at > hour_ago)
+    return (Delivery.target_key == key) & Delivery.status.in_(states.WENT_OUT) & (Delivery.sent_at > hour_ago)
 
 
 #: Does this delivery's row still exist? A Core statement: four times cheaper
