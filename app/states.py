@@ -354,12 +354,10 @@ def delivered(delivery: "models.Delivery", report: str) -> bool:
 def bounced(delivery: "models.Delivery", report: str) -> bool:
     """The provider reported a permanent failure of the sent ``delivery``; return True if it became bounced.
 
-    From sent, and from delivered too: a provider can report a failure after
-    its delivery report in odd cases (a mailbox that accepted, then bounced
-    the message), and the later, worse report is the one to act on. A second
-    bounce report only becomes the ``note``. ``report`` (the provider's
-    text) goes to ``note``, not ``last_error``: the letter did go out. Raises
-    :class:`IllegalTransition` for a letter not sent yet.
+    From sent, and from delivered too (a mailbox that accepted, then bounced
+    the message: the later, worse report counts). A second bounce only
+    becomes the ``note``; ``report`` goes to ``note``, not ``last_error``:
+    the letter did go out. Raises :class:`IllegalTransition` if not sent yet.
     """
     _check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
     delivery.note = report
