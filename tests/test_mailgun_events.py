@@ -196,8 +196,9 @@ def test_delivered_and_bounced_show_on_the_dashboard_the_supporters_page_and_cla
         link = status_url(db.session.scalar(select(Signature))).removeprefix(app.config["BASE_URL"])
 
     page = app.test_client().get(link).get_data(as_text=True)
-    assert re.search(r'class="state-delivered">\s*delivered', page)
-    assert re.search(r'class="state-bounced">\s*bounced: the recipient’s mailbox refused it', page)
+    # The supporter signed in French: the page says it in French.
+    assert re.search(r'class="state-delivered">\s*distribué', page)
+    assert re.search(r'class="state-bounced">\s*rejeté : la boîte du destinataire l’a refusé', page)
     assert len(re.findall(r'class="state-sent">', page)) == 3
 
     add_organiser(app)
