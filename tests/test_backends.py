@@ -34,6 +34,7 @@ def make_due_now(app):
         db.session.commit()
 
 
+@pytest.mark.slow
 def test_one_connection_serves_the_whole_batch(make_app, scripted_smtp):
     controller, inbox = scripted_smtp()
     app = smtp_backed_app(make_app, controller)

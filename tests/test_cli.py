@@ -112,6 +112,7 @@ def test_app_refuses_an_invalid_campaign(tmp_path):
     assert f"{path}: default_language: 'de' is not in languages" in result.stderr
 
 
+@pytest.mark.slow
 def test_deliver_once_sends_what_is_due(app, client, runner, instance_path):
     sign(client)
     result = runner.invoke(main, ["deliver", "--once"])
@@ -122,6 +123,7 @@ def test_deliver_once_sends_what_is_due(app, client, runner, instance_path):
     assert len(list((instance_path / "outbox").glob("*.eml"))) == 5
 
 
+@pytest.mark.slow
 def test_export_writes_csv_of_supporters(app, client, runner):
     sign(client, name="Anna", email="anna@example.org", opt_in="yes", country="FR")
     sign(client, name="=HYPERLINK(\"http://evil\")", email="bob@example.org", opt_in="no", country="")
@@ -174,6 +176,7 @@ def test_two_gunicorn_workers_start_on_a_fresh_database(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_export_gives_unsubscribe_links_when_base_url_is_set(make_app):
     app = make_app(BASE_URL="https://act.union.test")
     client = app.test_client()

@@ -72,6 +72,7 @@ def test_crlf_in_name_adds_no_header(smtp_config, smtp_server, app):
         assert not any(line.lower().startswith(b"bcc:") for line in envelope.original_content.splitlines())
 
 
+@pytest.mark.slow
 def test_outbox_files_is_the_default_and_writes_eml_files(app, client, instance_path):
     sign(client)
     with app.app_context():
@@ -187,6 +188,7 @@ def test_misspelt_hook_stops_start_up(app_config, instance_path):
         create_app(app_config, instance_path=instance_path)
 
 
+@pytest.mark.slow
 def test_thread_worker_delivers_without_a_separate_process(make_app, instance_path):
     """The embedded default: a delivery thread in the web process, woken by a signature."""
     app = make_app(DELIVERY_WORKER="thread", DELIVERY_POLL_SECONDS=30)

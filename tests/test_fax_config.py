@@ -63,6 +63,7 @@ def test_start_up_stops_on_fax_targets_without_a_gateway(tmp_path):
     assert started.returncode == 0, started.stderr
 
 
+@pytest.mark.slow
 def test_a_fax_letter_leaves_no_fonttools_chatter_in_the_log(make_app, instance_path, smtp_server, caplog):
     import logging
 

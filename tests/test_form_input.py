@@ -46,12 +46,14 @@ def test_country_must_be_a_code_from_the_list(app, client, country):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_no_country_is_fine(app, client):
     assert sign(client, country="").status_code == 303
     with app.app_context():
         assert Signature.query.one().country == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", ["email", "message"])
 def test_nul_is_refused_everywhere(app, client, field):
     value = {"email": "anna\x00@example.org", "message": "Libérez-le.\x00"}[field]
@@ -66,6 +68,7 @@ def test_the_letter_may_have_line_breaks(app, client):
         assert Signature.query.one().message == "Monsieur,\n\nLibérez-le.\tMerci."
 
 
+@pytest.mark.slow
 def test_the_letter_is_required(app, client):
     response = sign(client, message=" \r\n ")
     assert "Veuillez écrire votre message." in text(response)
@@ -192,6 +195,7 @@ def as_uploads(data, fields):
     return {k: (io.BytesIO(v.encode()), f"{k}.txt") if k in fields else v for k, v in data.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", [{"name"}, {"email"}, {"message"}, {"name", "email", "organisation", "country"}])
 def test_a_field_posted_as_a_file_is_missing_not_a_500(app, client, fields):
     url = f"/fr/{SLUG}/"

@@ -230,6 +230,7 @@ def test_numbers_and_dates_are_formatted_for_the_page(client):
     assert "Письмо уже подписал 1 человек." in thanks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header, expected", [
     ("kk", "kk"),
     ("de, ru;q=0.5, kk;q=0.9", "kk"),  # q-values, not order, decide
@@ -411,6 +412,7 @@ def test_every_error_page_is_translated(app, lang):
         assert english_left_in(body, lang) == [], f"English on the {lang} {status} page"
 
 
+@pytest.mark.slow
 def test_a_russian_date_ends_the_sentence_with_one_full_stop(client):
     html = client.get(sign(client, lang="ru", slug=SLUG).headers["Location"]).get_data(as_text=True)
     sentence = re.search(r"Ваше письмо получено [^<]*", html).group(0)

@@ -1,5 +1,6 @@
 """SECRET_KEY is never used as a key: one HKDF subkey per purpose, and a random key for a debug run without one."""
 
+import pytest
 from conftest import SLUG, counts, form_fields, sign
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
@@ -21,6 +22,7 @@ def test_every_purpose_has_its_own_key_and_none_is_the_raw_one(app):
     assert all(len(key) == 32 and RAW.encode() not in key for key in keys.values())
 
 
+@pytest.mark.slow
 def test_a_session_and_csrf_token_forged_with_the_raw_key_are_refused(app, client):
     # What an attacker who learnt the raw SECRET_KEY of an older version would forge.
     page = client.get(f"/fr/{SLUG}/").get_data(as_text=True)

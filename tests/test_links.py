@@ -41,6 +41,7 @@ def test_a_form_posted_for_an_untrusted_host_gets_400_over_real_http_and_stores_
         assert counts() == (1, 6)  # only the trusted post: 5 letters and the confirmation email
 
 
+@pytest.mark.slow
 def test_confirmation_links_use_base_url_whatever_host_the_form_came_through(make_app, tmp_path):
     app = make_app(CONFIRM_SUPPORTER_EMAIL=True, BASE_URL="https://act.union.test/campaigns",
                    TRUSTED_HOSTS=["act.union.test", "localhost"])
@@ -76,6 +77,7 @@ def test_mailing_links_without_base_url_stops_start_up(app_config, instance_path
         create_app({**config, "BASE_URL": "act.union.test"}, instance_path=instance_path)
 
 
+@pytest.mark.slow
 def test_receipt_and_export_links_use_base_url(make_app):
     app = make_app(BASE_URL="https://act.union.test", SEND_RECEIPT=True)
     sign(app.test_client(), opt_in="yes")  # through http://localhost/

@@ -192,6 +192,7 @@ def test_a_name_is_data_in_every_header_and_adds_nothing(delivered, name):
     assert seen == set(targets)
 
 
+@pytest.mark.slow
 def test_long_cyrillic_target_names_are_split_between_words_only(delivered):
     app, letters = delivered()
     campaign = app.extensions["clamor"].campaigns[SLUG]
@@ -461,6 +462,7 @@ def test_four_connections_keep_the_hourly_cap_and_record_failures(make_app, scri
     assert len(inbox.envelopes) == 15
 
 
+@pytest.mark.slow
 def test_delivery_connections_must_be_a_whole_number(make_app):
     app = make_app(DELIVERY_CONNECTIONS=0)
     sign(app.test_client())

@@ -58,6 +58,7 @@ def test_approve_queues_the_letters_and_the_worker_delivers_them(smtp_app, smtp_
     assert "<script>alert(1)</script>" in message.get_content()
 
 
+@pytest.mark.slow
 def test_reject_deletes_the_supporter_s_data(app, runner):
     held = held_signature(app)
     result = runner.invoke(args=["moderation", "reject", str(held)], input="y\n")
@@ -74,6 +75,7 @@ def test_reject_asks_first(app, runner):
         assert counts() == (1, 5)
 
 
+@pytest.mark.slow
 def test_only_held_signatures_can_be_approved_or_rejected(app, runner):
     sign(app.test_client())
     with app.app_context():

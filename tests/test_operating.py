@@ -140,6 +140,7 @@ def test_clamor_deliveries_and_the_dashboard_show_the_same_figures(make_app, smt
             row["queued"], row["sent"], row["delivered"], row["bounced"], row["failed"], row["held"]), key
 
 
+@pytest.mark.slow
 def test_clamor_deliveries_retry(make_app, smtp_server):
     app = make_app(**smtp(smtp_server))
     sign(app.test_client())

@@ -64,6 +64,7 @@ def test_a_visitor_signs_from_the_cached_page_and_the_counter_moves_at_once(clie
     assert form_fields(other)["csrf_token"] != form_fields(page)["csrf_token"]
 
 
+@pytest.mark.slow
 def test_a_new_campaign_object_is_a_fresh_render(app, client):
     assert "Free union activist Erzhan" in client.get(f"/en/{SLUG}/").get_data(as_text=True)
     campaigns = app.extensions["clamor"].campaigns
@@ -101,6 +102,7 @@ def extend_action_form(form_class, campaign):
 '''
 
 
+@pytest.mark.slow
 def test_a_plugin_field_marked_per_request_is_drawn_per_request_in_its_place(make_app, instance_path):
     (instance_path / "plugins").mkdir()
     (instance_path / "plugins" / "ticket.py").write_text(PER_REQUEST_PLUGIN)

@@ -201,6 +201,7 @@ def test_hook_extend_action_form_docs_example_adds_a_required_box(make_app, inst
         assert counts() == (1, 5)
 
 
+@pytest.mark.slow
 def test_hook_check_submission_docs_example_rejects_spam(make_app, instance_path):
     install_docs_example(instance_path, "check_submission", "myplugin")
     app = make_app(SPAM_FILTERS=["number_question", "myplugin"])
@@ -213,6 +214,7 @@ def test_hook_check_submission_docs_example_rejects_spam(make_app, instance_path
     assert sign(client, lang="en").status_code == 303
 
 
+@pytest.mark.slow
 def test_hook_register_settings_docs_example_gives_its_setting_a_default(make_app, instance_path):
     install_docs_example(instance_path, "register_settings", "shouting")
     app = make_app(SPAM_FILTERS=["number_question", "shouting"])

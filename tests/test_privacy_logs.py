@@ -69,6 +69,7 @@ def test_a_refused_confirmation_email_names_its_supporter_in_no_log_error_or_scr
     assert SUPPORTER not in dashboard.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_clamor_deliveries_counts_supporters_mail_in_one_row(make_app, scripted_smtp):
     # Three supporters waiting for their confirmation: one row, three pending,
     # and the oldest pending named by its kind, not by its address.
@@ -122,6 +123,7 @@ def test_an_unexpected_error_on_supporter_mail_is_logged_without_traceback_or_ad
     assert not [record_text(r) for r in records if SUPPORTER in record_text(r)]
 
 
+@pytest.mark.slow
 def test_a_letters_error_keeps_the_target_but_not_the_supporters_reply_to(make_app, scripted_smtp, caplog):
     caplog.set_level(logging.DEBUG)
     controller, _ = scripted_smtp(
@@ -215,6 +217,7 @@ def test_redact_addresses(text, redacted):
     assert redact_addresses(text) == redacted
 
 
+@pytest.mark.slow
 def test_the_letter_failed_hook_gets_no_supporter_address(make_app, scripted_smtp, instance_path):
     (instance_path / "plugins").mkdir(exist_ok=True)
     (instance_path / "plugins" / "failwatch.py").write_text(

@@ -49,6 +49,7 @@ def link_in(message):
     return re.search(r"http://localhost(/\w+/letter/[\w-]+)", message.get_content()).group(1)
 
 
+@pytest.mark.slow
 def test_a_prober_sees_exactly_what_a_new_signer_sees(app):
     sign(app.test_client(), email="anna@example.org")
     before = app.test_client().get(f"/fr/{SLUG}/").get_data(as_text=True)
@@ -82,6 +83,7 @@ def test_the_thank_you_page_has_no_link_to_a_letter_and_lists_the_targets(app, c
         assert f"<li>{target.name}</li>" in thanks.replace("&#34;", '"').replace("&#39;", "'")
 
 
+@pytest.mark.slow
 def test_receipt_and_reminder_reach_the_mailbox_with_the_real_letters_link(app):
     sign(app.test_client(), email="anna@example.org", message="My own words for Erzhan.")
     sign(app.test_client(), email="Anna@Example.org", message="A second try.")

@@ -29,6 +29,7 @@ def limited(make_app):
     return make
 
 
+@pytest.mark.slow
 def test_the_third_letter_from_one_address_gets_a_translated_429_and_is_not_stored(limited):
     app = limited()
     client = app.test_client()
@@ -62,6 +63,7 @@ def test_a_spoofed_x_forwarded_for_does_not_reset_the_count(limited):
         assert len({s.client_hash for s in Signature.query}) == 1
 
 
+@pytest.mark.slow
 def test_one_supporter_address_is_limited_across_client_addresses(limited):
     app = limited()
     statuses = []

@@ -124,6 +124,7 @@ def test_control_characters_in_name_are_refused(app, client):
         assert counts() == (0, 0)
 
 
+@pytest.mark.slow
 def test_message_longer_than_the_limit_is_refused(app, client):
     response = sign(client, message="x" * (app.config["MESSAGE_MAX_LENGTH"] + 1))
     assert response.status_code == 200

@@ -29,6 +29,7 @@ def text(response):
 # number_question
 
 
+@pytest.mark.slow
 def test_a_number_answer_cannot_be_replayed(app, client):
     data = filled(client)
     assert client.post(URL, data=data).status_code == 303
@@ -157,6 +158,7 @@ def test_gmail_dots_and_case_count_as_the_same_address(app, client):
         assert counts() == (1, 5)
 
 
+@pytest.mark.slow
 def test_a_duplicate_is_dropped_even_when_another_filter_would_hold_it(app, client):
     sign(client)
     sign(client, message="http://a.example http://b.example http://c.example")
@@ -199,6 +201,7 @@ def with_disposable(make_app):
     return make_app(SPAM_FILTERS=["number_question", "disposable_email"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("address", ["anna@mailinator.com", "anna@eu.mailinator.com"])
 def test_a_disposable_address_is_rejected_clearly(with_disposable, address):
     response = sign(with_disposable.test_client(), email=address)

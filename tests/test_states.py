@@ -121,6 +121,7 @@ def test_forget_lowers_the_counter_by_the_accepted_and_keeps_sent_letters_anonym
         assert signature_counts() == (0, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_expire_unconfirmed_deletes_only_old_unconfirmed_signatures(app):
     with app.app_context():
         old = store(app, states.await_confirmation, email="old@example.org")
@@ -328,6 +329,7 @@ def test_reports_make_a_sent_letter_delivered_or_bounced_and_late_ones_are_notes
         assert letter_figures(key) == {"letters:bounced": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transition", ["delivered", "bounced", "reported"])
 @pytest.mark.parametrize("status", ["pending", "sending", "failed", "held"])
 def test_only_a_sent_letter_takes_a_providers_report(app, transition, status):
@@ -366,6 +368,7 @@ def test_a_sent_or_held_letter_cannot_be_retried(app):
                 states.retry(statuses=(status,))
 
 
+@pytest.mark.slow
 def test_the_enums_are_the_strings_the_database_stores(app):
     assert [str(s) for s in SignatureStatus] == ["accepted", "held", "unconfirmed", "rejected"]
     assert [str(s) for s in DeliveryStatus] == ["pending", "sending", "sent", "delivered", "bounced", "failed",
