@@ -298,6 +298,25 @@ def postgres_cluster():
     cluster.destroy()
 
 
+#: A campaign with one fax target, in Kazakh (the fax backend tests).
+FAX_CAMPAIGN = """\
+slug = "fax-test"
+status = "open"
+default_language = "kk"
+languages = ["kk"]
+sender = "LabourStart"
+[[targets]]
+name = "Ақорда баспасөз қызметі"
+fax = "+7 7172 74-56-31"
+[text.kk]
+title = "Ержан Елшібаевты босатыңыз"
+short_name = "Ержанды босатыңыз"
+body = ["p"]
+subject = "Ержан Елшібаевты босатыңыз"
+letter = "Құрметті Президент!"
+"""
+
+
 ORGANISER = "organiser@union.test"
 PASSWORD = "correct horse battery staple"
 

@@ -11,7 +11,7 @@ from email import message_from_bytes, policy
 
 import pypdf
 import pytest
-from conftest import SLUG, sign, smtp_backed_app, status_path, unused_port
+from conftest import FAX_CAMPAIGN, SLUG, sign, smtp_backed_app, status_path, unused_port
 from werkzeug import Response
 
 from app import ConfigError
@@ -301,22 +301,6 @@ def test_mailgun_region_picks_the_api_host():
 
 # --- fax_email -------------------------------------------------------------
 
-FAX_CAMPAIGN = """\
-slug = "fax-test"
-status = "open"
-default_language = "kk"
-languages = ["kk"]
-sender = "LabourStart"
-[[targets]]
-name = "Ақорда баспасөз қызметі"
-fax = "+7 7172 74-56-31"
-[text.kk]
-title = "Ержан Елшібаевты босатыңыз"
-short_name = "Ержанды босатыңыз"
-body = ["p"]
-subject = "Ержан Елшібаевты босатыңыз"
-letter = "Құрметті Президент!"
-"""
 
 KAZAKH_LETTER = (
     "Құрметті Қасым-Жомарт Кемелұлы!\n\n"

@@ -4,8 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import sign
-from test_backends import FAX_CAMPAIGN
+from conftest import FAX_CAMPAIGN, sign
 
 from app import ConfigError, DeliveryBackend, Receipt, create_app, hookimpl
 from app.delivery import deliver_due

@@ -30,7 +30,7 @@ from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 
 import pypdf
 import pytest
-from conftest import SLUG, sign, smtp_backed_app
+from conftest import FAX_CAMPAIGN, SLUG, sign, smtp_backed_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -381,23 +381,6 @@ def test_the_encoders_by_example():
 
 
 # --- the fax channel ----------------------------------------------------------------------------------
-
-FAX_CAMPAIGN = """\
-slug = "fax-test"
-status = "open"
-default_language = "kk"
-languages = ["kk"]
-sender = "LabourStart"
-[[targets]]
-name = "Ақорда баспасөз қызметі"
-fax = "+7 7172 74-56-31"
-[text.kk]
-title = "Ержан Елшібаевты босатыңыз"
-short_name = "Ержанды босатыңыз"
-body = ["p"]
-subject = "Ержан Елшібаевты босатыңыз"
-letter = "Құрметті Президент!"
-"""
 
 
 @pytest.mark.slow
