@@ -183,6 +183,35 @@ def smtp_backed_app(make_app, controller, **overrides):
     return make_app(DELIVERY={"email": "smtp"}, SMTP_HOST="127.0.0.1", SMTP_PORT=controller.port, **overrides)
 
 
+def forget_during_a_slow_batch(make_app, scripted_smtp, forgotten, **overrides):
+    """Anna and Bob sign; while the first letter (Anna's) takes two seconds at DATA, ``clamor forget forgotten``.
+
+    Returns ``(app, inbox, claimed)``: ``claimed`` holds what the batch's
+    ``deliver_due`` returned, once it finished.
+    """
+    import time
+
+    from app.delivery import deliver_due
+
+    controller, inbox = scripted_smtp(data_replies=[2])
+    app = smtp_backed_app(make_app, controller, **overrides)
+    sign(app.test_client(), email="anna@example.org", name="Anna")
+    sign(app.test_client(), email="bob@example.org", name="Bob")
+    claimed = []
+
+    def worker():
+        with app.app_context():
+            claimed.append(deliver_due())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(0.5)
+    result = app.test_cli_runner().invoke(args=["forget", forgotten])
+    assert result.exit_code == 0, result.output
+    thread.join(timeout=30)
+    return app, inbox, claimed
+
+
 class _HiddenInputs(HTMLParser):
     def __init__(self):
         super().__init__()

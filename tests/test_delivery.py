@@ -214,27 +214,9 @@ def test_a_supporter_forgotten_while_the_batch_is_sending_gets_no_more_letters(m
 
     The letter at DATA when they are forgotten has left already; its outcome has no row to go to.
     """
-    import threading
+    from conftest import forget_during_a_slow_batch
 
-    from conftest import smtp_backed_app
-
-    # The first letter (Anna's) takes two seconds at DATA; someone is forgotten meanwhile.
-    controller, inbox = scripted_smtp(data_replies=[2])
-    app = smtp_backed_app(make_app, controller)
-    sign(app.test_client(), email="anna@example.org", name="Anna")
-    sign(app.test_client(), email="bob@example.org", name="Bob")
-    claimed = []
-
-    def worker():
-        with app.app_context():
-            claimed.append(deliver_due())
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    time.sleep(0.5)
-    result = app.test_cli_runner().invoke(args=["forget", f"{forgotten}@example.org"])
-    assert result.exit_code == 0, result.output
-    thread.join(timeout=30)
+    app, inbox, claimed = forget_during_a_slow_batch(make_app, scripted_smtp, f"{forgotten}@example.org")
     assert claimed == [10]  # both supporters' letters were in the one batch, and it finished
     senders = [message["Reply-To"].addresses[0].addr_spec.split("@")[0] for message in inbox.messages]
     assert {name: senders.count(name) for name in set(senders)} == arrived

@@ -30,7 +30,7 @@ from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 
 import pypdf
 import pytest
-from conftest import FAX_CAMPAIGN, SLUG, sign, smtp_backed_app
+from conftest import FAX_CAMPAIGN, SLUG, forget_during_a_slow_batch, sign, smtp_backed_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -470,26 +470,10 @@ def test_a_plugin_can_still_use_as_email(make_app):
 def test_a_supporter_forgotten_while_two_connections_send_loses_no_one_elses_outcome(make_app, scripted_smtp, caplog):
     """`clamor forget` while a letter of theirs is at DATA on one connection and the other connection goes on."""
     import logging
-    import threading
-    import time
 
     caplog.set_level(logging.INFO, logger="app.delivery")
-    controller, inbox = scripted_smtp(data_replies=[2])  # the first letter (Anna's) takes two seconds
-    app = smtp_backed_app(make_app, controller, DELIVERY_CONNECTIONS=2)
-    sign(app.test_client(), email="anna@example.org", name="Anna")
-    sign(app.test_client(), email="bob@example.org", name="Bob")
-    claimed = []
-
-    def worker():
-        with app.app_context():
-            claimed.append(deliver_due())
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    time.sleep(0.5)
-    result = app.test_cli_runner().invoke(args=["forget", "anna@example.org"])
-    assert result.exit_code == 0, result.output
-    thread.join(timeout=30)
+    app, inbox, claimed = forget_during_a_slow_batch(make_app, scripted_smtp, "anna@example.org",
+                                                     DELIVERY_CONNECTIONS=2)
     assert claimed == [10]
     senders = collections.Counter(Received(e.original_content).message["Reply-To"].addresses[0].addr_spec
                                   for e in inbox.envelopes)
