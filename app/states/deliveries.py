@@ -1,0 +1,160 @@
+"""The transitions of a delivery: the worker's claim and outcomes, the provider's reports, retry."""
+
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, case, or_, select, update
+
+from .. import models
+from ..extensions import db
+from .statuses import WENT_OUT, DeliveryStatus, check
+
+if TYPE_CHECKING:
+    from ..delivery import Receipt
+
+
+def claim(limit: int, lease: timedelta, now: datetime) -> list[int]:
+    """Claim up to ``limit`` due deliveries for a worker until ``now + lease``; return their ids, sorted.
+
+    Due: pending with ``next_attempt_at`` passed, or sending with a lease
+    that ran out (its worker died). One ``UPDATE … WHERE id IN (SELECT … FOR
+    UPDATE SKIP LOCKED) RETURNING``: PostgreSQL skips rows another worker
+    holds; SQLite has no row locks (the clause is not rendered) and
+    serialises writers, so the statement is atomic there as well. Each claim
+    counts as an attempt.
+    """
+    Delivery = models.Delivery
+    due = (
+        select(Delivery.id)
+        .where(
+            or_(
+                (Delivery.status == DeliveryStatus.PENDING) & (Delivery.next_attempt_at <= now),
+                (Delivery.status == DeliveryStatus.SENDING) & (Delivery.lease_until < now),
+            )
+        )
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(status=DeliveryStatus.SENDING, lease_until=now + lease, attempts=Delivery.attempts + 1)
+        .returning(Delivery.id),
+        execution_options={"synchronize_session": False},
+    )
+    return sorted(claimed.scalars())
+
+
+def sent(delivery: "models.Delivery", receipt: "Receipt") -> None:
+    """A backend accepted the claimed ``delivery``: sent, with the :class:`~app.delivery.Receipt`'s id and note.
+
+    Raises :class:`IllegalTransition` unless it is sending (a failed letter
+    is re-queued first, :func:`retry`).
+    """
+    check("delivery", delivery.status, DeliveryStatus.SENT, (DeliveryStatus.SENDING,))
+    delivery.status = DeliveryStatus.SENT
+    delivery.lease_until = None
+    delivery.sent_at = receipt.accepted_at
+    delivery.provider_id = receipt.provider_id
+    # A note is not an error: the error column of a sent letter is empty.
+    delivery.last_error = ""
+    delivery.note = receipt.note
+
+
+def failed(delivery: "models.Delivery", error: str) -> None:
+    """Give up on the claimed ``delivery``: failed, ``error`` (as it may be logged) in ``last_error``."""
+    check("delivery", delivery.status, DeliveryStatus.FAILED, (DeliveryStatus.SENDING,))
+    delivery.status = DeliveryStatus.FAILED
+    delivery.lease_until = None
+    delivery.last_error = error
+
+
+def requeued(delivery: "models.Delivery", error: str, next_attempt_at: datetime) -> None:
+    """A temporary failure of the claimed ``delivery``: pending again at ``next_attempt_at``, ``error`` kept."""
+    check("delivery", delivery.status, DeliveryStatus.PENDING, (DeliveryStatus.SENDING,))
+    delivery.status = DeliveryStatus.PENDING
+    delivery.lease_until = None
+    delivery.last_error = error
+    delivery.next_attempt_at = next_attempt_at
+
+
+def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -> None:
+    """The claimed ``delivery``'s target had its TARGET_HOURLY_CAP: pending again at ``next_attempt_at``.
+
+    Waiting is not a failed attempt: the claim's attempt is given back, and
+    ``note`` (why it waits) goes to ``note``, not to ``last_error``.
+    """
+    check("delivery", delivery.status, DeliveryStatus.PENDING, (DeliveryStatus.SENDING,))
+    delivery.status = DeliveryStatus.PENDING
+    delivery.lease_until = None
+    delivery.attempts -= 1
+    delivery.next_attempt_at = next_attempt_at
+    delivery.note = note
+
+
+def delivered(delivery: "models.Delivery", report: str) -> bool:
+    """The provider reported the sent ``delivery`` delivered; return True if its status changed.
+
+    Reports arrive out of order (a webhook retried late, a ``delivered``
+    after a bounce of the same message): one for a letter already delivered
+    or bounced changes no status, and becomes its ``note``, so nothing is
+    lost and nothing crashes. A bounce is never undone by a late
+    ``delivered``. Raises :class:`IllegalTransition` for a letter not sent
+    yet (pending, sending, held, failed).
+    """
+    check("delivery", delivery.status, DeliveryStatus.DELIVERED, WENT_OUT)
+    delivery.note = report
+    if delivery.status != DeliveryStatus.SENT:
+        return False
+    delivery.status = DeliveryStatus.DELIVERED
+    return True
+
+
+def bounced(delivery: "models.Delivery", report: str) -> bool:
+    """The provider reported a permanent failure of the sent ``delivery``; return True if it became bounced.
+
+    From sent, and from delivered too (a mailbox that accepted, then bounced
+    the message: the later, worse report counts). A second bounce only
+    becomes the ``note``; ``report`` goes to ``note``, not ``last_error``:
+    the letter did go out. Raises :class:`IllegalTransition` if not sent yet.
+    """
+    check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
+    delivery.note = report
+    if delivery.status == DeliveryStatus.BOUNCED:
+        return False
+    delivery.status = DeliveryStatus.BOUNCED
+    return True
+
+
+def reported(delivery: "models.Delivery", report: str) -> None:
+    """A temporary report (a delay, a complaint) on a sent ``delivery``: its status stays, ``report`` is its note.
+
+    Raises :class:`IllegalTransition` for a letter not sent yet.
+    """
+    check("delivery", delivery.status, delivery.status, WENT_OUT)
+    delivery.note = report
+
+
+#: The statuses :func:`retry` may make due again.
+RETRYABLE = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+
+def retry(*conditions: ColumnElement[bool], statuses: Collection[str] = (DeliveryStatus.FAILED,)) -> int:
+    """Make the deliveries matching ``conditions`` with one of ``statuses`` due now; return how many.
+
+    A failed one gets a fresh count of attempts; its last error stays until
+    the next try. Raises :class:`IllegalTransition` for a status outside
+    :data:`RETRYABLE` (a sent letter is never sent again).
+    """
+    for status in statuses:
+        check("delivery", status, DeliveryStatus.PENDING, RETRYABLE)
+    Delivery = models.Delivery
+    return db.session.execute(
+        update(Delivery)
+        .where(Delivery.status.in_(statuses), *conditions)
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=models.utcnow(), lease_until=None,
+                attempts=case((Delivery.status == DeliveryStatus.FAILED, 0), else_=Delivery.attempts)),
+        execution_options={"synchronize_session": False},
+    ).rowcount
