@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, text
 
 from . import tally, totals
+from .delivery.letters import MAILBOX_KINDS
 from .extensions import db
 from .models import LAST_ERROR_WHERE, Delivery, Signature, utcnow
 from .states import WENT_OUT, DeliveryStatus, SignatureStatus
@@ -49,7 +50,7 @@ def mailbox_mail_by_status() -> dict[str, int]:
     addresses, never listed one by one.
     """
     return dict(db.session.execute(
-        select(Delivery.status, func.count()).where(Delivery.kind != "letter").group_by(Delivery.status)
+        select(Delivery.status, func.count()).where(Delivery.kind.in_(MAILBOX_KINDS)).group_by(Delivery.status)
     ).all())
 
 

@@ -7,6 +7,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .. import figures, states
+from ..delivery import ORGANISER_KIND
 from ..extensions import db
 from ..models import Delivery
 from ..security import redact_addresses
@@ -101,8 +102,10 @@ def _echo_table(rows):
 
 
 def _recipient(delivery):
-    """The target's address of a letter; for mail to a supporter, what kind of mail, never the address."""
-    return delivery.target_key if delivery.kind == "letter" else f"{SUPPORTERS_OWN_MAIL} ({delivery.kind})"
+    """A letter's target or an organiser's address; for mail to a supporter, what kind of mail, never the address."""
+    if delivery.kind in ("letter", ORGANISER_KIND):
+        return delivery.target_key
+    return f"{SUPPORTERS_OWN_MAIL} ({delivery.kind})"
 
 
 def _error(delivery):

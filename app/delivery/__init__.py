@@ -24,19 +24,21 @@ from .contract import (
 )
 from .letters import (
     MAILBOX_KINDS,
+    ORGANISER_KIND,
     build_letter,
     country_name,
     new_message_id,
     one_line,
     queue_deliveries,
     queue_mailbox_email,
+    queue_organiser_emails,
 )
 from .queue import claim_due, is_paused, retry_delay, sent_in_last_hour, set_paused
 from .worker import DeliveryWorker, deliver_due, error_text
 
 __all__ = [
-    "MAILBOX_KINDS", "DeliveryBackend", "DeliveryWorker", "Letter", "PermanentFailure", "Receipt",
+    "MAILBOX_KINDS", "ORGANISER_KIND", "DeliveryBackend", "DeliveryWorker", "Letter", "PermanentFailure", "Receipt",
     "TemporaryFailure", "build_letter", "claim_due", "country_name", "deliver_due", "error_text",
-    "is_paused", "new_message_id", "one_line", "queue_deliveries", "queue_mailbox_email", "retry_delay",
-    "sent_in_last_hour", "set_paused",
+    "is_paused", "new_message_id", "one_line", "queue_deliveries", "queue_mailbox_email", "queue_organiser_emails",
+    "retry_delay", "sent_in_last_hour", "set_paused",
 ]

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from babel import Locale
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from sqlalchemy import select
 
 from .. import mailbytes
 from ..extensions import db
-from ..models import Delivery, Signature, utcnow
+from ..models import Delivery, Organiser, Signature, utcnow
 from ..states import DeliveryStatus
 from .contract import Letter
 
@@ -99,25 +100,27 @@ def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, 
 
 
 def _mailbox_letter(delivery, campaign, config):
-    # Mail to the supporter's own mailbox (confirmation, receipt, reminder).
-    # Its text was rendered in the request, in the supporter's language; the
-    # worker only wraps it, so it never translates in its own locale. Nothing
-    # the supporter typed goes in it, not even their name: the form must not
-    # be a way to mail anyone any text from the union's address.
+    # Mail to the supporter's own mailbox (confirmation, receipt, reminder),
+    # or to an organiser (an alert). Its text was rendered when it was queued,
+    # in its reader's language; the worker only wraps it, so it never
+    # translates in its own locale. Nothing the supporter typed goes in it,
+    # not even their name: the form must not be a way to mail anyone any
+    # text from the union's address.
     signature = delivery.signature
-    text = campaign.text(signature.language)
+    language = signature.language if signature is not None else campaign.default_language
+    text = campaign.text(language)
     sender = one_line(campaign.sender or text.short_name)
     return Letter(
         delivery_id=delivery.id,
         campaign=campaign.slug,
-        language=signature.language,
+        language=language,
         channel=delivery.channel,
         from_name=sender,
         from_address=config["SENDER_ADDRESS"],
         reply_to_name=sender,
         reply_to_address=config["SENDER_ADDRESS"],
         to_name="",
-        to_address=signature.email,
+        to_address=signature.email if signature is not None else delivery.target_key,
         subject=one_line(delivery.subject),
         body=delivery.body,
         message_id=delivery.message_id,
@@ -153,6 +156,38 @@ def queue_mailbox_email(signature: Signature, config: Mapping[str, Any], kind: s
         )
     )
 
+
+
+#: The kind of Delivery that goes to an organiser (an alert about the campaign's letters).
+ORGANISER_KIND = "organiser"
+
+
+def queue_organiser_emails(campaign_slug: str, config: Mapping[str, Any], subject: str, body: str) -> int:
+    """Add one email with finished text to every organiser, about campaign ``campaign_slug``; return how many.
+
+    Not committed: the caller commits it with whatever it reports on, so an
+    alert is queued exactly when its cause is recorded. It goes through the
+    outbox like any letter (the campaign's ``email`` backend, retried,
+    visible in ``clamor deliveries``), in the language the caller rendered
+    ``subject`` and ``body`` in (the campaign's default language is the one
+    organisers are assumed to read).
+    """
+    emails = db.session.scalars(select(Organiser.email).order_by(Organiser.id)).all()
+    for email in emails:
+        db.session.add(
+            Delivery(
+                signature_id=None,
+                campaign=campaign_slug,
+                kind=ORGANISER_KIND,
+                target_key=email,
+                channel="email",
+                status=DeliveryStatus.PENDING,
+                message_id=new_message_id(config["SENDER_ADDRESS"]),
+                subject=subject,
+                body=body,
+            )
+        )
+    return len(emails)
 
 
 def queue_deliveries(
