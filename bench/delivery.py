@@ -248,7 +248,7 @@ def make_instance(folder, campaign_file, port, letters, fax_letters):
     # Defaults everywhere else (batch size, logging at INFO). The hourly cap
     # stays on, so its counting runs, but above N, so no letter waits.
     (instance / "config.py").write_text(
-        "SECRET_KEY = 'bench'\n"
+        "SECRET_KEY = 'bench'\nBASE_URL = 'https://clamor.test'\n"
         f"SQLALCHEMY_DATABASE_URI = {'sqlite:///' + str(folder / 'bench.sqlite3')!r}\n"
         "DELIVERY_WORKER = 'external'\n"
         "DELIVERY = {'email': 'smtp', 'fax': 'fax_email'}\n"

@@ -159,9 +159,10 @@ def test_a_killed_worker_loses_nothing_and_duplicates_at_most_its_letter_in_flig
         second.communicate(timeout=30)
     arrived = server.inbox.message_ids()
     assert set(arrived) == set(stored(app))  # none lost
-    # Each letter's outcome is committed right after the server accepts it, so
-    # only the one letter being sent when the worker died can arrive twice.
-    assert sum(arrived.values()) - expected <= 1
+    # Each letter's outcome is committed right after the server accepts it,
+    # while the connection sends the next: only the letters at the server when
+    # the worker died (at most two with one connection) can arrive twice.
+    assert sum(arrived.values()) - expected <= 2
     assert len(arrived) == expected
 
 

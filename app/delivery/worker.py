@@ -7,15 +7,17 @@ letter (:mod:`app.delivery.letters`), and hands it to the backend that config
 :mod:`app.states`.
 """
 
+import functools
 import logging
 import queue
 import re
 import threading
+import time
 from concurrent import futures
 from datetime import timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from .. import states
@@ -27,9 +29,9 @@ from ..states import DeliveryStatus
 from .contract import Letter, PermanentFailure, Receipt, TemporaryFailure
 from .letters import build_letter
 from .queue import (
-    _commit,
-    _still_claimed,
+    _Presence,
     _wait_for_cap,
+    _write,
     claim_due,
     is_paused,
     retry_delay,
@@ -58,87 +60,118 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
     ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
     if not ids:
         return 0
-    backends = {}
-    senders = _Senders(app, connections) if connections > 1 else None
-    send = senders.send if senders else _sender_here(backends, state, config)
+    senders = _Senders(app, connections)
     try:
         # The batch's rows are leased to this worker, so what was loaded stays
-        # true after each letter's commit; expiring it would reload every row
-        # (and its signature) one query at a time. The session is removed below.
+        # true after each commit; expiring it would reload every row (and its
+        # signature) one query at a time. The session is removed below.
         db.session().expire_on_commit = False
         query = (
             select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)
             .options(selectinload(Delivery.signature))
         )
-        _send_batch(db.session.scalars(query).all(), state, config, send,
-                    keep=2 * connections - 1 if senders else 0)
+        _send_batch(db.session.scalars(query).all(), state, config, senders.send, keep=2 * connections - 1)
     finally:
-        if senders:
-            senders.close()
-        _close_backends(backends)
+        senders.close()
         db.session.remove()
     return len(ids)
 
 
 def _send_batch(batch, state, config, send, keep):
     """Send the claimed deliveries ``batch`` through ``send``, recording outcomes with at most ``keep`` in flight."""
-    # Letters each target received in the last hour, counted once per batch.
-    # Two workers may each send up to a batch past the cap: good enough to keep
-    # a press office from being flooded, without a query per letter. A letter
-    # counts from the moment it is handed to a connection, so letters in
-    # flight on several connections cannot overshoot the cap together.
-    hourly = {}
-    #: (delivery, backend name, Future of its Receipt), oldest first.
-    in_flight = []
-    # Stop sending while a fifth of the lease is left: past the lease
-    # another worker may claim these letters, and both would send them.
-    # What is left stays claimed until the lease ends, then is due again.
-    lease = config["DELIVERY_LEASE_SECONDS"]
-    stop_at = utcnow() + timedelta(seconds=lease * 4 / 5)
+    run = _BatchRun(batch, state, config, send)
     for done, delivery in enumerate(batch):
-        if utcnow() >= stop_at:
+        if run.out_of_time():
             log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
-                        lease, len(batch) - done)
+                        config["DELIVERY_LEASE_SECONDS"], len(batch) - done)
             break
-        if not _still_claimed(delivery):
-            continue
-        if _wait_for_cap(delivery, config, hourly):
-            _commit([delivery])
-            continue
-        hourly[delivery.target_key] += 1
-        in_flight.append((delivery, *_start_one(delivery, state, config, send)))
+        run.start(delivery)
         # Sending goes on in the connections' threads meanwhile (each has a
-        # second letter queued, so none waits for this thread); outcomes
-        # are recorded and committed here, in this thread and its session.
-        _record_finished(in_flight, state, config, hourly, keep=keep)
-    _record_finished(in_flight, state, config, hourly, keep=0)
+        # letter queued behind the one it sends, so none waits for this
+        # thread); outcomes are recorded here, in this thread and its session.
+        run.record_finished(keep)
+    run.record_finished(0)
 
 
-def _record_finished(in_flight, state, config, hourly, keep):
-    """Record the letters whose sending finished, waiting until at most ``keep`` are in flight.
+class _Unchecked(Exception):
+    """A letter a connection did not send: its row was last read too long ago (it may have been deleted since)."""
 
-    The letters found finished together are committed together: with several
-    connections that is most of them, and one commit a letter would be most
-    of this thread's work.
-    """
-    while in_flight:
-        if len(in_flight) > keep:
-            futures.wait([outcome for _, _, outcome in in_flight], return_when=futures.FIRST_COMPLETED)
-        finished = [item for item in in_flight if item[2].done()]
-        if not finished:
+
+class _BatchRun:
+    """One batch being sent: what is in flight, each target's hourly count, the outcomes waiting for a commit."""
+
+    def __init__(self, batch, state, config, send):
+        self.state, self.config, self.send = state, config, send
+        # Letters each target received in the last hour, counted once per
+        # batch. Two workers may each send up to a batch past the cap: good
+        # enough to keep a press office from being flooded, without a query
+        # per letter. A letter counts from the moment it is handed to a
+        # connection, so letters in flight on several connections cannot
+        # overshoot the cap together.
+        self.hourly = {}
+        #: (delivery, backend name, Future of its Receipt), oldest first.
+        self.in_flight = []
+        self.presence = _Presence(batch)
+        # Stop sending while a fifth of the lease is left: past the lease
+        # another worker may claim these letters, and both would send them.
+        # What is left stays claimed until the lease ends, then is due again.
+        self.stop_at = utcnow() + timedelta(seconds=config["DELIVERY_LEASE_SECONDS"] * 4 / 5)
+
+    def out_of_time(self):
+        """True once no more letters may be handed over (the lease is nearly over)."""
+        return utcnow() >= self.stop_at
+
+    def start(self, delivery):
+        """Hand ``delivery`` to a connection, unless it was deleted or its target had its hourly fill."""
+        if not self.presence.still_claimed(delivery):
             return
-        recorded = []
-        for item in finished:
-            in_flight.remove(item)
-            delivery, backend_name, outcome = item
-            # Expired by a rollback in _commit: its row may be gone as well.
-            if inspect(delivery).expired and not _still_claimed(delivery, "while it was being sent"):
-                continue
-            _deliver_one(delivery, state, config, backend_name, outcome)
-            if delivery.status != DeliveryStatus.SENT:
-                hourly[delivery.target_key] -= 1
-            recorded.append(delivery)
-        _commit(recorded)
+        if _wait_for_cap(delivery, self.config, self.hourly):
+            _write(delivery)
+            return
+        self.hourly[delivery.target_key] += 1
+        self._hand_over(delivery)
+
+    def _hand_over(self, delivery):
+        sent = _start_one(delivery, self.state, self.config,
+                          functools.partial(self.send, checked_at=self.presence.checked_at))
+        self.in_flight.append((delivery, *sent))
+
+    def record_finished(self, keep):
+        """Record and commit the letters whose sending finished, waiting until at most ``keep`` are in flight.
+
+        Each outcome is committed as soon as it is known, while the
+        connection sends the next letter: a worker that dies loses no
+        outcome but those of the letters at the server (with one connection,
+        at most two). A letter a connection gave back unsent
+        (:class:`_Unchecked`) is read again and handed over again if its row
+        is still there.
+        """
+        while self.in_flight:
+            if len(self.in_flight) > keep:
+                futures.wait([outcome for _, _, outcome in self.in_flight], return_when=futures.FIRST_COMPLETED)
+            finished = [item for item in self.in_flight if item[2].done()]
+            if not finished:
+                break
+            for item in finished:
+                self.in_flight.remove(item)
+                self._record(*item)
+
+    def _record(self, delivery, backend_name, outcome):
+        if isinstance(outcome.exception(), _Unchecked):
+            if not self.out_of_time() and self.presence.still_claimed(delivery, again=True):
+                self._hand_over(delivery)
+                return
+            # Deleted, or left claimed until its lease ends (then it is due again).
+            self.hourly[delivery.target_key] -= 1
+            return
+        # Set only now: a change waiting on a letter in flight would be
+        # flushed by the next query, onto a row a forget may have deleted.
+        if backend_name is not None:
+            delivery.backend = backend_name
+        _deliver_one(delivery, self.state, self.config, backend_name, outcome)
+        if delivery.status != DeliveryStatus.SENT:
+            self.hourly[delivery.target_key] -= 1
+        _write(delivery)
 
 
 def _backend(backends, state, config, name):
@@ -157,22 +190,11 @@ def _close_backends(backends):
             log.exception("closing delivery backend %s failed", backend.name)
 
 
-def _sender_here(backends, state, config):
-    """``send(backend name, letter) -> Future``: sends at once, in this thread (DELIVERY_CONNECTIONS = 1)."""
-
-    def send(name, letter):
-        outcome = futures.Future()
-        try:
-            outcome.set_result(_backend(backends, state, config, name).send(letter))
-        except Exception as exc:
-            outcome.set_exception(exc)
-        return outcome
-
-    return send
-
-
 class _Senders:
     """``connections`` threads, each with backends of its own (so an SMTP connection of its own).
+
+    Used for one connection too: the thread sends a letter while the batch's
+    thread records the one before and builds the one after.
 
     ``send(backend name, letter)`` hands a finished letter to whichever thread
     is free and returns a Future of its Receipt. The threads only send: they
@@ -195,17 +217,21 @@ class _Senders:
             state = app.extensions["clamor"]
             try:
                 while (job := self.jobs.get()) is not None:
-                    outcome, name, letter = job
+                    outcome, name, letter, checked_at = job
                     try:
+                        if time.monotonic() - checked_at > _Presence.FRESH:
+                            # Queued behind a slow letter: its row is read again first.
+                            raise _Unchecked
                         outcome.set_result(_backend(backends, state, app.config, name).send(letter))
                     except BaseException as exc:  # handed to the batch's thread, which decides
                         outcome.set_exception(exc)
             finally:
                 _close_backends(backends)
 
-    def send(self, name: str, letter: Letter) -> "futures.Future[Receipt]":
+    def send(self, name: str, letter: Letter, checked_at: float) -> "futures.Future[Receipt]":
+        """Queue ``letter`` for backend ``name``; ``checked_at``: when its row was last read (time.monotonic)."""
         outcome = futures.Future()
-        self.jobs.put((outcome, name, letter))
+        self.jobs.put((outcome, name, letter, checked_at))
         return outcome
 
     def close(self) -> None:
@@ -231,7 +257,6 @@ def _start_one(delivery, state, config, send):
             raise PermanentFailure(f"campaign {delivery.campaign!r} is no longer configured")
         if backend_name is None:
             raise TemporaryFailure(f"no backend configured for channel {delivery.channel!r} (config DELIVERY)")
-        delivery.backend = backend_name
         return backend_name, send(backend_name, build_letter(delivery, campaign, config))
     except Exception as exc:
         failed = futures.Future()
