@@ -418,3 +418,14 @@ def test_a_russian_date_ends_the_sentence_with_one_full_stop(client):
     sentence = re.search(r"Ваше письмо получено [^<]*", html).group(0)
     assert re.search(r"\d{4}\s?г\. В ближайшие", sentence), sentence
     assert ".." not in sentence
+
+
+@pytest.mark.parametrize("language, expected", [("fr", "Saisie non valide."), ("ru", "Некорректный ввод."),
+                                                ("kk", "Жарасыз енгізу.")])
+def test_wtforms_own_messages_come_in_the_page_language(app, language, expected):
+    # BuiltinMessages reads WTForms' catalogue once per process, not per request (app.forms.wtforms_catalogue).
+    from app.forms import BuiltinMessages
+
+    with app.test_request_context(f"/{language}/"), force_locale(language):
+        assert BuiltinMessages().gettext("Invalid input.") == expected
+        assert BuiltinMessages().gettext("This field is required.") != "This field is required."
