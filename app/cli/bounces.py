@@ -33,7 +33,7 @@ def bounces_read(recipient: str | None) -> None:
     """
     from ..bounces import handle, keep_unmatched
 
-    raw = click.get_binary_stream("stdin").read(MAX_MESSAGE)
+    raw = sys.stdin.buffer.read(MAX_MESSAGE)
     try:
         handled = handle(raw, recipient or None)
     except SQLAlchemyError as exc:

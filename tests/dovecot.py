@@ -1,0 +1,228 @@
+"""A private Dovecot IMAP server on loopback for the tests: its own config, users, Maildir and TLS certificate.
+
+``start_dovecot(folder)`` writes everything under ``folder``: a test CA and a
+server certificate for 127.0.0.1 and localhost (made with ``cryptography``),
+a passwd-file with one user, Maildirs, and a config that runs every Dovecot
+process as the current user (root in CI, a normal user elsewhere) with no
+system authentication. Dovecot itself is Debian's ``dovecot-imapd``
+(``make test`` installs it); :func:`dovecot_or_skip` skips without it, but
+fails under CI.
+"""
+
+import datetime
+import grp
+import imaplib
+import ipaddress
+import os
+import pwd
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+DOVECOT = "/usr/sbin/dovecot"
+#: A password that must be percent-encoded in a URL (no colon: passwd-file fields are colon-separated).
+USER, PASSWORD = "bounces", "p@ss/w%rd#42?"
+
+
+def dovecot_or_skip() -> str:
+    """The dovecot binary; fails under CI and skips elsewhere when it is not installed."""
+    if not os.access(DOVECOT, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("Dovecot is not installed; `make test` installs dovecot-imapd with apt-get")
+        pytest.skip("Dovecot (dovecot-imapd) is not installed; `make test` installs it")
+    return DOVECOT
+
+
+def _name(common):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate it signed for 127.0.0.1 and localhost: (ca.pem, server.pem, server.key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("Clamor test CA")).issuer_name(_name("Clamor test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
+              .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.SubjectAlternativeName(names), critical=False)
+              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return paths
+
+
+CONFIG = """\
+protocols = imap
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+default_internal_user = {user}
+default_internal_group = {group}
+default_login_user = {login_user}
+first_valid_uid = 0
+first_valid_gid = 0
+{mail_settings}
+ssl = required
+ssl_cert = <{root}/server.pem
+ssl_key = <{root}/server.key
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={mail_uid} gid={mail_gid} home={home}
+}}
+service imap-login {{
+  {login_chroot}
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service auth {{
+  user = {user}
+}}
+service auth-worker {{
+  user = {user}
+}}
+service stats {{
+  chroot =
+}}
+"""
+
+
+@dataclass
+class Dovecot:
+    """A running private Dovecot: where it listens, its CA, and ``process``."""
+
+    port: int
+    ca: Path
+    process: subprocess.Popen
+    root: Path
+
+    def url(self, password: str = PASSWORD, folder: str = "INBOX") -> str:
+        """BOUNCE_IMAP_URL for the test user, user and password percent-encoded."""
+        from urllib.parse import quote
+
+        return f"imaps://{quote(USER, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/{folder}"
+
+    def imap(self) -> imaplib.IMAP4_SSL:
+        """A logged-in client of the test's own, verifying the server against the test CA."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        client = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=context, timeout=10)
+        client.login(USER, PASSWORD)
+        return client
+
+    def append(self, *messages: bytes, folder: str = "INBOX") -> None:
+        """Put ``messages`` into ``folder`` by IMAP APPEND."""
+        client = self.imap()
+        try:
+            for message in messages:
+                status, detail = client.append(folder, None, None, message)
+                assert status == "OK", detail
+        finally:
+            client.logout()
+
+    def count(self, folder: str) -> int:
+        """How many messages ``folder`` holds now (0 when it does not exist)."""
+        client = self.imap()
+        try:
+            status, data = client.select(f'"{folder}"', readonly=True)
+            return int(data[0]) if status == "OK" else 0
+        finally:
+            client.logout()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_dovecot(root: Path) -> Dovecot:
+    """Write a config under ``root`` and start ``dovecot -F`` with it; return once it accepts connections."""
+    binary = dovecot_or_skip()
+    for sub in ("run", "state", "mail", "home"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ca, _, _ = make_certificates(root)
+    (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+    uid, gid = os.getuid(), os.getgid()
+    port = _free_port()
+    config = root / "dovecot.conf"
+    user = pwd.getpwuid(uid).pw_name
+    # imap-login refuses to run as root: as root (CI) it runs as nobody,
+    # chrooted by the master into base_dir/login (tmp_path is 0700, so nobody
+    # could not reach the sockets through it); as a normal user it is that
+    # user, and a normal user cannot chroot.
+    login_user, login_chroot = ("nobody", "chroot = login") if uid == 0 else (user, "chroot =")
+    if uid == 0:
+        # Dovecot gives no mailbox to uid 0: the mail is nobody's, in a
+        # chroot the master enters as root (nobody cannot pass tmp_path).
+        nobody = pwd.getpwnam("nobody")
+        mail_uid, mail_gid, home = nobody.pw_uid, nobody.pw_gid, f"/{USER}"
+        mail_settings = f"mail_chroot = {root}/mail\nmail_location = maildir:~/Maildir"
+        (root / "mail" / USER).mkdir()
+        os.chown(root / "mail" / USER, mail_uid, mail_gid)
+    else:
+        mail_uid, mail_gid, home = uid, gid, f"{root}/mail/{USER}"
+        mail_settings = "mail_location = maildir:~/Maildir"
+    config.write_text(CONFIG.format(root=root, user=user, group=grp.getgrgid(gid).gr_name, mail_uid=mail_uid, mail_gid=mail_gid,
+                                    home=home, mail_settings=mail_settings, port=port, login_user=login_user, login_chroot=login_chroot))
+    process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
+            raise RuntimeError(f"dovecot exited: {process.stdout.read().decode(errors='replace')}{log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return Dovecot(port=port, ca=ca, process=process, root=root)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("dovecot did not listen within 15 seconds")
