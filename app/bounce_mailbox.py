@@ -76,7 +76,11 @@ def _quoted(name):
 def _reason(exc):
     """One line about ``exc``: IMAP's own words (never the password: it is not in them), or the error's kind."""
     text = exc.args[0] if exc.args else ""
-    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    elif isinstance(exc, OSError):
+        # An OSError's first argument is its errno; its str says what happened (a certificate not trusted …).
+        text = str(exc)
     return " ".join(text.split())[:300] or type(exc).__name__
 
 
@@ -98,6 +102,13 @@ def connect(address: MailboxAddress) -> imaplib.IMAP4:
     except (OSError, imaplib.IMAP4.error) as exc:
         _close(imap)
         raise MailboxError(f"the bounce mailbox {where} refused the login of {address.user}: {_reason(exc)}") from None
+    try:
+        # Capabilities change at login (Dovecot adds MOVE and UIDPLUS); imaplib keeps the greeting's.
+        status, data = imap.capability()
+        if status == "OK" and data and data[-1]:
+            imap.capabilities = tuple(data[-1].decode(errors="replace").upper().split())
+    except (OSError, imaplib.IMAP4.error):
+        pass
     try:
         status, detail = imap.select(_quoted(address.folder))
     except (OSError, imaplib.IMAP4.error) as exc:

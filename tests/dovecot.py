@@ -95,6 +95,10 @@ ssl = required
 ssl_cert = <{root}/server.pem
 ssl_key = <{root}/server.key
 auth_mechanisms = plain login
+# A wrong password is answered at once, not after Dovecot's default 2 s.
+auth_failure_delay = 0
+# No growing penalty for repeated failures from this address (anvil skips trusted networks).
+login_trusted_networks = 127.0.0.0/8
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
@@ -184,6 +188,26 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _settings(root, port):
+    """The values :data:`CONFIG` needs, for whoever runs the tests (root or not)."""
+    uid, gid = os.getuid(), os.getgid()
+    user = pwd.getpwuid(uid).pw_name
+    settings = dict(root=root, port=port, user=user, group=grp.getgrgid(gid).gr_name)
+    if uid == 0:
+        # imap-login refuses to run as root, and Dovecot gives no mailbox to
+        # uid 0: both are nobody's, each in a chroot the master enters as
+        # root (nobody could not pass tmp_path, which is 0700).
+        nobody = pwd.getpwnam("nobody")
+        (root / "mail" / USER).mkdir()
+        os.chown(root / "mail" / USER, nobody.pw_uid, nobody.pw_gid)
+        return settings | dict(login_user="nobody", login_chroot="chroot = login", mail_uid=nobody.pw_uid,
+                               mail_gid=nobody.pw_gid, home=f"/{USER}",
+                               mail_settings=f"mail_chroot = {root}/mail\nmail_location = maildir:~/Maildir")
+    # A normal user cannot chroot: every process is that user's, unchrooted.
+    return settings | dict(login_user=user, login_chroot="chroot =", mail_uid=uid, mail_gid=gid,
+                           home=f"{root}/mail/{USER}", mail_settings="mail_location = maildir:~/Maildir")
+
+
 def start_dovecot(root: Path) -> Dovecot:
     """Write a config under ``root`` and start ``dovecot -F`` with it; return once it accepts connections."""
     binary = dovecot_or_skip()
@@ -191,34 +215,16 @@ def start_dovecot(root: Path) -> Dovecot:
         (root / sub).mkdir(parents=True, exist_ok=True)
     ca, _, _ = make_certificates(root)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    uid, gid = os.getuid(), os.getgid()
     port = _free_port()
     config = root / "dovecot.conf"
-    user = pwd.getpwuid(uid).pw_name
-    # imap-login refuses to run as root: as root (CI) it runs as nobody,
-    # chrooted by the master into base_dir/login (tmp_path is 0700, so nobody
-    # could not reach the sockets through it); as a normal user it is that
-    # user, and a normal user cannot chroot.
-    login_user, login_chroot = ("nobody", "chroot = login") if uid == 0 else (user, "chroot =")
-    if uid == 0:
-        # Dovecot gives no mailbox to uid 0: the mail is nobody's, in a
-        # chroot the master enters as root (nobody cannot pass tmp_path).
-        nobody = pwd.getpwnam("nobody")
-        mail_uid, mail_gid, home = nobody.pw_uid, nobody.pw_gid, f"/{USER}"
-        mail_settings = f"mail_chroot = {root}/mail\nmail_location = maildir:~/Maildir"
-        (root / "mail" / USER).mkdir()
-        os.chown(root / "mail" / USER, mail_uid, mail_gid)
-    else:
-        mail_uid, mail_gid, home = uid, gid, f"{root}/mail/{USER}"
-        mail_settings = "mail_location = maildir:~/Maildir"
-    config.write_text(CONFIG.format(root=root, user=user, group=grp.getgrgid(gid).gr_name, mail_uid=mail_uid, mail_gid=mail_gid,
-                                    home=home, mail_settings=mail_settings, port=port, login_user=login_user, login_chroot=login_chroot))
-    process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    config.write_text(CONFIG.format(**_settings(root, port)))
+    with open(root / "dovecot.out", "wb") as output:
+        process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
             log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
-            raise RuntimeError(f"dovecot exited: {process.stdout.read().decode(errors='replace')}{log}")
+            raise RuntimeError(f"dovecot exited: {(root / 'dovecot.out').read_text(errors='replace')}{log}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return Dovecot(port=port, ca=ca, process=process, root=root)
