@@ -210,7 +210,9 @@ def stored_report(delivery: Delivery, report: str) -> str:
     text = " ".join(report.split())
     signature = delivery.signature
     if signature is not None and signature.name and len(signature.name.strip()) > 1:
-        text = re.sub(re.escape(signature.name.strip()), "<supporter>", text, flags=re.IGNORECASE)
+        # As a whole word only: a short name must not eat into other words ("Li" in "failed").
+        name = rf"(?<!\w){re.escape(signature.name.strip())}(?!\w)"
+        text = re.sub(name, "<supporter>", text, flags=re.IGNORECASE)
     target = delivery.target_key
     # The target's own address stays (it says which mailbox failed); every other is redacted.
     hold = "\x00target\x00"

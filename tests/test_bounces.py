@@ -163,6 +163,18 @@ def test_a_dsn_marks_that_letter_bounced_and_no_other(sent, instance_path):
 
 
 @pytest.mark.slow
+def test_a_diagnostic_that_quotes_the_supporter_is_stored_without_them(sent):
+    app, letters = sent
+    delivery_id, return_path, target, _ = letters[0]
+    diagnostic = "550 5.7.1 Mail from ANNA EXAMPLE <anna@example.org> for <{target}> refused as spam (Annabel)"
+    raw = dsn(return_path, target, status="5.7.1", diagnostic=diagnostic)
+    assert read(app, raw) == f"bounced: delivery {delivery_id}"
+    assert statuses(app)[delivery_id] == (
+        "bounced", f"DSN failed 5.7.1 smtp; 550 5.7.1 Mail from <supporter> <supporter> for <{target}> refused as spam "
+                   "(Annabel)")
+
+
+@pytest.mark.slow
 def test_the_returned_message_id_finds_the_letter_without_verp(sent):
     app, letters = sent
     delivery_id, _, target, message_id = letters[2]
