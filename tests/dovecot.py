@@ -110,7 +110,7 @@ userdb {{
 service imap-login {{
   {login_chroot}
   inet_listener imap {{
-    port = 0
+    port = {plain_port}
   }}
   inet_listener imaps {{
     port = {port}
@@ -137,15 +137,18 @@ class Dovecot:
     """A running private Dovecot: where it listens, its CA, and ``process``."""
 
     port: int
+    #: The port for imap:// (STARTTLS, required before login: ``ssl = required``).
+    plain_port: int
     ca: Path
     process: subprocess.Popen
     root: Path
 
-    def url(self, password: str = PASSWORD, folder: str = "INBOX") -> str:
+    def url(self, password: str = PASSWORD, folder: str = "INBOX", scheme: str = "imaps") -> str:
         """BOUNCE_IMAP_URL for the test user, user and password percent-encoded."""
         from urllib.parse import quote
 
-        return f"imaps://{quote(USER, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/{folder}"
+        port = self.port if scheme == "imaps" else self.plain_port
+        return f"{scheme}://{quote(USER, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}/{folder}"
 
     def imap(self) -> imaplib.IMAP4_SSL:
         """A logged-in client of the test's own, verifying the server against the test CA."""
@@ -215,9 +218,11 @@ def start_dovecot(root: Path) -> Dovecot:
         (root / sub).mkdir(parents=True, exist_ok=True)
     ca, _, _ = make_certificates(root)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    port = _free_port()
+    port, plain_port = _free_port(), _free_port()
+    while plain_port == port:
+        plain_port = _free_port()
     config = root / "dovecot.conf"
-    config.write_text(CONFIG.format(**_settings(root, port)))
+    config.write_text(CONFIG.format(plain_port=plain_port, **_settings(root, port)))
     with open(root / "dovecot.out", "wb") as output:
         process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
@@ -227,7 +232,7 @@ def start_dovecot(root: Path) -> Dovecot:
             raise RuntimeError(f"dovecot exited: {(root / 'dovecot.out').read_text(errors='replace')}{log}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Dovecot(port=port, ca=ca, process=process, root=root)
+            return Dovecot(port=port, plain_port=plain_port, ca=ca, process=process, root=root)
         except OSError:
             time.sleep(0.05)
     process.kill()

@@ -87,6 +87,11 @@ def test_login_check_says_whether_the_login_works(dovecot):
     assert "\n" not in reason and wrong not in reason and "Wr0ng-s3cret" not in reason
 
 
+def test_imap_on_this_host_logs_in_after_starttls(dovecot):
+    # The server refuses a login before TLS (ssl = required): this passes only if STARTTLS happened.
+    assert login_check(dovecot.url(scheme="imap")) is None
+
+
 def test_the_certificate_is_verified(dovecot, monkeypatch):
     # Without the test CA the server's certificate is not trusted: no login, and the reason says so.
     monkeypatch.delenv("SSL_CERT_FILE")
