@@ -115,10 +115,10 @@ run: install compile-translations
 # Debian's Chromium (for the browser tests), PostgreSQL, Redis, nginx (the
 # documented gzip lines) and openssl, when missing.
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ] || ! command -v systemd-analyze >/dev/null; then \
-	  echo "installing chromium, postgresql, redis-server, nginx-light, systemd (for systemd-analyze) and openssl with apt-get"; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ] || ! command -v systemd-analyze >/dev/null || [ ! -x /usr/sbin/dovecot ]; then \
+	  echo "installing chromium, postgresql, redis-server, nginx-light, systemd (for systemd-analyze), dovecot-imapd and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light systemd fonts-dejavu-core openssl >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light systemd fonts-dejavu-core openssl dovecot-imapd >/dev/null; \
 	fi
 
 # Lint and import order (ruff, configured in pyproject.toml): a finding fails

@@ -79,6 +79,21 @@ TEST_MODE_RECIPIENT = None
 DELIVERY_RETRY_BASE = 60
 DELIVERY_RETRY_CAP = 6 * 3600
 
+#: Where bounces of letters to targets go, e.g. "bounces@union.org": each
+#: letter's envelope sender becomes bounces+<token>@union.org (VERP,
+#: app/verp.py), so its bounce finds it. None: the envelope sender is
+#: SENDER_ADDRESS, as the From header is. See docs/delivery.md, "Bounces".
+BOUNCE_ADDRESS = None
+#: An IMAP mailbox that ``clamor bounces fetch`` (and ``clamor deliver``, every
+#: BOUNCE_POLL_SECONDS) reads bounces from: "imaps://user:pass@host/INBOX"
+#: (user and password percent-encoded; the certificate is verified).
+BOUNCE_IMAP_URL = None
+BOUNCE_POLL_SECONDS = 300
+#: IMAP folders (made when missing) for the messages a fetch handled, and for
+#: those that match no letter, kept for an organiser.
+BOUNCE_IMAP_DONE_FOLDER = "Clamor-handled"
+BOUNCE_IMAP_UNMATCHED_FOLDER = "Clamor-unmatched"
+
 #: Longest letter a supporter may send, in characters.
 MESSAGE_MAX_LENGTH = 5000
 #: Largest request body accepted (bytes).

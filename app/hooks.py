@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from . import states
+from .bounces import notify_bounced
 from .extensions import csrf, db, limiter
 from .keys import subkey
 from .models import Delivery, UsedToken, utcnow
@@ -186,13 +187,6 @@ def mailgun() -> tuple[str, int]:
         db.session.rollback()
         return "refused", 406
     if bounced:
-        _notify_bounced(delivery)
+        notify_bounced(delivery)
     return "ok", 200
 
-
-def _notify_bounced(delivery):
-    """Call ``letter_bounced`` after the bounce was committed; a plugin's exception is logged."""
-    try:
-        current_app.extensions["clamor"].plugin_manager.hook.letter_bounced(delivery=delivery, report=delivery.note)
-    except Exception:
-        log.exception("a letter_bounced hook raised; the delivery's status stands")

@@ -76,7 +76,8 @@ class SMTPBackend(DeliveryBackend):
         """Send over the batch's connection, opening it on first use.
 
         The message is :meth:`Letter.as_bytes`, sent as it is; the envelope
-        addresses are the letter's, in ASCII (an IDN domain in punycode).
+        addresses are the letter's (``return_path`` or else ``from_address``,
+        and ``to_address``), in ASCII (an IDN domain in punycode).
         4xx replies, a dropped connection (as if 451) and timeouts raise
         :class:`TemporaryFailure`; a 5xx reply raises :class:`PermanentFailure`.
         The connection is dropped after a 421 or a network error, so the next
@@ -88,7 +89,10 @@ class SMTPBackend(DeliveryBackend):
                 # down, each letter of a batch costs one refused connection.
                 self._connection = self._connect()
             data = letter.as_bytes()
-            self._connection.sendmail(addr_spec(letter.from_address), [addr_spec(letter.to_address)], data)
+            # The envelope sender is where bounces go: the letter's VERP
+            # address when there is one (BOUNCE_ADDRESS); From stays as it is.
+            sender = addr_spec(letter.return_path or letter.from_address)
+            self._connection.sendmail(sender, [addr_spec(letter.to_address)], data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise self._classify(code, reply) from exc

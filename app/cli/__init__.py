@@ -10,6 +10,7 @@ import click
 from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo
 
+from .bounces import bounces_group
 from .campaign import campaign_check, campaign_group, translations_command
 from .common import create_app_or_fail
 from .deliveries import (
@@ -74,7 +75,7 @@ def main() -> None:
 #: Clamor's own commands. init and campaign check need no working app (init
 #: writes the SECRET_KEY the app needs); the others load it when they run.
 COMMANDS = (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
-            purge_command, admin_group, moderation_group, translations_command, plugins_command)
+            purge_command, admin_group, moderation_group, translations_command, plugins_command, bounces_group)
 for _command in COMMANDS:
     main.add_command(_command)
 

@@ -74,6 +74,10 @@ class Letter:
     #: The target's address or fax number from the campaign, even when
     #: ``to_address`` is TEST_MODE_RECIPIENT.
     target_key: str = ""
+    #: The envelope sender (SMTP ``MAIL FROM``) a backend should use, where
+    #: bounces go: the letter's VERP address when BOUNCE_ADDRESS is set
+    #: (app/verp.py). Empty: ``from_address``. Headers never show it.
+    return_path: str = ""
 
     def as_bytes(self, to_address: str | None = None) -> bytes:
         """Return the letter as the bytes of an email (RFC 5322, CRLF line ends, ASCII only).

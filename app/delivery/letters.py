@@ -15,7 +15,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from .. import mailbytes
+from .. import mailbytes, verp
 from ..extensions import db
 from ..models import Delivery, Organiser, Signature, utcnow
 from ..states import DeliveryStatus
@@ -96,6 +96,9 @@ def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, 
             date=utcnow(),
             attempt=delivery.attempts,
             target_key=delivery.target_key,
+            # Only letters to targets: a bounce from a supporter's or an
+            # organiser's mailbox says nothing of a target.
+            return_path=verp.return_path(delivery.id, bounce) if (bounce := config.get("BOUNCE_ADDRESS")) else "",
         )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from .. import states
+from ..bounce_mailbox import fetch_when_due
 from ..errors import TracebackThrottle
 from ..extensions import db
 from ..models import Delivery, utcnow
@@ -351,8 +352,11 @@ class DeliveryWorker:
 
     def run_forever(self) -> None:
         poll = self.app.config["DELIVERY_POLL_SECONDS"]
+        bounces_due = 0.0
         while not self._stop.is_set():
             self._wake.clear()
+            # The bounce mailbox (BOUNCE_IMAP_URL), every BOUNCE_POLL_SECONDS; a failure logs a line, no more.
+            bounces_due = fetch_when_due(self.app, bounces_due)
             try:
                 with self.app.app_context():
                     claimed = deliver_due(self.app)
