@@ -5,6 +5,7 @@
 
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -288,6 +289,10 @@ def _finish_config(app):
     if not isinstance(x_for, int) or isinstance(x_for, bool) or x_for < 0:
         raise ConfigError(f"PROXY_FIX_X_FOR must be a whole number of proxies (0 for none), not {x_for!r}")
     _check_links(app)
+    bounce = config.get("BOUNCE_ADDRESS")
+    if bounce is not None and not (isinstance(bounce, str) and re.fullmatch(r"[^@\s+]+@[^@\s]+\.[^@\s]+", bounce)):
+        # Checked here, not at the first letter: a letter that cannot be built would be retried until it failed.
+        raise ConfigError(f"BOUNCE_ADDRESS must be an address like bounces@union.org (no '+'), or None, not {bounce!r}")
     for key in ("DELIVERY", "LANGUAGES", "SPAM_FILTERS"):
         expected = dict if key == "DELIVERY" else (list, tuple)
         if not isinstance(config[key], expected):

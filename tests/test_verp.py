@@ -147,3 +147,11 @@ def test_another_secret_key_makes_other_tokens(make_app):
     with second.app_context():
         assert verp.return_path(7, BOUNCES) != address
         assert verp.delivery_id_from(address, BOUNCES) is None
+
+
+@pytest.mark.parametrize("bad", ["bounces", "bounces@", "@union.org", "bounces+x@union.org", "a b@union.org", 42])
+def test_a_bounce_address_that_is_no_address_stops_start_up(make_app, bad):
+    from app import ConfigError
+
+    with pytest.raises(ConfigError, match="BOUNCE_ADDRESS"):
+        make_app(BOUNCE_ADDRESS=bad)
