@@ -128,9 +128,17 @@ class Campaign:
         """Return the :class:`CampaignText` in ``language``, else in the default language."""
         return self.texts.get(language) or self.texts[self.default_language]
 
-    def letter_language(self, target: Target) -> str:
-        """The language a letter to ``target`` is written in."""
-        return target.language or self.default_language
+    def is_edited(self, message: str, language: str) -> bool:
+        """True when ``message`` differs from the letter the page in ``language`` offers.
+
+        Line endings and spaces at the ends of lines do not count: a browser
+        sends CRLF, and an editor may leave a trailing space.
+        """
+        return _normalised(message) != _normalised(self.text(language).letter)
+
+
+def _normalised(letter):
+    return "\n".join(line.rstrip() for line in letter.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n"))
 
 
 def load_campaign(path: str | os.PathLike[str], known_languages: Collection[str] | None = None) -> Campaign:

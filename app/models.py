@@ -6,7 +6,7 @@ the same way.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, func, text
+from sqlalchemy import ForeignKey, Index, String, Text, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -43,6 +43,11 @@ class Signature(db.Model):
     #: The interface language the supporter signed in.
     language: Mapped[str] = mapped_column(String(16))
     opt_in: Mapped[bool] = mapped_column(default=False)
+    #: The supporter changed the campaign's letter (compared as
+    #: :meth:`app.campaigns.Campaign.is_edited` does). An unedited letter
+    #: may go to a target in the target's ``language``; an edited one goes as
+    #: written, in the language of the page it was written on.
+    edited: Mapped[bool] = mapped_column(default=True, server_default=true())
     #: SHA-256 of the consent sentence exactly as shown (translated), when
     #: opt_in is true; see :func:`app.consent.consent_version`.
     consent_version: Mapped[str | None] = mapped_column(String(64))

@@ -108,6 +108,7 @@ def _new_signature(submission, campaign, verdict, config, held):
         organisation=submission.organisation,
         country=submission.country,
         message=submission.message,
+        edited=campaign.is_edited(submission.message, submission.language),
         language=submission.language,
         opt_in=submission.opt_in,
         consent_version=consent_version(submission.language) if submission.opt_in else None,

@@ -353,6 +353,32 @@ def test_a_kazakh_letter_goes_by_fax_email_as_a_pdf(make_app, instance_path, smt
 
 
 @pytest.mark.slow
+def test_a_fax_written_on_the_russian_page_is_russian_throughout(make_app, instance_path, smtp_server):
+    # Before: the French subject and "Russie" around a Russian body, on the page and in Subject.
+    campaign = (FAX_CAMPAIGN.replace('default_language = "kk"', 'default_language = "fr"')
+                .replace('languages = ["kk"]', 'languages = ["fr", "ru", "kk"]')
+                + '[text.fr]\ntitle = "t"\nshort_name = "s"\nbody = ["p"]\nsubject = "Libérez Erzhan"\n'
+                  'letter = "Monsieur le Président"\n'
+                + '[text.ru]\ntitle = "т"\nshort_name = "с"\nbody = ["п"]\nsubject = "Освободите Ержана"\n'
+                  'letter = "Господин Президент"\n')
+    (instance_path / "campaigns" / "fax-test.toml").write_text(campaign)
+    app = make_app(DELIVERY={"email": "outbox_files", "fax": "fax_email"}, FAX_VIA="smtp",
+                   SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, FAX_ADDRESS_TEMPLATE="{e164}@fax.tc",
+                   FAX_SENDER="fax@clamor.test", FAX_SUBJECT_TEMPLATE="Fax: {subject}")
+    response = sign(app.test_client(), lang="ru", slug="fax-test", name="Анна", country="RU",
+                    message="Свободу Ержану!")
+    assert response.status_code == 303
+    with app.app_context():
+        assert deliver_due() == 1
+    (message,) = smtp_server.inbox.messages
+    assert message["Subject"] == "Fax: Освободите Ержана"
+    (pdf_part,) = list(message.iter_attachments())
+    text = pypdf.PdfReader(io.BytesIO(pdf_part.get_content())).pages[0].extract_text()
+    assert "Освободите Ержана" in text and "Россия" in text
+    assert "Libérez" not in text and "Russie" not in text
+
+
+@pytest.mark.slow
 def test_fax_reply_to_sends_the_gateway_reports_elsewhere(make_app, instance_path, smtp_server):
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
     app = make_app(

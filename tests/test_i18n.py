@@ -338,29 +338,53 @@ def from_header(envelope):
     return str(make_header(decode_header(raw)))
 
 
-def test_a_letter_speaks_its_targets_language_not_the_visitors(smtp_config, smtp_server, app, client):
+def delivered_letters(smtp_server):
+    """{target address: (message, From as decoded)} of what the test SMTP server received."""
+    return {e.rcpt_tos[0]: (m, from_header(e))
+            for e, m in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages, strict=True)}
+
+
+def test_a_letter_in_the_supporters_words_is_labelled_in_their_language_for_every_target(
+        smtp_config, smtp_server, app, client):
+    # The bug this guards: a letter written on the Russian page went out with
+    # the French subject, Content-Language: fr and the country "Russie".
     written = "Свободу Ержану!"
     assert sign(client, lang="ru", slug=SLUG, name="Анна", country="KZ", message=written).status_code == 303
     with app.app_context():
         assert deliver_due() == 2
-    letters = {e.rcpt_tos[0]: m for e, m in zip(smtp_server.inbox.envelopes, smtp_server.inbox.messages, strict=True)}
-    senders = {e.rcpt_tos[0]: from_header(e) for e in smtp_server.inbox.envelopes}
-    assert set(letters) == {"prosecutor@example.kz", "akorda@example.kz"}
+    letters = delivered_letters(smtp_server)
+    assert set(letters) == {"prosecutor@example.kz", "akorda@example.kz"}  # the second has language = "kk"
+    for message, sender in letters.values():
+        assert message["Subject"] == "Освободите его сейчас"
+        assert message["Content-Language"] == "ru"
+        assert sender == "Анна через Освободите его <campaigns@clamor.test>"
+        body = message.get_content()
+        assert body.startswith(written)  # the supporter's text as written
+        assert "Казахстан" in body and "Kazakhstan" not in body and "Қазақстан" not in body
 
-    kazakh = letters["akorda@example.kz"]  # language = "kk" on the target
+
+def test_the_campaigns_own_letter_reaches_a_target_in_the_targets_language(smtp_config, smtp_server, app, client):
+    # Not edited: the page's letter, sent as a browser sends it (CRLF) and with
+    # a trailing space an editor left, is the same letter.
+    unedited = "Господин Президент, освободите его. \r\n"
+    assert sign(client, lang="ru", slug=SLUG, name="Анна", country="KZ", message=unedited).status_code == 303
+    with app.app_context():
+        assert deliver_due() == 2
+        assert db.session.scalar(select(Signature.edited)) is False
+    letters = delivered_letters(smtp_server)
+
+    kazakh, sender = letters["akorda@example.kz"]  # language = "kk" on the target
     assert kazakh["Subject"] == "Оны дереу босатыңыз"
     assert kazakh["Content-Language"] == "kk"
-    assert senders["akorda@example.kz"] == "Анна (Оны босатыңыз арқылы) <campaigns@clamor.test>"
-    body = kazakh.get_content()
-    assert body.startswith(written)  # the supporter's text as written
-    assert "Қазақстан" in body and "Казахстан" not in body
+    assert sender == "Анна (Оны босатыңыз арқылы) <campaigns@clamor.test>"
+    assert kazakh.get_content().startswith("Құрметті Президент, оны босатыңыз.")
+    assert "Қазақстан" in kazakh.get_content() and "Господин" not in kazakh.get_content()
 
-    french = letters["prosecutor@example.kz"]  # no language: the campaign's default
-    assert french["Subject"] == "Libérez-le maintenant"
-    assert french["Content-Language"] == "fr"
-    assert senders["prosecutor@example.kz"] == "Анна via Libérez-le <campaigns@clamor.test>"
-    assert french.get_content().startswith(written)
-    assert "Kazakhstan" in french.get_content()
+    russian, sender = letters["prosecutor@example.kz"]  # no language: the letter as it was signed
+    assert russian["Subject"] == "Освободите его сейчас"
+    assert russian["Content-Language"] == "ru"
+    assert russian.get_content().startswith("Господин Президент, освободите его.")
+    assert "Казахстан" in russian.get_content()
 
 
 def test_campaign_check_names_the_language_without_text(tmp_path, runner):

@@ -22,7 +22,7 @@ from ..states import DeliveryStatus
 from .contract import Letter
 
 if TYPE_CHECKING:
-    from ..campaigns import Campaign
+    from ..campaigns import Campaign, Target
 
 _SPACES = re.compile(r"\s+")
 
@@ -67,7 +67,7 @@ def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, 
     signature = delivery.signature
     target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
     to_name = target.name if target else ""
-    language = campaign.letter_language(target) if target else campaign.default_language
+    language, message = letter_words(signature, target, campaign)
     with force_locale(language):
         text = campaign.text(language)
         block = [
@@ -78,7 +78,7 @@ def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, 
             # it (an email letter carries it in Reply-To anyway).
             signature.email if delivery.channel != "fax" else "",
         ]
-        body = signature.message.strip() + "\n\n" + "\n".join(line for line in block if line) + "\n"
+        body = message.strip() + "\n\n" + "\n".join(line for line in block if line) + "\n"
         return Letter(
             delivery_id=delivery.id,
             campaign=campaign.slug,
@@ -100,6 +100,22 @@ def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, 
             # organiser's mailbox says nothing of a target.
             return_path=verp.return_path(delivery.id, bounce) if (bounce := config.get("BOUNCE_ADDRESS")) else "",
         )
+
+
+def letter_words(signature: Signature, target: "Target | None", campaign: "Campaign") -> tuple[str, str]:
+    """(language, text) of ``signature``'s letter to ``target``: the language labels the whole letter.
+
+    A supporter who kept the campaign's letter reaches a target with its own
+    ``language`` in the campaign's letter in that language; every other
+    letter is the supporter's text as written, in the language of the page
+    they wrote it on (or the campaign's default, if the campaign no longer
+    has that language). The subject, ``Content-Language`` and the signature
+    block follow the language, so a Russian letter never says "Russie".
+    """
+    if target is not None and target.language and not signature.edited:
+        return target.language, campaign.text(target.language).letter
+    language = signature.language if signature.language in campaign.texts else campaign.default_language
+    return language, signature.message
 
 
 def _mailbox_letter(delivery, campaign, config):

@@ -1,0 +1,30 @@
+"""signature.edited: whether the supporter changed the campaign's letter
+
+A letter in the campaign's own words may go to a target in the target's
+language; one in the supporter's words goes as written, labelled in the
+language it was written in. Signatures stored before this column cannot be
+told apart any more (the campaign text may have changed since): they count
+as edited, so each is sent as its supporter wrote it.
+
+Revision ID: bf003a93384f
+Revises: 1142be08ab85
+Create Date: 2026-12-02 04:10:00.000000
+
+"""
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = 'bf003a93384f'
+down_revision = '1142be08ab85'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column('signature', sa.Column('edited', sa.Boolean(), nullable=False, server_default=sa.true()))
+
+
+def downgrade():
+    # Not in a batch: a batch copies the table on SQLite, losing its triggers.
+    op.drop_column('signature', 'edited')
