@@ -453,3 +453,12 @@ def test_wtforms_own_messages_come_in_the_page_language(app, language, expected)
     with app.test_request_context(f"/{language}/"), force_locale(language):
         assert BuiltinMessages().gettext("Invalid input.") == expected
         assert BuiltinMessages().gettext("This field is required.") != "This field is required."
+
+
+@pytest.mark.parametrize("language, hint", [("fr", "Les lettres écrites avec vos propres mots"),
+                                            ("ru", "Письма, написанные своими словами"),
+                                            ("kk", "Өз сөзіңізбен жазылған хаттар")])
+def test_the_form_encourages_a_letter_in_ones_own_words(client, language, hint):
+    page = client.get(f"/{language}/{SLUG}/").get_data(as_text=True)
+    assert f'<p class="hint" id="message-hint">{hint}' in page
+    assert re.search(r'<textarea[^>]*aria-describedby="message-hint"', page)
