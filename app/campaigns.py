@@ -19,7 +19,7 @@ from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
 from .phone import FaxNumberError, parse_fax_number
-from .toml_errors import describe_toml_error  # noqa: F401 (app.campaigns.describe_toml_error, as before)
+from .toml_errors import describe_toml_error, misplaced_key
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STATUSES = ("open", "closed")
@@ -36,7 +36,10 @@ TEXT_KEYS = {
     "short_name": (str, True),
     "partners": (list, False),
     "body": (list, True),
-    "subject": (str, True),
+    #: One subject, or ``subjects``: variants, one chosen per signature
+    #: (both: the subject is one of the variants). At least one is needed.
+    "subject": (str, False),
+    "subjects": (list, False),
     "letter": (str, True),
     #: The privacy statement; paragraphs separated by blank lines.
     "privacy": (str, False),
@@ -93,6 +96,17 @@ class CampaignText:
     letter: str
     partners: list[str] = field(default_factory=list)
     privacy: str | None = None
+    #: Every subject a letter may have: ``subject`` first, then the other
+    #: variants of ``subjects``. Empty: ``subject`` only.
+    subjects: list[str] = field(default_factory=list)
+
+    def subject_for(self, choice: int) -> str:
+        """The subject of the letters of a signature whose random ``subject_choice`` is ``choice``.
+
+        The same signature always gets the same subject in one language, on
+        every letter and every retry.
+        """
+        return self.subjects[choice % len(self.subjects)] if self.subjects else self.subject
 
     @property
     def privacy_paragraphs(self) -> list[str]:
@@ -262,21 +276,6 @@ def _load_closed_at(data, fail):
     return closed_at
 
 
-def _misplaced_key(key, header, lines):
-    """A hint when ``key`` (a top-level key) was written below ``header`` and so landed in that table."""
-    if key not in TOP_KEYS:
-        return ""
-    inside = False
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if stripped.startswith("["):
-            inside = stripped.split("#")[0].strip() == header
-        elif inside and re.match(rf"{re.escape(key)}\s*=", stripped):
-            return (f": line {number} `{stripped}` is a top-level key, but it comes after the {header} header, "
-                    f"so TOML puts it in that table; move it above the first [...] header of the file")
-    return f": {key} is a top-level key; move it above the first [...] header of the file"
-
-
 def _load_targets(raw, languages, fail, lines=()):
     if not isinstance(raw, list) or not raw:
         fail("targets", "must list at least one target ([[targets]] tables, with double brackets)")
@@ -288,7 +287,7 @@ def _load_targets(raw, languages, fail, lines=()):
             fail(where, "must be a table with name and email (or fax)")
             continue
         for key in sorted(set(item) - TARGET_KEYS):
-            fail(f"{where}.{key}", "unknown key (a typo?)" + _misplaced_key(key, "[[targets]]", lines))
+            fail(f"{where}.{key}", "unknown key (a typo?)" + misplaced_key(key, "[[targets]]", lines, TOP_KEYS))
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             fail(f"{where}.name", "missing")
@@ -336,7 +335,7 @@ def _load_texts(raw, languages, fail, lines=()):
             )
             continue
         for key in sorted(set(section) - set(TEXT_KEYS)):
-            fail(f"text.{lang}.{key}", "unknown key (a typo?)" + _misplaced_key(key, f"[text.{lang}]", lines))
+            fail(f"text.{lang}.{key}", "unknown key (a typo?)" + misplaced_key(key, f"[text.{lang}]", lines, TOP_KEYS))
         values = {}
         for key, (kind, required) in TEXT_KEYS.items():
             value = section.get(key)
@@ -350,6 +349,7 @@ def _load_texts(raw, languages, fail, lines=()):
             if required and not value or (kind is str and not value.strip()):
                 fail(f"text.{lang}.{key}", "is empty")
             values[key] = value.strip() if kind is str else [x.strip() for x in value]
+        _subjects(values, lang, fail)
         try:
             texts[lang] = CampaignText(**values)
         except TypeError:
@@ -357,6 +357,21 @@ def _load_texts(raw, languages, fail, lines=()):
     for lang in sorted(set(raw) - set(languages)):
         fail(f"text.{lang}", "is not in languages")
     return texts
+
+
+def _subjects(values, lang, fail):
+    """Make ``values``' subject and subjects one list of variants, the subject first; report what is missing."""
+    variants = values.pop("subjects", [])
+    if any(not v for v in variants):
+        fail(f"text.{lang}.subjects", "has an empty subject")
+    pool = list(dict.fromkeys(([values["subject"]] if values.get("subject") else []) + [v for v in variants if v]))
+    if not pool:
+        if "subject" not in values:
+            fail(f"text.{lang}.subject", "missing (or give subjects = [\"…\", \"…\"])")
+        return
+    values["subject"] = pool[0]
+    if len(pool) > 1:
+        values["subjects"] = pool
 
 
 def _language_label(code):

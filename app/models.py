@@ -48,6 +48,9 @@ class Signature(db.Model):
     #: may go to a target in the target's ``language``; an edited one goes as
     #: written, in the language of the page it was written on.
     edited: Mapped[bool] = mapped_column(default=True, server_default=true())
+    #: Drawn at random when signing: which of the campaign's subject variants
+    #: its letters carry (:meth:`app.campaigns.CampaignText.subject_for`).
+    subject_choice: Mapped[int] = mapped_column(default=0, server_default="0")
     #: SHA-256 of the consent sentence exactly as shown (translated), when
     #: opt_in is true; see :func:`app.consent.consent_version`.
     consent_version: Mapped[str | None] = mapped_column(String(64))

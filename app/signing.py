@@ -22,6 +22,7 @@ domain.
 """
 
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from flask import current_app, render_template
@@ -109,6 +110,7 @@ def _new_signature(submission, campaign, verdict, config, held):
         country=submission.country,
         message=submission.message,
         edited=campaign.is_edited(submission.message, submission.language),
+        subject_choice=secrets.randbelow(2**31),
         language=submission.language,
         opt_in=submission.opt_in,
         consent_version=consent_version(submission.language) if submission.opt_in else None,

@@ -2,10 +2,12 @@
 
 tomllib names only the first error and says it in parser terms ("Invalid
 value"); :func:`describe_toml_error` quotes the offending line and adds the
-likely mistake and what to write instead.
+likely mistake and what to write instead. :func:`misplaced_key` explains the
+commonest valid-TOML mistake: a top-level key written below a table header.
 """
 
 import re
+from collections.abc import Collection, Sequence
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)$")
 _CURLY_QUOTES = "\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb"
@@ -54,3 +56,18 @@ def _toml_hint(reason, line, lines, number):
     if reason.startswith("Invalid value"):
         return 'a value must be a "string" in straight quotes, a number, true/false, a date or a [list]'
     return ""
+
+
+def misplaced_key(key: str, header: str, lines: Sequence[str], top_keys: Collection[str]) -> str:
+    """A hint when ``key`` (one of ``top_keys``) was written below ``header`` and so landed in that table."""
+    if key not in top_keys:
+        return ""
+    inside = False
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped.split("#")[0].strip() == header
+        elif inside and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return (f": line {number} `{stripped}` is a top-level key, but it comes after the {header} header, "
+                    f"so TOML puts it in that table; move it above the first [...] header of the file")
+    return f": {key} is a top-level key; move it above the first [...] header of the file"

@@ -1,4 +1,9 @@
-"""signature.edited: whether the supporter changed the campaign's letter
+"""signature.edited and signature.subject_choice: the letter's own words, and which subject variant
+
+``subject_choice`` is a random number drawn at signing: the signature's
+letters take variant ``subject_choice % len(subjects)`` of the campaign's
+subjects, on every letter and retry. Earlier signatures get 0: the first
+subject, which is the ``subject`` they were sent with.
 
 A letter in the campaign's own words may go to a target in the target's
 language; one in the supporter's words goes as written, labelled in the
@@ -23,8 +28,10 @@ depends_on = None
 
 def upgrade():
     op.add_column('signature', sa.Column('edited', sa.Boolean(), nullable=False, server_default=sa.true()))
+    op.add_column('signature', sa.Column('subject_choice', sa.Integer(), nullable=False, server_default='0'))
 
 
 def downgrade():
     # Not in a batch: a batch copies the table on SQLite, losing its triggers.
+    op.drop_column('signature', 'subject_choice')
     op.drop_column('signature', 'edited')
