@@ -355,3 +355,7 @@ def export(slug: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+# The target buttons' routes are on this blueprint, in a module of their own.
+from . import admin_targets  # noqa: E402, F401

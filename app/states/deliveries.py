@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, case, or_, select, update
 
 from .. import models
 from ..extensions import db
+from . import targets
 from .statuses import WENT_OUT, DeliveryStatus, check
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def delivered(delivery: "models.Delivery", report: str) -> bool:
     if delivery.status != DeliveryStatus.SENT:
         return False
     delivery.status = DeliveryStatus.DELIVERED
+    targets.delivery_counted(delivery)
     return True
 
 
@@ -118,13 +120,15 @@ def bounced(delivery: "models.Delivery", report: str) -> bool:
     From sent, and from delivered too (a mailbox that accepted, then bounced
     the message: the later, worse report counts). A second bounce only
     becomes the ``note``; ``report`` goes to ``note``, not ``last_error``:
-    the letter did go out. Raises :class:`IllegalTransition` if not sent yet.
+    the letter did go out. A bounce counts towards suspending its target
+    (:func:`app.states.targets.bounce_counted`). Raises :class:`IllegalTransition` if not sent yet.
     """
     check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
     delivery.note = report
     if delivery.status == DeliveryStatus.BOUNCED:
         return False
     delivery.status = DeliveryStatus.BOUNCED
+    targets.bounce_counted(delivery, report)
     return True
 
 
