@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import states
 from .admin import _campaign_or_404, _state, bp
 from .extensions import db
+from .figures import former_targets
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,15 @@ def _target_of(campaign, field):
     for target in campaign.targets:
         if target.key == key:
             return target
+    abort(400)
+
+
+def _waiting_address(campaign):
+    """The form's ``target``: a target of the campaign, or an address its file no longer lists that has letters
+    waiting (:func:`app.figures.former_targets`); else 400."""
+    key = request.form.get("target", "")
+    if key in {target.key for target in campaign.targets} | {row["key"] for row in former_targets(campaign)}:
+        return key
     abort(400)
 
 
@@ -45,25 +55,25 @@ def resume_target(slug: str) -> BaseResponse:
 
 @bp.post("/<slug>/targets/cancel")
 def cancel_target(slug: str) -> BaseResponse:
-    """Cancel the letters of this campaign's target that wait (pending, or held for its suspension)."""
-    target = _target_of(_campaign_or_404(slug), "target")
-    cancelled = states.cancel(target.key, campaign_slug=slug)
+    """Cancel the letters of this campaign to one address that wait (pending, or held for its suspension)."""
+    key = _waiting_address(_campaign_or_404(slug))
+    cancelled = states.cancel(key, campaign_slug=slug)
     db.session.commit()
-    log.info("organiser %s cancelled %s letters to %s", g.organiser.email, cancelled, target.key)
-    flash(_("%(num)s letters to %(target)s cancelled.", num=cancelled, target=target.key))
+    log.info("organiser %s cancelled %s letters to %s", g.organiser.email, cancelled, key)
+    flash(_("%(num)s letters to %(target)s cancelled.", num=cancelled, target=key))
     return _back(slug)
 
 
 @bp.post("/<slug>/targets/reroute")
 def reroute_target(slug: str) -> BaseResponse:
-    """Move the waiting letters of one target of the campaign to another target of it."""
+    """Move the waiting letters of this campaign to one address (a target, or a former one) to a target of it."""
     campaign = _campaign_or_404(slug)
-    old, new = _target_of(campaign, "target"), _target_of(campaign, "new")
-    if old.key == new.key:
+    old, new = _waiting_address(campaign), _target_of(campaign, "new")
+    if old == new.key:
         abort(400)
-    moved = states.reroute(old.key, new.key, campaign.slug, new.channel)
+    moved = states.reroute(old, new.key, campaign.slug, new.channel)
     db.session.commit()
-    log.info("organiser %s moved %s letters from %s to %s", g.organiser.email, moved, old.key, new.key)
-    flash(_("%(num)s letters moved from %(old)s to %(new)s.", num=moved, old=old.key, new=new.key))
+    log.info("organiser %s moved %s letters from %s to %s", g.organiser.email, moved, old, new.key)
+    flash(_("%(num)s letters moved from %(old)s to %(new)s.", num=moved, old=old, new=new.key))
     _state().wake_worker()
     return _back(slug)

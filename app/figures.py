@@ -107,6 +107,19 @@ def last_error(campaign_slug: str, target_key: str) -> str:
     return errors[0].last_error if errors else ""
 
 
+def former_targets(campaign: "Campaign") -> list[dict[str, Any]]:
+    """Addresses with letters of ``campaign`` waiting (queued or held) that its file no longer lists, from the totals.
+
+    ``[{"key", "queued", "held"}]``, sorted: what an organiser reroutes
+    after correcting an address in the campaign file.
+    """
+    found = totals.figures(campaign.slug)
+    listed = {target.key for target in campaign.targets}
+    waiting = {key for name in ("letters:queued", "letters:held") for key in found.get(name, {})} - listed
+    return [{"key": key, "queued": found.get("letters:queued", {}).get(key, 0),
+             "held": found.get("letters:held", {}).get(key, 0)} for key in sorted(waiting)]
+
+
 def _target_row(target, counts, error, health):
     """One target's row of the dashboard: ``counts`` is ``{figure: n}`` with sent, delivered, bounced, queued …
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import ORGANISER, SLUG, add_organiser, csrf_token, login, sign, smtp_backed_app, status_path
 from sqlalchemy import select
 from test_mailgun_events import KEY, PERMANENT, event_body
-from test_totals import assert_true_totals
+from test_totals import assert_true_totals, database_uri  # noqa: F401, F811 (a fixture: SQLite and PostgreSQL)
 
 from app.delivery import deliver_due
 from app.extensions import db
@@ -168,8 +168,56 @@ def test_reroute_sends_the_waiting_letters_to_the_corrected_address(make_app, sm
 
 
 @pytest.mark.slow
-def test_cancel_ends_the_waiting_letters_cancelled_everywhere_and_sends_nothing(make_app, smtp_server):
+def test_the_dashboard_reroutes_the_letters_of_an_address_the_campaign_file_no_longer_lists(
+    make_app, smtp_server, instance_path,
+):
     app = suspended_app(make_app, smtp_server)
+    sign(app.test_client(), email="second@example.org")
+    path = instance_path / "campaigns" / f"{SLUG}.toml"
+    path.write_text(path.read_text().replace(TARGET, "press-office@akorda.kz"))
+    app = health_app(make_app, smtp_server, TARGET_BOUNCE_LIMIT=1)
+    add_organiser(app)
+    client = app.test_client()
+    login(client)
+    page = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
+    assert f'data-former-target="{TARGET}"' in page
+    token = csrf_token(client, f"/admin/{SLUG}/")
+    form = {"target": TARGET, "new": "press-office@akorda.kz"}
+    assert client.post(f"/admin/{SLUG}/targets/reroute", data=form).status_code == 400
+    assert client.post(f"/admin/{SLUG}/targets/reroute", data={**form, "target": "x@example.net",
+                                                              "csrf_token": token}).status_code == 400
+    answer = client.post(f"/admin/{SLUG}/targets/reroute", data={**form, "csrf_token": token})
+    assert answer.status_code == 303
+    page = client.get(f"/admin/{SLUG}/").get_data(as_text=True)
+    assert f"1 letters moved from {TARGET} to press-office@akorda.kz." in page
+    assert "data-former-target" not in page
+    with app.app_context():
+        assert deliver_due() == 5
+    assert arrived_for(smtp_server, "press-office@akorda.kz") == 1
+
+
+@pytest.mark.slow
+def test_retrying_failed_letters_leaves_those_to_a_suspended_target(make_app, scripted_smtp):
+    # The first signature's letter to TARGET (the second target) is refused at RCPT: failed.
+    controller, inbox = scripted_smtp(rcpt_replies=[None, "550 5.1.1 no such mailbox"])
+    app = health_app(make_app, controller, TARGET_BOUNCE_LIMIT=1)
+    sign(app.test_client(), email="first@example.org")
+    sign(app.test_client(), email="second@example.org")
+    with app.app_context():
+        assert deliver_due() == 10
+    failed, sent = letters_to(app)
+    assert failed[1] == "failed" and sent[1] == "sent"
+    bounce(app, sent[0])
+    result = app.test_cli_runner().invoke(args=["deliveries", "retry", "--failed"])
+    assert result.output.strip() == "0 deliveries due now"
+    assert [row[1] for row in letters_to(app)] == ["failed", "bounced"]
+
+
+@pytest.mark.slow
+def test_cancel_ends_the_waiting_letters_cancelled_everywhere_and_sends_nothing(
+    make_app, smtp_server, database_uri,  # noqa: F811
+):
+    app = suspended_app(make_app, smtp_server, SQLALCHEMY_DATABASE_URI=database_uri)
     sign(app.test_client(), email="second@example.org")
     runner = app.test_cli_runner()
     unknown = runner.invoke(args=["targets", "cancel", "unknown@example.net"])

@@ -149,15 +149,17 @@ def retry(*conditions: ColumnElement[bool], statuses: Collection[str] = (Deliver
     """Make the deliveries matching ``conditions`` with one of ``statuses`` due now; return how many.
 
     A failed one gets a fresh count of attempts; its last error stays until
-    the next try. Raises :class:`IllegalTransition` for a status outside
-    :data:`RETRYABLE` (a sent letter is never sent again).
+    the next try. Letters to a suspended target are left as they are
+    (:mod:`app.states.targets`: resume it first). Raises
+    :class:`IllegalTransition` for a status outside :data:`RETRYABLE` (a
+    sent letter is never sent again).
     """
     for status in statuses:
         check("delivery", status, DeliveryStatus.PENDING, RETRYABLE)
     Delivery = models.Delivery
     return db.session.execute(
         update(Delivery)
-        .where(Delivery.status.in_(statuses), *conditions)
+        .where(Delivery.status.in_(statuses), targets.not_suspended(), *conditions)
         .values(status=DeliveryStatus.PENDING, next_attempt_at=models.utcnow(), lease_until=None,
                 attempts=case((Delivery.status == DeliveryStatus.FAILED, 0), else_=Delivery.attempts)),
         execution_options={"synchronize_session": False},
