@@ -83,6 +83,7 @@ def bounce_counted(delivery: "models.Delivery", report: str) -> bool:
     if not suspended:
         return False
     _hold_pending(key, SUSPENDED_NOTE + text)
+    # Here, not at the top: app.delivery imports app.models, which imports this package.
     from ..target_alert import alert_organisers
 
     alert_organisers(delivery.campaign, key, text, db.session.scalar(
