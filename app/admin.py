@@ -52,7 +52,7 @@ from .admin_sessions import (  # noqa: F401 (the names app.admin has always had)
 )
 from .export import export_query, iter_csv
 from .extensions import csrf, db, limiter
-from .figures import counted_figures, dashboard_figures  # noqa: F401 (counted_figures: tests, bench)
+from .figures import counted_figures, dashboard_figures, former_targets  # noqa: F401 (counted_figures: tests, bench)
 from .forms import PostedForm
 from .keys import subkey
 from .links import unsubscribe_url
@@ -244,6 +244,7 @@ def dashboard(slug: str) -> str:
         campaign=campaign,
         f=figures,
         chart=bar_chart(figures["per_day"]),
+        former_targets=former_targets(campaign),
         retention_days=config["RETENTION_DAYS"],
         retention_ends=retention_ends(campaign, config["RETENTION_DAYS"]),
         confirm=config["CONFIRM_SUPPORTER_EMAIL"],
@@ -355,3 +356,7 @@ def export(slug: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+# The target buttons' routes are on this blueprint, in a module of their own.
+from . import admin_targets  # noqa: E402, F401

@@ -72,6 +72,8 @@ DELIVERY_MAX_AGE = 5 * 24 * 3600
 #: Letters one target address may receive per hour; the rest wait their turn.
 #: 0 or None: no cap.
 TARGET_HOURLY_CAP = 60
+#: Hard bounces in a row (no delivery in between) that suspend a target address (app/states/targets.py).
+TARGET_BOUNCE_LIMIT = 3
 #: When set, every letter goes to this address instead of its target, its
 #: subject marked "[TEST] ", so an organiser can rehearse.
 TEST_MODE_RECIPIENT = None

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from . import tally, totals
 from .delivery.letters import MAILBOX_KINDS
 from .extensions import db
-from .models import LAST_ERROR_WHERE, Delivery, Signature, utcnow
+from .models import LAST_ERROR_WHERE, Delivery, Figure, Signature, TargetHealth, utcnow
 from .states import WENT_OUT, DeliveryStatus, SignatureStatus
 
 if TYPE_CHECKING:
@@ -25,7 +25,31 @@ if TYPE_CHECKING:
 QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 #: The per-target figures of the dashboard, in order. "sent" is the letters
 #: still sent only; a delivered or bounced one is in its own column.
-TARGET_COLUMNS = ("sent", "delivered", "bounced", "queued", "held", "failed")
+TARGET_COLUMNS = ("sent", "delivered", "bounced", "queued", "held", "failed", "cancelled")
+
+
+def target_health(target_keys: Sequence[str] | None = None) -> dict[str, TargetHealth]:
+    """``{target key: TargetHealth}`` of the addresses that bounced or had a complaint (among ``target_keys``)."""
+    query = select(TargetHealth)
+    if target_keys is not None:
+        query = query.where(TargetHealth.target_key.in_(list(target_keys)))
+    return {health.target_key: health for health in db.session.scalars(query)}
+
+
+def letters_by_target_from_totals() -> dict[str, dict[str, int]]:
+    """``{target key: {figure: n}}`` over every campaign (sent, delivered, queued …), from the running totals.
+
+    What :func:`letters_by_target` counts from the rows, in one read of the
+    small ``figure`` table; pending and sending are one figure, queued.
+    """
+    table = {}
+    for key, name, n in db.session.execute(
+        select(Figure.key, Figure.name, func.sum(Figure.n))
+        .where(Figure.name.like("letters:%"), Figure.n != 0).group_by(Figure.key, Figure.name)
+    ):
+        if n:
+            table.setdefault(key, {})[name.removeprefix("letters:")] = n
+    return table
 
 
 def letters_by_target(campaign_slug: str | None = None) -> dict[str, dict[str, int]]:
@@ -83,9 +107,33 @@ def last_error(campaign_slug: str, target_key: str) -> str:
     return errors[0].last_error if errors else ""
 
 
-def _target_row(target, counts, error):
-    """One target's row of the dashboard: ``counts`` is ``{figure: n}`` with sent, delivered, bounced, queued …"""
-    return {"target": target, **{name: counts.get(name, 0) for name in TARGET_COLUMNS}, "last_error": error}
+def former_targets(campaign: "Campaign") -> list[dict[str, Any]]:
+    """Addresses with letters of ``campaign`` waiting (queued or held) that its file no longer lists, from the totals.
+
+    ``[{"key", "queued", "held"}]``, sorted: what an organiser reroutes
+    after correcting an address in the campaign file.
+    """
+    found = totals.figures(campaign.slug)
+    listed = {target.key for target in campaign.targets}
+    waiting = {key for name in ("letters:queued", "letters:held") for key in found.get(name, {})} - listed
+    return [{"key": key, "queued": found.get("letters:queued", {}).get(key, 0),
+             "held": found.get("letters:held", {}).get(key, 0)} for key in sorted(waiting)]
+
+
+def _target_row(target, counts, error, health):
+    """One target's row of the dashboard: ``counts`` is ``{figure: n}`` with sent, delivered, bounced, queued …
+
+    ``health``: its :class:`~app.models.TargetHealth`, or None.
+    """
+    row = {"target": target, **{name: counts.get(name, 0) for name in TARGET_COLUMNS}, "last_error": error}
+    for name, empty in (("suspended_at", None), ("last_bounce", ""), ("complaint", ""), ("complained_at", None)):
+        row[name] = getattr(health, name) if health is not None else empty
+    return row
+
+
+def _suspended_first(rows):
+    # Stable: the campaign file's order otherwise.
+    return sorted(rows, key=lambda row: row["suspended_at"] is None)
 
 
 def dashboard_figures(campaign: "Campaign", now: datetime | None = None) -> dict[str, Any]:
@@ -101,12 +149,14 @@ def dashboard_figures(campaign: "Campaign", now: datetime | None = None) -> dict
         return sorted(found.get(name, {}).items(), key=lambda item: (-item[1], item[0]))
 
     status = found.get("status", {})
+    health = target_health([target.key for target in campaign.targets])
     targets = []
     for target in campaign.targets:
         letters = {name.removeprefix("letters:"): keys[target.key]
                    for name, keys in found.items() if name.startswith("letters:") and target.key in keys}
         waiting = letters.get("failed") or letters.get("queued")
-        targets.append(_target_row(target, letters, last_error(campaign.slug, target.key) if waiting else ""))
+        targets.append(_target_row(target, letters, last_error(campaign.slug, target.key) if waiting else "",
+                                   health.get(target.key)))
     return {
         "signatures": status.get(SignatureStatus.ACCEPTED, 0),
         "counter": tally.accepted(campaign.slug),
@@ -119,19 +169,20 @@ def dashboard_figures(campaign: "Campaign", now: datetime | None = None) -> dict
         "opt_ins": found.get("opt_in", {}).get("yes", 0),
         "held": status.get(SignatureStatus.HELD, 0),
         "unconfirmed": status.get(SignatureStatus.UNCONFIRMED, 0),
-        "targets": targets,
+        "targets": _suspended_first(targets),
     }
 
 
 def _counted_targets(campaign):
     """The per-target rows of :func:`counted_figures`, counted from the letters."""
     by_target = letters_by_target(campaign.slug)
+    health = target_health([target.key for target in campaign.targets])
     targets = []
     for target in campaign.targets:
         statuses = by_target.get(target.key, {})
         counts = {**statuses, "queued": sum(statuses.get(s, 0) for s in QUEUED)}
-        targets.append(_target_row(target, counts, last_error(campaign.slug, target.key)))
-    return targets
+        targets.append(_target_row(target, counts, last_error(campaign.slug, target.key), health.get(target.key)))
+    return _suspended_first(targets)
 
 
 def _signatures_with_status(campaign, status):

@@ -147,6 +147,9 @@ def apply(delivery: Delivery, event: Mapping[str, Any]) -> bool:
         return states.bounced(delivery, report)
     elif kind in ("failed", "complained"):
         states.reported(delivery, report)
+        if kind == "complained":
+            # The target is flagged too (TargetHealth); a complaint does not suspend.
+            states.complained(delivery, report)
     return False
 
 

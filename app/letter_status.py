@@ -1,4 +1,4 @@
-"""What a supporter's own page shows, per target: queued, sent, delivered, bounced or failed.
+"""What a supporter's own page shows, per target: queued, on hold, sent, delivered, bounced, failed or cancelled.
 
 The page opens only from the link mailed to the supporter (receipt,
 confirmation or reminder; see :mod:`app.signing`), never from the thank-you
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from .states import DeliveryStatus
+from .states import DeliveryStatus, SignatureStatus
 
 if TYPE_CHECKING:
     from flask_babel.speaklater import LazyString
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 LABELS = {DeliveryStatus.PENDING: "queued", DeliveryStatus.SENDING: "queued", DeliveryStatus.HELD: "queued",
           DeliveryStatus.SENT: "sent", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.BOUNCED: "bounced",
-          DeliveryStatus.FAILED: "failed"}
+          DeliveryStatus.FAILED: "failed", DeliveryStatus.CANCELLED: "cancelled"}
 
 
 def label(
@@ -30,14 +30,20 @@ def label(
 ) -> "tuple[str, str | LazyString | None]":
     """``(state, sent_label)`` of ``delivery`` as the page names it.
 
-    ``state`` is queued, sent, accepted, delivered (the provider reported it
-    in the target's mailbox), bounced (the target's mailbox refused it) or failed. A letter is "accepted",
+    ``state`` is queued, on_hold (its target's mailbox refused letters: it is
+    suspended), sent, accepted, delivered (the provider reported it in the
+    target's mailbox), bounced (the target's mailbox refused it), failed or
+    cancelled (by an organiser, before it went out). A letter is "accepted",
     not "sent", when the backend that sent it (looked up in ``backends`` by
     ``delivery.backend``) says what its acceptance means with a
     ``sent_label`` (a fax gateway's: queued for faxing, not faxed);
     ``sent_label`` is that text, else None.
     """
     state = LABELS.get(delivery.status, "queued")
+    if delivery.status == DeliveryStatus.HELD and delivery.signature is not None \
+            and delivery.signature.status == SignatureStatus.ACCEPTED:
+        # Held with its signature accepted: its target is suspended (app.states.targets).
+        state = "on_hold"
     backend = backends.get(delivery.backend or "")
     sent_label = getattr(backend, "sent_label", None) if state == "sent" else None
     return ("accepted" if sent_label else state), sent_label

@@ -250,3 +250,27 @@ class Figure(db.Model):
     #: e.g. ``accepted``, ``2026-12-01``, ``FR``, a target's address.
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
     n: Mapped[int] = mapped_column(default=0)
+
+
+class TargetHealth(db.Model):
+    """How a target address has answered letters, across campaigns: its bounces in a row, a suspension, a complaint.
+
+    One row per ``target_key`` (as stored in ``delivery``), made at its first
+    bounce or complaint, changed only through :mod:`app.states.targets`.
+    """
+
+    __tablename__ = "target_health"
+
+    target_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    #: Hard bounces since the last reported delivery (TARGET_BOUNCE_LIMIT suspends).
+    bounces_in_row: Mapped[int] = mapped_column(default=0)
+    #: The provider's text of the newest bounce, as reported.
+    last_bounce: Mapped[str] = mapped_column(Text, default="")
+    last_bounce_at: Mapped[datetime | None]
+    #: When it was suspended; None: not suspended. Its letters are held meanwhile.
+    suspended_at: Mapped[datetime | None]
+    #: The newest complaint (a recipient marked a letter as spam); "" for none. Does not suspend.
+    complaint: Mapped[str] = mapped_column(Text, default="")
+    complained_at: Mapped[datetime | None]
+    #: When organisers were emailed about the current suspension: one email per suspension.
+    alerted_at: Mapped[datetime | None]

@@ -26,6 +26,7 @@ from .moderation import moderation_approve, moderation_group, moderation_list, m
 from .organisers import admin_add, admin_group, admin_list, admin_logout_all, admin_remove
 from .plugins import plugins_command
 from .supporters import export_command, forget_command, purge_command
+from .targets import targets_group
 
 __all__ = [
     "main", "init_app", "COMMANDS", "EXAMPLE_CAMPAIGNS", "SUPPORTERS_OWN_MAIL",
@@ -75,7 +76,8 @@ def main() -> None:
 #: Clamor's own commands. init and campaign check need no working app (init
 #: writes the SECRET_KEY the app needs); the others load it when they run.
 COMMANDS = (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
-            purge_command, admin_group, moderation_group, translations_command, plugins_command, bounces_group)
+            purge_command, admin_group, moderation_group, translations_command, plugins_command, bounces_group,
+            targets_group)
 for _command in COMMANDS:
     main.add_command(_command)
 

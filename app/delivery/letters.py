@@ -18,7 +18,7 @@ from sqlalchemy import select
 from .. import mailbytes, verp
 from ..extensions import db
 from ..models import Delivery, Organiser, Signature, utcnow
-from ..states import DeliveryStatus
+from ..states import DeliveryStatus, suspended_keys
 from .contract import Letter
 
 if TYPE_CHECKING:
@@ -215,15 +215,18 @@ def queue_deliveries(
 ) -> None:
     """Add one Delivery per target of ``campaign`` to ``signature`` (not committed).
 
-    ``status``: what :func:`app.states.letter_status` says for the signature.
+    ``status``: what :func:`app.states.letter_status` says for the signature;
+    a letter to a suspended target is held (:mod:`app.states.targets`).
     """
+    suspended = suspended_keys(target.key for target in campaign.targets)
     for target in campaign.targets:
         signature.deliveries.append(
             Delivery(
                 campaign=campaign.slug,
                 target_key=target.key,
                 channel=target.channel,
-                status=status,
+                status=DeliveryStatus.HELD if target.key in suspended else status,
+                note="target suspended" if target.key in suspended else "",
                 message_id=new_message_id(config["SENDER_ADDRESS"]),
             )
         )

@@ -33,10 +33,12 @@ from .signatures import (
     remove,
 )
 from .statuses import WENT_OUT, DeliveryStatus, IllegalTransition, SignatureStatus
+from .targets import WAITING, cancel, complained, not_suspended, reroute, resume, suspended_keys
 
 __all__ = [
     "RETRYABLE", "WENT_OUT", "DeliveryStatus", "IllegalTransition", "SignatureStatus",
     "accept", "approve", "await_confirmation", "confirm", "expire_unconfirmed", "forget", "hold",
     "letter_status", "reject", "remove",
     "bounced", "claim", "delivered", "failed", "reported", "requeued", "retry", "sent", "waiting",
+    "WAITING", "cancel", "complained", "not_suspended", "reroute", "resume", "suspended_keys",
 ]

@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, case, or_, select, update
 
 from .. import models
 from ..extensions import db
+from . import targets
 from .statuses import WENT_OUT, DeliveryStatus, check
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def delivered(delivery: "models.Delivery", report: str) -> bool:
     if delivery.status != DeliveryStatus.SENT:
         return False
     delivery.status = DeliveryStatus.DELIVERED
+    targets.delivery_counted(delivery)
     return True
 
 
@@ -118,13 +120,15 @@ def bounced(delivery: "models.Delivery", report: str) -> bool:
     From sent, and from delivered too (a mailbox that accepted, then bounced
     the message: the later, worse report counts). A second bounce only
     becomes the ``note``; ``report`` goes to ``note``, not ``last_error``:
-    the letter did go out. Raises :class:`IllegalTransition` if not sent yet.
+    the letter did go out. A bounce counts towards suspending its target
+    (:func:`app.states.targets.bounce_counted`). Raises :class:`IllegalTransition` if not sent yet.
     """
     check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
     delivery.note = report
     if delivery.status == DeliveryStatus.BOUNCED:
         return False
     delivery.status = DeliveryStatus.BOUNCED
+    targets.bounce_counted(delivery, report)
     return True
 
 
@@ -145,15 +149,17 @@ def retry(*conditions: ColumnElement[bool], statuses: Collection[str] = (Deliver
     """Make the deliveries matching ``conditions`` with one of ``statuses`` due now; return how many.
 
     A failed one gets a fresh count of attempts; its last error stays until
-    the next try. Raises :class:`IllegalTransition` for a status outside
-    :data:`RETRYABLE` (a sent letter is never sent again).
+    the next try. Letters to a suspended target are left as they are
+    (:mod:`app.states.targets`: resume it first). Raises
+    :class:`IllegalTransition` for a status outside :data:`RETRYABLE` (a
+    sent letter is never sent again).
     """
     for status in statuses:
         check("delivery", status, DeliveryStatus.PENDING, RETRYABLE)
     Delivery = models.Delivery
     return db.session.execute(
         update(Delivery)
-        .where(Delivery.status.in_(statuses), *conditions)
+        .where(Delivery.status.in_(statuses), targets.not_suspended(), *conditions)
         .values(status=DeliveryStatus.PENDING, next_attempt_at=models.utcnow(), lease_until=None,
                 attempts=case((Delivery.status == DeliveryStatus.FAILED, 0), else_=Delivery.attempts)),
         execution_options={"synchronize_session": False},

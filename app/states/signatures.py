@@ -13,6 +13,7 @@ from sqlalchemy import Row, delete, select, update
 # Modules, not names: app.models imports the statuses from this package.
 from .. import models, tally
 from ..extensions import db
+from . import targets
 from .statuses import WENT_OUT, DeliveryStatus, IllegalTransition, SignatureStatus, check
 
 
@@ -67,11 +68,14 @@ def confirm(signature: "models.Signature") -> SignatureStatus:
 
 
 def _release_letters(signature_id):
-    """Make the held letters of the signature ``signature_id`` due now (bulk: held to pending)."""
+    """Make the held letters of the signature ``signature_id`` due now (bulk: held to pending).
+
+    A letter to a suspended target stays held (:mod:`app.states.targets`).
+    """
     db.session.execute(
         update(models.Delivery)
         .where(models.Delivery.signature_id == signature_id, models.Delivery.kind == "letter",
-               models.Delivery.status == DeliveryStatus.HELD)
+               models.Delivery.status == DeliveryStatus.HELD, targets.not_suspended())
         .values(status=DeliveryStatus.PENDING, next_attempt_at=models.utcnow()),
         execution_options={"synchronize_session": False},
     )

@@ -33,8 +33,11 @@ class DeliveryStatus(StrEnum):
     BOUNCED = "bounced"
     #: Given up; ``last_error`` says why.
     FAILED = "failed"
-    #: Its signature waits for approval or confirmation.
+    #: Its signature waits for approval or confirmation, or its target is suspended
+    #: (:mod:`app.states.targets`; then its signature is accepted).
     HELD = "held"
+    #: An organiser cancelled it before it went out (``clamor targets cancel``); never sent.
+    CANCELLED = "cancelled"
 
 
 class IllegalTransition(ValueError):
