@@ -410,3 +410,26 @@ def test_the_hourly_cap_counts_delivered_and_bounced_letters_as_sent(app):
             letter.status, letter.sent_at = status, utcnow()
         db.session.commit()
         assert db.session.scalar(select(func.count()).where(sent_in_last_hour(target))) == 3
+
+
+@pytest.mark.parametrize("outcome", ["requeued", "waiting"])
+def test_a_letter_put_back_after_its_target_was_suspended_is_held_not_pending(app, outcome):
+    """A letter at the server while its target is suspended comes back held, with the other letters to it."""
+    from app.models import TargetHealth
+
+    with app.app_context():
+        store(app, states.accept)
+        ids = states.claim(100, timedelta(minutes=5), utcnow())
+        db.session.commit()
+        letter, other = db.session.get(Delivery, ids[0]), db.session.get(Delivery, ids[1])
+        db.session.add(TargetHealth(target_key=letter.target_key, bounces_in_row=3, last_bounce="550 gone",
+                                    suspended_at=utcnow()))
+        later = utcnow() + timedelta(minutes=5)
+        for delivery in (letter, other):
+            if outcome == "requeued":
+                states.requeued(delivery, "451 try later", later)
+            else:
+                states.waiting(delivery, later, "waiting: cap")
+        db.session.commit()
+        assert (letter.status, letter.note) == ("held", "target suspended: 550 gone")
+        assert other.status == "pending"  # its target is not suspended

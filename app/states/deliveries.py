@@ -79,6 +79,7 @@ def requeued(delivery: "models.Delivery", error: str, next_attempt_at: datetime)
     delivery.lease_until = None
     delivery.last_error = error
     delivery.next_attempt_at = next_attempt_at
+    targets.held_if_suspended(delivery)
 
 
 def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -> None:
@@ -93,6 +94,7 @@ def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -
     delivery.attempts -= 1
     delivery.next_attempt_at = next_attempt_at
     delivery.note = note
+    targets.held_if_suspended(delivery)
 
 
 def delivered(delivery: "models.Delivery", report: str) -> bool:

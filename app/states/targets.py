@@ -131,6 +131,23 @@ def suspended_keys(target_keys: Iterable[str] | None = None) -> set[str]:
     return set(db.session.scalars(query))
 
 
+def held_if_suspended(delivery: "models.Delivery") -> bool:
+    """Hold the letter ``delivery``, just put back in the queue, if its target was suspended meanwhile.
+
+    A letter at the server when its target was suspended comes back (a
+    temporary failure, a cap wait) after the suspension held the others:
+    it joins them rather than go out. Returns True when it was held.
+    """
+    if delivery.kind != "letter":
+        return False
+    health = db.session.get(models.TargetHealth, delivery.target_key)
+    if health is None or health.suspended_at is None:
+        return False
+    delivery.status = DeliveryStatus.HELD
+    delivery.note = SUSPENDED_NOTE + (health.last_bounce or "")
+    return True
+
+
 def not_suspended() -> ColumnElement[bool]:
     """A condition on :class:`~app.models.Delivery`: its target is not suspended (for release paths)."""
     return models.Delivery.target_key.not_in(
