@@ -72,6 +72,9 @@ DELIVERY_MAX_AGE = 5 * 24 * 3600
 #: Letters one target address may receive per hour; the rest wait their turn.
 #: 0 or None: no cap.
 TARGET_HOURLY_CAP = 60
+#: Organisers are emailed (once per stall) when a letter has waited this many
+#: minutes to go out; 0 or None: never. See docs/delivery.md, "Queue alarm".
+QUEUE_ALERT_MINUTES = 60
 #: When set, every letter goes to this address instead of its target, its
 #: subject marked "[TEST] ", so an organiser can rehearse.
 TEST_MODE_RECIPIENT = None

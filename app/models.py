@@ -141,7 +141,7 @@ class Delivery(db.Model):
         # TARGET_HOURLY_CAP counts the letters each target received in the last hour.
         Index("ix_delivery_target_sent", "target_key", "sent_at"),
         # The backend alarm reads the outcomes of the last 15 minutes (app.alarms).
-        Index("ix_delivery_backend_updated", "backend", "updated_at"),
+        Index("ix_delivery_updated_at", "updated_at"),
         # The dashboard's newest error per target: only letters that wait or
         # failed with an error are in it, so it stays small.
         Index("ix_delivery_last_error", "campaign", "target_key", "id",

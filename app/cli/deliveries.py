@@ -149,3 +149,17 @@ def deliveries_resume() -> None:
 
     set_paused(False)
     click.echo("delivery resumed")
+
+
+@deliveries_group.command("check-alarms")
+@with_appcontext
+def deliveries_check_alarms() -> None:
+    """Raise or clear the queue alarms now (the worker does it every minute); email organisers once per stall."""
+    from .. import alarms
+    from ..models import Alarm
+
+    for name in alarms.check(current_app._get_current_object()):
+        click.echo(f"alarm raised: {name} (organisers emailed)")
+    raised = db.session.scalars(db.select(Alarm.name).where(Alarm.raised_at.is_not(None), Alarm.cleared_at.is_(None))
+                                .order_by(Alarm.name)).all()
+    click.echo(f"raised: {', '.join(raised)}" if raised else "no alarm raised")

@@ -11,6 +11,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from concurrent import futures
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import selectinload
 
-from .. import states
+from .. import alarms, states
 from ..errors import TracebackThrottle
 from ..extensions import db
 from ..models import Delivery, utcnow
@@ -326,8 +327,12 @@ class DeliveryWorker:
 
     def run_forever(self) -> None:
         poll = self.app.config["DELIVERY_POLL_SECONDS"]
+        alarms_due = 0.0
         while not self._stop.is_set():
             self._wake.clear()
+            if time.monotonic() >= alarms_due:
+                alarms_due = time.monotonic() + alarms.CHECK_SECONDS
+                self._check_alarms()
             try:
                 with self.app.app_context():
                     claimed = deliver_due(self.app)
@@ -339,6 +344,15 @@ class DeliveryWorker:
                 claimed = 0
             if not claimed:
                 self._wake.wait(poll)
+
+    def _check_alarms(self) -> None:
+        """:func:`app.alarms.check`; a failure is logged, and delivery goes on."""
+        try:
+            with self.app.app_context():
+                alarms.check(self.app)
+        except Exception as exc:
+            self._failures.error(log, "delivery worker: the alarm check failed (%s: %s)", type(exc).__name__,
+                                 str(exc).splitlines()[0][:300] if str(exc) else "", error=exc)
 
     def start_thread(self) -> None:
         """Start the loop in a daemon thread unless it is running already."""

@@ -33,11 +33,11 @@ def upgrade():
     op.add_column('delivery', sa.Column('updated_at', sa.DateTime(), nullable=True))
     # The totals triggers do not run: no figure's input changes.
     op.execute("UPDATE delivery SET updated_at = COALESCE(sent_at, created_at)")
-    op.create_index('ix_delivery_backend_updated', 'delivery', ['backend', 'updated_at'], unique=False)
+    op.create_index('ix_delivery_updated_at', 'delivery', ['updated_at'], unique=False)
 
 
 def downgrade():
-    op.drop_index('ix_delivery_backend_updated', table_name='delivery')
+    op.drop_index('ix_delivery_updated_at', table_name='delivery')
     # In place, as 277cc0093619 drops its column (SQLite 3.35 and later).
     op.drop_column('delivery', 'updated_at')
     op.drop_table('alarm')
