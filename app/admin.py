@@ -355,3 +355,6 @@ def export(slug: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+# The letters' CSV registers its view on bp (a module of its own).
+from . import admin_letters_csv  # noqa: E402, F401
