@@ -82,6 +82,11 @@ TEST_MODE_RECIPIENT = None
 DELIVERY_RETRY_BASE = 60
 DELIVERY_RETRY_CAP = 6 * 3600
 
+#: The DNS servers ``clamor doctor`` asks for the sender domain's SPF and DMARC
+#: records: ["192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:53"]; None: the
+#: system's (/etc/resolv.conf). Nothing else in Clamor resolves names this way.
+DOCTOR_NAMESERVERS = None
+
 #: Longest letter a supporter may send, in characters.
 MESSAGE_MAX_LENGTH = 5000
 #: Largest request body accepted (bytes).
