@@ -158,3 +158,16 @@ def test_the_mailgun_domain_is_asked_for_with_the_api_key(instance_path, httpser
     assert code == (0 if status == 200 else 1)
     assert "key-123" not in "\n".join(lines)
     assert len(httpserver.log) == 1
+
+
+@pytest.mark.slow
+def test_fax_email_is_checked_through_its_email_backend(instance_path, nameserver, smtp_with_login):
+    from conftest import FAX_CAMPAIGN
+
+    (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
+    code, lines = doctor(instance_path, DELIVERY={"email": "smtp", "fax": "fax_email"}, SMTP_HOST="127.0.0.1",
+                         SMTP_PORT=smtp_with_login.port, SMTP_USERNAME="clamor", SMTP_PASSWORD=PASSWORD,
+                         FAX_ADDRESS_TEMPLATE="{e164}@fax.union.example", DOCTOR_NAMESERVERS=[nameserver])
+    assert line(lines, "backend fax_email") == (f"ok: backend fax_email (DELIVERY['fax']): through smtp: "
+                                                f"127.0.0.1:{smtp_with_login.port} answered EHLO, AUTH as clamor")
+    assert code == 0, lines
