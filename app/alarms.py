@@ -95,7 +95,9 @@ def raise_alarm(name: str, now: datetime) -> bool:
 
     One ``UPDATE … WHERE`` not raised: on PostgreSQL a second worker doing
     the same waits for the first one's commit, then finds the alarm raised
-    and updates nothing, so exactly one of them emails. Not committed.
+    and updates nothing, so exactly one of them emails. The alarm's row is
+    made and committed the first time it is needed; the raise itself is not
+    committed (the caller commits it with the organisers' email).
     """
     if db.session.get(Alarm, name) is None:
         try:

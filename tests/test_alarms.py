@@ -171,3 +171,38 @@ def test_of_two_workers_raising_together_on_postgresql_one_emails(postgres_clust
         db.session.commit()
         other.join()
     assert results == {"first": True, "second": False}
+
+
+@pytest.mark.slow
+def test_the_delivery_worker_checks_the_alarms(make_app):
+    import time
+
+    from app.delivery import DeliveryWorker
+
+    app = make_app(DELIVERY_POLL_SECONDS=0.05)
+    add_organiser(app)
+    sign(app.test_client())
+    with app.app_context():
+        # Failed for two hours, each retry further away: no worker will claim them now.
+        db.session.execute(update(Delivery).where(Delivery.kind == "letter").values(
+            created_at=utcnow() - timedelta(hours=2), next_attempt_at=utcnow() + timedelta(hours=1),
+            last_error="SMTP answered 451 try later"))
+        db.session.commit()
+    worker = DeliveryWorker(app)
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        with app.app_context():
+            for _ in range(200):  # until the worker's first loop has run, 10 seconds at most
+                if db.session.get(Alarm, alarms.QUEUE) is not None:
+                    break
+                db.session.remove()
+                time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(10)
+    with app.app_context():
+        alarm = db.session.get(Alarm, alarms.QUEUE)
+        assert alarm.raised_at is not None and alarm.cleared_at is None
+        [alert] = organiser_mail()
+        assert alert.status == "sent"  # and the worker sent it, by the outbox

@@ -317,6 +317,8 @@ class DeliveryWorker:
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self._failures = TracebackThrottle()
+        # Its own: the batch's first failure in an outage keeps its traceback.
+        self._alarm_failures = TracebackThrottle()
 
     def wake(self) -> None:
         self._wake.set()
@@ -351,8 +353,8 @@ class DeliveryWorker:
             with self.app.app_context():
                 alarms.check(self.app)
         except Exception as exc:
-            self._failures.error(log, "delivery worker: the alarm check failed (%s: %s)", type(exc).__name__,
-                                 str(exc).splitlines()[0][:300] if str(exc) else "", error=exc)
+            self._alarm_failures.error(log, "delivery worker: the alarm check failed (%s: %s)", type(exc).__name__,
+                                       str(exc).splitlines()[0][:300] if str(exc) else "", error=exc)
 
     def start_thread(self) -> None:
         """Start the loop in a daemon thread unless it is running already."""
