@@ -358,5 +358,5 @@ def export(slug: str) -> Response:
     )
 
 
-# The target buttons' routes are on this blueprint, in a module of their own.
-from . import admin_targets  # noqa: E402, F401
+# The target buttons' routes and the letters' CSV are on this blueprint, in modules of their own.
+from . import admin_letters_csv, admin_targets  # noqa: E402, F401

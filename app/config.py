@@ -74,6 +74,10 @@ DELIVERY_MAX_AGE = 5 * 24 * 3600
 TARGET_HOURLY_CAP = 60
 #: Hard bounces in a row (no delivery in between) that suspend a target address (app/states/targets.py).
 TARGET_BOUNCE_LIMIT = 3
+
+#: Organisers are emailed (once per stall) when a letter has waited this many
+#: minutes to go out; 0 or None: never. See docs/delivery.md, "Queue alarm".
+QUEUE_ALERT_MINUTES = 60
 #: When set, every letter goes to this address instead of its target, its
 #: subject marked "[TEST] ", so an organiser can rehearse.
 TEST_MODE_RECIPIENT = None
@@ -95,6 +99,11 @@ BOUNCE_POLL_SECONDS = 300
 #: those that match no letter, kept for an organiser.
 BOUNCE_IMAP_DONE_FOLDER = "Clamor-handled"
 BOUNCE_IMAP_UNMATCHED_FOLDER = "Clamor-unmatched"
+
+#: The DNS servers ``clamor doctor`` asks for the sender domain's SPF and DMARC
+#: records: ["192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:53"]; None: the
+#: system's (/etc/resolv.conf). Nothing else in Clamor resolves names this way.
+DOCTOR_NAMESERVERS = None
 
 #: Longest letter a supporter may send, in characters.
 MESSAGE_MAX_LENGTH = 5000

@@ -7,7 +7,7 @@ stays flat however many supporters a campaign has (bench/export.py measures it).
 import csv
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import Select, select
 
@@ -88,14 +88,28 @@ def iter_csv(
     Each fetched batch is expunged from the session after it is written, or
     the identity map would keep every row alive until the end.
     """
+    return csv_chunks(EXPORT_COLUMNS, (export_row(signature, unsubscribe_url) for signature in _expunged(query)))
+
+
+def _expunged(query):
+    """The signatures of ``query``, ``yield_per`` :data:`BATCH`, each expunged once the next is asked for."""
+    for signature in db.session.scalars(query.execution_options(yield_per=BATCH)):
+        yield signature
+        db.session.expunge(signature)
+
+
+def csv_chunks(header: Iterable[str], rows: Iterable[Iterable[str]]) -> Iterator[str]:
+    """Yield ``header`` and ``rows`` as CSV text, about one chunk per :data:`BATCH` rows.
+
+    The rows' cells are written as given: make each one with
+    :func:`spreadsheet_safe` (the supporters' export and the letters' CSV,
+    :mod:`app.letters_csv`, both do).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
-    count = 0
-    for signature in db.session.scalars(query.execution_options(yield_per=BATCH)):
-        writer.writerow(export_row(signature, unsubscribe_url))
-        db.session.expunge(signature)
-        count += 1
+    writer.writerow(header)
+    for count, row in enumerate(rows, 1):
+        writer.writerow(row)
         if count % BATCH == 0:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -130,6 +130,12 @@ class Delivery(db.Model):
     #: Fixed when the row is made, so every retry carries the same Message-ID.
     message_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When the row last changed: every transition of :mod:`app.states`, the
+    #: Core ``UPDATE`` statements too (SQLAlchemy applies ``onupdate`` to a
+    #: statement that does not set the column). The queue alarm reads when a
+    #: backend's attempts happened from it (:mod:`app.alarms`). Nullable only
+    #: because SQLite cannot add a NOT NULL column in place; always set.
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None]
     #: For mail to the supporter only (``kind != "letter"``): the finished email.
     subject: Mapped[str | None] = mapped_column(Text)
@@ -142,6 +148,8 @@ class Delivery(db.Model):
         Index("ix_delivery_campaign_status", "campaign", "kind", "status"),
         # TARGET_HOURLY_CAP counts the letters each target received in the last hour.
         Index("ix_delivery_target_sent", "target_key", "sent_at"),
+        # The backend alarm reads the outcomes of the last 15 minutes (app.alarms).
+        Index("ix_delivery_updated_at", "updated_at"),
         # The dashboard's newest error per target: only letters that wait or
         # failed with an error are in it, so it stays small.
         Index("ix_delivery_last_error", "campaign", "target_key", "id",
@@ -274,3 +282,20 @@ class TargetHealth(db.Model):
     complained_at: Mapped[datetime | None]
     #: When organisers were emailed about the current suspension: one email per suspension.
     alerted_at: Mapped[datetime | None]
+
+
+class Alarm(db.Model):
+    """One of the organisers' alarms (:mod:`app.alarms`): ``queue``, or ``backend:<name>``.
+
+    Raised while ``raised_at`` is set and ``cleared_at`` is None. Raising is
+    one ``UPDATE`` whose row count says which worker raised it, so two
+    workers that see the same stall email the organisers once between them.
+    """
+
+    __tablename__ = "alarm"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: When the current (or last) stall was first seen.
+    raised_at: Mapped[datetime | None]
+    #: When the last stall ended; None while it lasts (or before any).
+    cleared_at: Mapped[datetime | None]

@@ -156,6 +156,12 @@ class FaxEmailBackend(DeliveryBackend):
             self._email_backend = self.backends[self.via](self.config)
         return self._email_backend
 
+    def check(self) -> str | None:
+        """The check of the email backend the gateway email goes through (FAX_VIA); the gateway itself
+        cannot be tried without sending a fax."""
+        answer = self._backend().check()
+        return f"through {self.via}: {answer}" if answer else None
+
     def close(self) -> None:
         if self._email_backend is not None:
             self._email_backend.close()

@@ -66,6 +66,7 @@ class MailgunBackend(DeliveryBackend):
         if base is None:
             raise ConfigError(f"MAILGUN_REGION must be us or eu, not {region!r} (or set MAILGUN_BASE_URL)")
         self.url = f"{base.rstrip('/')}/{self.domain}/messages.mime"
+        self.domain_url = f"{base.rstrip('/')}/domains/{self.domain}"
         self.timeout = float(config["MAILGUN_TIMEOUT"])
         self.session = requests.Session()
         self.session.auth = ("api", self.api_key)
@@ -95,6 +96,27 @@ class MailgunBackend(DeliveryBackend):
         if status == 404 and letter.attempt < NOT_FOUND_ATTEMPTS:
             raise TemporaryFailure(reason)
         raise PermanentFailure(reason)
+
+    def check(self) -> str | None:
+        """GET the domain from Mailgun with the API key: it must exist for this key and be active. Sends nothing."""
+        try:
+            response = self.session.get(self.domain_url, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TemporaryFailure(f"Mailgun {self.domain_url}: {type(exc).__name__}: {exc}") from exc
+        status = response.status_code
+        if status == 401:
+            raise PermanentFailure(f"Mailgun refused the API key (401) at {self.domain_url}: check MAILGUN_API_KEY, "
+                                   "and MAILGUN_REGION (a domain in the EU needs eu)")
+        if status == 404:
+            raise PermanentFailure(f"Mailgun has no domain {self.domain} for this key (404): check MAILGUN_DOMAIN "
+                                   "and MAILGUN_REGION")
+        if status != 200:
+            raise TemporaryFailure(f"Mailgun answered {status}: {_message(response)}")
+        state = (_json(response).get("domain") or {}).get("state") or ""
+        if state and state != "active":
+            raise PermanentFailure(f"Mailgun says the domain {self.domain} is {state}: finish its DNS set-up in "
+                                   "Mailgun's control panel")
+        return f"Mailgun knows the domain {self.domain}" + (f" ({state})" if state else "")
 
     def close(self) -> None:
         self.session.close()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app import DeliveryBackend, Letter, Receipt, TemporaryFailure, hookimpl, utcnow
+from app import DeliveryBackend, Letter, PermanentFailure, Receipt, TemporaryFailure, hookimpl, utcnow
 
 
 class OutboxFilesBackend(DeliveryBackend):
@@ -38,6 +38,16 @@ class OutboxFilesBackend(DeliveryBackend):
         except OSError as exc:
             raise TemporaryFailure(f"cannot write to {self.folder}: {exc.strerror}") from exc
         return Receipt(provider_id=filename)
+
+    def check(self) -> str | None:
+        """The folder can be made and written to (a file is made and deleted)."""
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.folder):
+                pass
+        except OSError as exc:
+            raise PermanentFailure(f"cannot write to {self.folder} (OUTBOX_DIR): {exc.strerror}") from exc
+        return f"{self.folder} is writable (letters are written there as files, not sent)"
 
 
 @hookimpl

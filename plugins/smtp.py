@@ -113,6 +113,28 @@ class SMTPBackend(DeliveryBackend):
         reason = f"SMTP {self.host}:{self.port} answered {code} {text}"
         return PermanentFailure(reason) if 500 <= code < 600 else TemporaryFailure(reason)
 
+    def check(self) -> str | None:
+        """Connect, EHLO, STARTTLS or SSL as SMTP_SECURITY says, log in if SMTP_USERNAME is set, QUIT: no mail."""
+        where = f"SMTP {self.host}:{self.port}"
+        try:
+            connection = self._connect()
+            try:
+                connection.ehlo_or_helo_if_needed()
+            finally:
+                connection.quit()
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentFailure(f"{where} refused the login of {self.username!r} ({exc.smtp_code}): "
+                                   "check SMTP_USERNAME and SMTP_PASSWORD") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise PermanentFailure(f"{where}: {exc}: check SMTP_SECURITY and SMTP_USERNAME") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            raise TemporaryFailure(f"{where}: {reason}: check SMTP_HOST, SMTP_PORT and SMTP_SECURITY") from exc
+        steps = ["EHLO", *{"starttls": ["STARTTLS"], "ssl": ["SSL"]}.get(self.security, [])]
+        if self.username:
+            steps.append(f"AUTH as {self.username}")
+        return f"{self.host}:{self.port} answered {', '.join(steps)}"
+
     def close(self) -> None:
         if self._connection is not None:
             try:

@@ -130,3 +130,13 @@ def test_clamor_deliver_fetches_the_bounce_mailbox(mailbox_app, dovecot):
         thread.join(timeout=30)
     assert statuses(app)[delivery_id][0] == "bounced"
     assert (dovecot.count("INBOX"), dovecot.count("Clamor-handled")) == (0, 1)
+
+
+def test_clamor_doctor_tries_the_bounce_mailbox_login(dovecot, instance_path):
+    from test_doctor import doctor, line
+
+    _, lines = doctor(instance_path, BOUNCE_IMAP_URL=dovecot.url(), DOCTOR_NAMESERVERS=["127.0.0.1:9"])
+    assert line(lines, "bounce mailbox") == "ok: bounce mailbox: logged in, its folder opens"
+    _, lines = doctor(instance_path, BOUNCE_IMAP_URL=dovecot.url(password="Wr0ng"), DOCTOR_NAMESERVERS=["127.0.0.1:9"])
+    assert line(lines, "bounce mailbox").startswith("FIX: bounce mailbox: the bounce mailbox 127.0.0.1:")
+    assert "Wr0ng" not in "\n".join(lines)

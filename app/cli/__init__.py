@@ -21,6 +21,7 @@ from .deliveries import (
     deliveries_resume,
     deliveries_retry,
 )
+from .doctor import doctor_command
 from .init import EXAMPLE_CAMPAIGNS, init_command
 from .moderation import moderation_approve, moderation_group, moderation_list, moderation_reject
 from .organisers import admin_add, admin_group, admin_list, admin_logout_all, admin_remove
@@ -33,7 +34,7 @@ __all__ = [
     "init_command", "deliver_command", "deliveries_group", "deliveries_retry", "deliveries_pause",
     "deliveries_resume", "campaign_group", "campaign_check", "translations_command", "export_command",
     "forget_command", "purge_command", "admin_group", "admin_add", "admin_remove", "admin_logout_all", "admin_list",
-    "moderation_group", "moderation_list", "moderation_approve", "moderation_reject",
+    "moderation_group", "moderation_list", "moderation_approve", "moderation_reject", "doctor_command",
 ]
 
 
@@ -73,11 +74,11 @@ def main() -> None:
     """Clamor: run an email action for your union."""
 
 
-#: Clamor's own commands. init and campaign check need no working app (init
+#: Clamor's own commands. init, campaign check and doctor need no working app (init
 #: writes the SECRET_KEY the app needs); the others load it when they run.
 COMMANDS = (init_command, campaign_group, deliver_command, deliveries_group, export_command, forget_command,
             purge_command, admin_group, moderation_group, translations_command, plugins_command, bounces_group,
-            targets_group)
+            targets_group, doctor_command)
 for _command in COMMANDS:
     main.add_command(_command)
 

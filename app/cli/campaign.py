@@ -4,8 +4,7 @@ import sys
 
 import click
 
-from ..campaigns import CampaignError, load_campaign
-from ..plugins import campaign_channel_problems
+from ..doctor import check_campaign_file
 from .common import backend_registry, read_settings
 
 
@@ -28,16 +27,11 @@ def campaign_check(files: tuple[str, ...]) -> None:
     backends = backend_registry(settings, instance)
     failed = False
     for path in files:
-        try:
-            campaign = load_campaign(path, settings["LANGUAGES"])
-            problems = campaign_channel_problems(campaign, settings, backends) if backends is not None else []
-            if problems:
-                raise CampaignError(problems)
-        except CampaignError as exc:
-            for line in exc.errors:
-                click.echo(f"error: {line}", err=True)
-            failed = True
-        else:
+        campaign, problems = check_campaign_file(path, settings, backends)
+        for line in problems:
+            click.echo(f"error: {line}", err=True)
+        failed |= bool(problems)
+        if campaign is not None:
             for note in campaign.notes:
                 click.echo(f"note: {path}: {note}")
             languages = ", ".join(campaign.languages)

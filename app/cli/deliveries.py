@@ -50,11 +50,19 @@ def deliver_command(once: bool) -> None:
 
 
 @click.group("deliveries", invoke_without_command=True)
+@click.option("--csv", "as_csv", is_flag=True, help="Write one CSV row per letter to standard output instead.")
+@click.option("--campaign", help="With --csv: only this campaign's letters.")
 @click.pass_context
 @with_appcontext
-def deliveries_group(ctx: click.Context) -> None:
+def deliveries_group(ctx: click.Context, as_csv: bool = False, campaign: str | None = None) -> None:
     """Show where letters stand: counts by status and target, the oldest pending, recent errors."""
     if ctx.invoked_subcommand is not None:
+        return
+    if as_csv:
+        from ..letters_csv import iter_letters_csv
+
+        for chunk in iter_letters_csv(campaign):
+            click.echo(chunk, nl=False)
         return
     from ..delivery import is_paused
 
@@ -149,3 +157,17 @@ def deliveries_resume() -> None:
 
     set_paused(False)
     click.echo("delivery resumed")
+
+
+@deliveries_group.command("check-alarms")
+@with_appcontext
+def deliveries_check_alarms() -> None:
+    """Raise or clear the queue alarms now (the worker does it every minute); email organisers once per stall."""
+    from .. import alarms
+    from ..models import Alarm
+
+    for name in alarms.check(current_app._get_current_object()):
+        click.echo(f"alarm raised: {name} (organisers emailed)")
+    raised = db.session.scalars(db.select(Alarm.name).where(Alarm.raised_at.is_not(None), Alarm.cleared_at.is_(None))
+                                .order_by(Alarm.name)).all()
+    click.echo(f"raised: {', '.join(raised)}" if raised else "no alarm raised")

@@ -163,6 +163,20 @@ class DeliveryBackend:
         """
         raise NotImplementedError
 
+    def check(self) -> str | None:
+        """Try this backend's server without sending anything, for ``clamor doctor``; say what answered.
+
+        Return one short line of what was tried ("smtp.example.org:587
+        answered EHLO, STARTTLS, AUTH"), or None (the default) when there is
+        nothing to try beyond the settings ``__init__`` read. Raise
+        :class:`TemporaryFailure` when the server cannot be reached or says
+        "later", :class:`PermanentFailure` when it refuses (a wrong password,
+        an unknown domain): the message is printed as what to fix, so it
+        names the settings and never holds a secret. Called on a fresh
+        instance, closed afterwards.
+        """
+        return None
+
     def close(self) -> None:
         """Release connections; called after each batch."""
 

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import states
+from .. import alarms, states
 from ..bounce_mailbox import fetch_when_due
 from ..errors import TracebackThrottle
 from ..extensions import db
@@ -342,6 +342,8 @@ class DeliveryWorker:
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self._failures = TracebackThrottle()
+        # Its own: the batch's first failure in an outage keeps its traceback.
+        self._alarm_failures = TracebackThrottle()
 
     def wake(self) -> None:
         self._wake.set()
@@ -352,11 +354,14 @@ class DeliveryWorker:
 
     def run_forever(self) -> None:
         poll = self.app.config["DELIVERY_POLL_SECONDS"]
-        bounces_due = 0.0
+        bounces_due = alarms_due = 0.0
         while not self._stop.is_set():
             self._wake.clear()
             # The bounce mailbox (BOUNCE_IMAP_URL), every BOUNCE_POLL_SECONDS; a failure logs a line, no more.
             bounces_due = fetch_when_due(self.app, bounces_due)
+            if time.monotonic() >= alarms_due:
+                alarms_due = time.monotonic() + alarms.CHECK_SECONDS
+                self._check_alarms()
             try:
                 with self.app.app_context():
                     claimed = deliver_due(self.app)
@@ -368,6 +373,15 @@ class DeliveryWorker:
                 claimed = 0
             if not claimed:
                 self._wake.wait(poll)
+
+    def _check_alarms(self) -> None:
+        """:func:`app.alarms.check`; a failure is logged, and delivery goes on."""
+        try:
+            with self.app.app_context():
+                alarms.check(self.app)
+        except Exception as exc:
+            self._alarm_failures.error(log, "delivery worker: the alarm check failed (%s: %s)", type(exc).__name__,
+                                       str(exc).splitlines()[0][:300] if str(exc) else "", error=exc)
 
     def start_thread(self) -> None:
         """Start the loop in a daemon thread unless it is running already."""
