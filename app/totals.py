@@ -23,7 +23,10 @@ The public counter (:mod:`app.tally`) is separate: it counts what the form
 answered, dropped repeats included, and is not lowered by a retention purge.
 """
 
-from sqlalchemy import Connection, select, text
+import re
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, inspect, select, text
 
 from .extensions import db
 from .models import Figure
@@ -40,9 +43,11 @@ SIGNATURE_FIGURES = (
     ("'country'", "{r}.country", "{r}.status = 'accepted'"),
     ("'language'", "{r}.language", "{r}.status = 'accepted'"),
     ("'opt_in'", "'yes'", "{r}.status = 'accepted' AND {r}.opt_in"),
+    # Letters in the supporter's own words (the dashboard's share of edited letters).
+    ("'edited'", "'yes'", "{r}.status = 'accepted' AND {r}.edited"),
 )
 #: The columns whose change can move a signature's figures.
-SIGNATURE_COLUMNS = ("campaign", "status", "created_at", "country", "language", "opt_in")
+SIGNATURE_COLUMNS = ("campaign", "status", "created_at", "country", "language", "opt_in", "edited")
 #: What the figures are made of, per row: the update trigger runs only when
 #: one of these changes, not whenever a listed column does.
 SIGNATURE_INPUTS = tuple(f"{{r}}.{column}" for column in SIGNATURE_COLUMNS)
@@ -117,10 +122,31 @@ def _postgresql_triggers(table, figures, columns, inputs, day_column):
     ]
 
 
-def trigger_statements(dialect: str) -> list[str]:
+def trigger_statements(dialect: str, tables: Sequence[tuple] = _TABLES) -> list[str]:
     """The DDL that makes the database keep ``figure`` true, for ``dialect`` (sqlite or postgresql)."""
     make = {"sqlite": _sqlite_triggers, "postgresql": _postgresql_triggers}[dialect]
-    return [statement for args in _TABLES for statement in make(*args)]
+    return [statement for args in tables for statement in make(*args)]
+
+
+def _on_this_schema(connection):
+    """:data:`_TABLES` without the figures and columns the database's tables do not have yet.
+
+    A migration installs the triggers as this module defines them today; an
+    older migration in the chain runs before later columns exist (``edited``
+    came after the totals), so it gets the figures its schema can hold, and
+    the migration that adds a column installs them again.
+    """
+    inspector = inspect(connection)
+    tables = []
+    for table, figures, columns, inputs, day_column in _TABLES:
+        have = {column["name"] for column in inspector.get_columns(table)}
+
+        def fits(*sql, have=have):
+            return set(re.findall(r"\{r\}\.(\w+)", " ".join(sql))) <= have
+
+        tables.append((table, [f for f in figures if fits(*f)], [c for c in columns if c in have],
+                       [i for i in inputs if fits(i)], day_column))
+    return tables
 
 
 def drop_statements(dialect: str) -> list[str]:
@@ -132,7 +158,7 @@ def drop_statements(dialect: str) -> list[str]:
 
 def install_triggers(connection: Connection) -> None:
     """Create the triggers on ``connection`` (a SQLAlchemy Connection)."""
-    for statement in trigger_statements(connection.dialect.name):
+    for statement in trigger_statements(connection.dialect.name, _on_this_schema(connection)):
         connection.execute(text(statement))
 
 
@@ -145,7 +171,7 @@ def recount(connection: Connection) -> None:
     """Rebuild every figure from the rows (the migration's backfill; a repair). Not committed."""
     dialect = connection.dialect.name
     connection.execute(text("DELETE FROM figure"))
-    for table, figures, _columns, _inputs, day_column in _TABLES:
+    for table, figures, _columns, _inputs, day_column in _on_this_schema(connection):
         for name, key, cond in figures:
             name_sql, key_sql = _sql(name, "r", dialect, day_column), _sql(key, "r", dialect, day_column)
             connection.execute(text(_UPSERT.format(

@@ -120,7 +120,8 @@ def test_dashboard_figures_match_the_database(app, client, runner):
     sign(client, lang="en", email="b@example.org", country="KZ")
     sign(client, lang="ru", email="c@example.org", country="KZ", opt_in="yes")
     assert runner.invoke(args=["deliver", "--once"]).exit_code == 0
-    sign(client, email="d@example.org", country="")
+    # d@ sends the page's letter unchanged; the other three wrote their own.
+    sign(client, email="d@example.org", country="", message=app.extensions["clamor"].campaigns[SLUG].text("fr").letter)
     with app.app_context():
         db.session.execute(update(Delivery).where(Delivery.target_key == "press@mfa.kz", Delivery.status == "pending")
                            .values(status="failed", last_error="550 mailbox unavailable"))
@@ -143,6 +144,7 @@ def test_dashboard_figures_match_the_database(app, client, runner):
     for name, value in expected.items():
         assert figure(name) == value, name
     assert figure("sent-today") == 15
+    assert 'id="fig-edited">75 % (3)</dd>' in html  # the share of letters in their own words
     assert figure("held") == 0
     # By country and by language, most first.
     assert re.search(r'class="by-country">.*?<td>KZ</td><td class="num">2</td>', html, re.S)

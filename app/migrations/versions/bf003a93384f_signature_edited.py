@@ -19,6 +19,8 @@ Create Date: 2026-12-02 04:10:00.000000
 import sqlalchemy as sa
 from alembic import op
 
+from app import totals
+
 # revision identifiers, used by Alembic.
 revision = 'bf003a93384f'
 down_revision = '1142be08ab85'
@@ -32,6 +34,10 @@ def upgrade():
 
 
 def downgrade():
+    # The totals triggers may name edited (f32d45b4023c): made again without it.
+    connection = op.get_bind()
+    totals.drop_triggers(connection)
     # Not in a batch: a batch copies the table on SQLite, losing its triggers.
     op.drop_column('signature', 'subject_choice')
     op.drop_column('signature', 'edited')
+    totals.install_triggers(connection)
