@@ -127,7 +127,10 @@ def smtp_server():
 
 
 class ScriptedInbox(Inbox):
-    """Answers RCPT and DATA from scripts of replies (then accepts); counts connections."""
+    """Answers RCPT and DATA from scripts of replies (then accepts); counts connections.
+
+    ``senders`` records every MAIL FROM, refused letters' too.
+    """
 
     def __init__(self, rcpt_replies=(), data_replies=()):
         super().__init__()
@@ -135,6 +138,12 @@ class ScriptedInbox(Inbox):
         self.data_replies = list(data_replies)
         self.connections = 0
         self.refused = []
+        self.senders = []
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.senders.append(address)
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.connections += 1
@@ -344,6 +353,30 @@ body = ["p"]
 subject = "Ержан Елшібаевты босатыңыз"
 letter = "Құрметті Президент!"
 """
+
+
+#: A real plugin (a single file in instance/plugins/) that writes each
+#: letter_bounced call to instance/bounces.jsonl, read back by :func:`logged_bounces`.
+BOUNCE_LOG_PLUGIN = (
+    "import json\nfrom pathlib import Path\n\nfrom flask import current_app\n\nfrom app import hookimpl\n\n\n"
+    "@hookimpl\ndef letter_bounced(delivery, report):\n"
+    "    with open(Path(current_app.instance_path) / 'bounces.jsonl', 'a') as out:\n"
+    "        out.write(json.dumps([delivery.id, delivery.status, report]) + '\\n')\n"
+)
+
+
+def install_bounce_log(instance_path):
+    """Put :data:`BOUNCE_LOG_PLUGIN` in ``instance_path``'s plugins (before the app is made)."""
+    (instance_path / "plugins").mkdir(exist_ok=True)
+    (instance_path / "plugins" / "bounce_log.py").write_text(BOUNCE_LOG_PLUGIN)
+
+
+def logged_bounces(instance_path):
+    """The ``[delivery id, status, report]`` of every letter_bounced call so far."""
+    import json
+
+    path = instance_path / "bounces.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 ORGANISER = "organiser@union.test"

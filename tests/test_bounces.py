@@ -1,7 +1,6 @@
 """`clamor bounces read`: DSNs (RFC 3464), bounces in no standard form and auto-replies find their letter
 by its VERP address or the returned Message-ID; what matches nothing is kept for an organiser."""
 
-import json
 import os
 import stat
 import subprocess
@@ -9,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import sign
+from conftest import install_bounce_log, logged_bounces, sign
 
 from app import verp
 from app.bounces import AUTO_REPLY, OTHER, PERMANENT, TEMPORARY, read_report
@@ -114,12 +113,7 @@ UNRELATED = b"From: someone@example.net\r\nTo: bounces@union.test\r\nSubject: he
 @pytest.fixture
 def sent(make_app, instance_path):
     """An app whose five letters were sent (outbox_files) with VERP; ``(app, [(id, return path, target)])``."""
-    (instance_path / "plugins").mkdir(exist_ok=True)
-    (instance_path / "plugins" / "bounce_log.py").write_text(
-        "import json\nfrom pathlib import Path\n\nfrom flask import current_app\n\nfrom app import hookimpl\n\n\n"
-        "@hookimpl\ndef letter_bounced(delivery, report):\n"
-        "    with open(Path(current_app.instance_path) / 'bounces.jsonl', 'a') as out:\n"
-        "        out.write(json.dumps([delivery.id, delivery.status, report]) + '\\n')\n")
+    install_bounce_log(instance_path)
     app = make_app(BOUNCE_ADDRESS=BOUNCES)
     sign(app.test_client(), email="anna@example.org", name="Anna Example")
     with app.app_context():
@@ -135,8 +129,7 @@ def statuses(app):
 
 
 def bounce_hook_calls(instance_path):
-    path = instance_path / "bounces.jsonl"
-    return [tuple(json.loads(line)) for line in path.read_text().splitlines()] if path.exists() else []
+    return [tuple(call) for call in logged_bounces(instance_path)]
 
 
 def read(app, raw, **kwargs):

@@ -4,13 +4,12 @@ or replayed is refused with 406 and changes nothing."""
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
 
 import pytest
-from conftest import SLUG, add_organiser, login, sign
+from conftest import SLUG, add_organiser, install_bounce_log, logged_bounces, login, sign
 from sqlalchemy import select
 from test_backends import MailgunStub
 
@@ -76,16 +75,10 @@ def everything(app):
 
 @pytest.mark.slow
 def test_events_make_letters_delivered_bounced_or_noted(sent_app, instance_path):
-    (instance_path / "plugins").mkdir(exist_ok=True)
-    (instance_path / "plugins" / "bounce_log.py").write_text(
-        "import json\nfrom pathlib import Path\n\nfrom flask import current_app\n\nfrom app import hookimpl\n\n\n"
-        "@hookimpl\ndef letter_bounced(delivery, report):\n"
-        "    with open(Path(current_app.instance_path) / 'bounces.jsonl', 'a') as out:\n"
-        "        out.write(json.dumps([delivery.id, delivery.status, report]) + '\\n')\n")
+    install_bounce_log(instance_path)
 
     def seen():
-        path = instance_path / "bounces.jsonl"
-        return [tuple(json.loads(line)) for line in path.read_text().splitlines()] if path.exists() else []
+        return [tuple(call) for call in logged_bounces(instance_path)]
     app, variables = sent_app()
     client = app.test_client()
     first, second, third, fourth = sorted(variables)[:4]

@@ -4,8 +4,7 @@ the token is stable across retries, unique per letter, and cannot be forged."""
 from base64 import b32decode, b32encode
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import FAX_CAMPAIGN, ScriptedInbox, sign, smtp_backed_app, unused_port
+from conftest import FAX_CAMPAIGN, sign, smtp_backed_app
 
 from app import verp
 from app.delivery import deliver_due
@@ -15,43 +14,14 @@ from app.models import Delivery, utcnow
 BOUNCES = "bounces@union.test"
 
 
-class SenderLog(ScriptedInbox):
-    """A :class:`ScriptedInbox` that also records every MAIL FROM, refused letters' too."""
-
-    def __init__(self, **script):
-        super().__init__(**script)
-        self.senders = []
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        self.senders.append(address)
-        envelope.mail_from = address
-        return "250 OK"
-
-
-@pytest.fixture
-def recording_smtp():
-    controllers = []
-
-    def start(**script):
-        inbox = SenderLog(**script)
-        controller = Controller(inbox, hostname="127.0.0.1", port=unused_port())
-        controller.start()
-        controllers.append(controller)
-        return controller, inbox
-
-    yield start
-    for controller in controllers:
-        controller.stop()
-
-
 def tokens_by_delivery(app):
     with app.app_context():
         return {d.id: verp.return_path(d.id, BOUNCES) for d in Delivery.query}
 
 
 @pytest.mark.slow
-def test_each_letter_has_its_own_envelope_sender_stable_across_a_retry(make_app, recording_smtp):
-    controller, inbox = recording_smtp(data_replies=["451 4.3.0 try again later"])
+def test_each_letter_has_its_own_envelope_sender_stable_across_a_retry(make_app, scripted_smtp):
+    controller, inbox = scripted_smtp(data_replies=["451 4.3.0 try again later"])
     app = smtp_backed_app(make_app, controller, BOUNCE_ADDRESS=BOUNCES)
     sign(app.test_client(), email="anna@example.org", name="Anna")
     with app.app_context():
@@ -79,8 +49,8 @@ def test_each_letter_has_its_own_envelope_sender_stable_across_a_retry(make_app,
 
 
 @pytest.mark.slow
-def test_without_bounce_address_the_envelope_sender_is_sender_address(make_app, recording_smtp):
-    controller, inbox = recording_smtp()
+def test_without_bounce_address_the_envelope_sender_is_sender_address(make_app, scripted_smtp):
+    controller, inbox = scripted_smtp()
     app = smtp_backed_app(make_app, controller)
     sign(app.test_client(), email="anna@example.org")
     with app.app_context():
@@ -89,8 +59,8 @@ def test_without_bounce_address_the_envelope_sender_is_sender_address(make_app, 
 
 
 @pytest.mark.slow
-def test_mail_to_the_supporters_own_mailbox_keeps_the_sender_address(make_app, recording_smtp):
-    controller, inbox = recording_smtp()
+def test_mail_to_the_supporters_own_mailbox_keeps_the_sender_address(make_app, scripted_smtp):
+    controller, inbox = scripted_smtp()
     app = smtp_backed_app(make_app, controller, BOUNCE_ADDRESS=BOUNCES, SEND_RECEIPT=True)
     sign(app.test_client(), email="anna@example.org")
     with app.app_context():
@@ -102,9 +72,9 @@ def test_mail_to_the_supporters_own_mailbox_keeps_the_sender_address(make_app, r
 
 
 @pytest.mark.slow
-def test_a_fax_over_smtp_has_the_verp_envelope_sender(make_app, instance_path, recording_smtp):
+def test_a_fax_over_smtp_has_the_verp_envelope_sender(make_app, instance_path, scripted_smtp):
     (instance_path / "campaigns" / "fax-test.toml").write_text(FAX_CAMPAIGN)
-    controller, inbox = recording_smtp()
+    controller, inbox = scripted_smtp()
     app = make_app(DELIVERY={"email": "smtp", "fax": "fax_email"}, SMTP_HOST="127.0.0.1", SMTP_PORT=controller.port,
                    FAX_ADDRESS_TEMPLATE="{e164}@fax.tc", FAX_SENDER="fax@clamor.test", BOUNCE_ADDRESS=BOUNCES)
     sign(app.test_client(), lang="kk", slug="fax-test", email="aigul@example.kz", country="KZ")
