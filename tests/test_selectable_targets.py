@@ -60,8 +60,13 @@ def test_two_of_five_ticked_send_exactly_two_letters(selectable, make_app, smtp_
     assert checkboxes(page) == [(key, True) for key in KEYS]  # every target, ticked
     assert "<legend>Send my letter to" in page
     assert re.search(r'<label><input [^>]*id="targets-1"[^>]*> Акорда', page)  # each box inside its label
-    assert sign(client, targets=CHOSEN).status_code == 303
+    response = sign(client, lang="en", targets=CHOSEN)
+    assert response.status_code == 303
     assert letters(app) == sorted(CHOSEN)
+    # The thank-you page is the same for everyone: it names no target, chosen or not.
+    thanks = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "sent to the addresses you chose" in thanks and "every address" not in thanks
+    assert not [name for name in CHOSEN_NAMES + [NOT_CHOSEN_NAME] if name in thanks]
     with app.app_context():
         assert deliver_due() == 2
     assert sorted(rcpt for e in smtp_server.inbox.envelopes for rcpt in e.rcpt_tos) == sorted(CHOSEN)
