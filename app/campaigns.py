@@ -27,7 +27,7 @@ STATUSES = ("open", "closed")
 RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
 TOP_KEYS = {
     "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "contact",
-    "targets", "text",
+    "targets", "targets_selectable", "text",
 }
 TARGET_KEYS = {"name", "email", "fax", "language"}
 #: key -> (type, required) for each language's text.
@@ -133,6 +133,8 @@ class Campaign:
     contact: str | None = None
     #: What the loader fixed by itself (a byte-order mark removed), for ``campaign check``.
     notes: tuple[str, ...] = ()
+    #: Supporters tick the targets their letter goes to (app/target_choice.py); False: every target gets one.
+    targets_selectable: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -240,7 +242,7 @@ def _load_languages(data, known_languages, fail):
 def _load_settings(data, fail):
     """The campaign's optional settings, as :class:`Campaign` keywords.
 
-    Those are goal, sender, closed_at, privacy_url and contact.
+    Those are goal, sender, closed_at, privacy_url, contact and targets_selectable.
     """
     goal = data.get("goal")
     if goal is not None and (not isinstance(goal, int) or isinstance(goal, bool) or goal < 1):
@@ -259,8 +261,10 @@ def _load_settings(data, fail):
             contact = validate_email(contact, check_deliverability=False).normalized
         except (EmailNotValidError, TypeError) as exc:
             fail("contact", f"{contact!r} is not an email address ({exc})")
+    if not isinstance(selectable := data.get("targets_selectable", False), bool):
+        fail("targets_selectable", "must be true or false")
     return {"goal": goal, "sender": sender, "closed_at": closed_at, "privacy_url": privacy_url,
-            "contact": contact}
+            "contact": contact, "targets_selectable": selectable}
 
 
 def _load_closed_at(data, fail):

@@ -1,7 +1,8 @@
 """The action form a supporter fills in.
 
 The field names (``name``, ``email``, ``organisation``, ``country``,
-``message``, ``opt_in``) are a contract: integrations and tests post them.
+``message``, ``opt_in``, and ``targets`` where supporters choose targets) are
+a contract: integrations and tests post them.
 Spam filters add their own fields through the ``extend_action_form`` hook.
 """
 
@@ -21,6 +22,7 @@ from wtforms.i18n import messages_path
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from .i18n import country_choices
+from .target_choice import targets_field
 
 if TYPE_CHECKING:
     import pluggy
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from .campaigns import Campaign
 
 #: The fields the page lays out itself; any other field came from a plugin.
-CORE_FIELDS = ("name", "email", "organisation", "country", "message", "opt_in")
+CORE_FIELDS = ("name", "email", "organisation", "country", "message", "opt_in", "targets")
 
 #: Characters a letter may contain that are otherwise refused: line breaks
 #: and tabs.
@@ -224,6 +226,8 @@ def make_action_form(campaign: "Campaign", language: str, filters: "pluggy.HookC
             render_kw={"rows": 14, "maxlength": max_length},
         )
 
+    if campaign.targets_selectable:
+        CampaignActionForm.targets = targets_field(campaign)
     filters(form_class=CampaignActionForm, campaign=campaign)
     return CampaignActionForm
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 from .states import DeliveryStatus, SignatureStatus
+from .target_choice import written_to
 
 if TYPE_CHECKING:
     from flask_babel.speaklater import LazyString
@@ -52,9 +53,13 @@ def label(
 def letter_rows(
     signature: "Signature", campaign: "Campaign",
 ) -> "list[tuple[Target, str | None, str | LazyString | None]]":
-    """``[(target, state, sent_label)]`` for a signature's letters (see :func:`label`);
-    state is None for a target added since it was queued."""
+    """``[(target, state, sent_label)]`` for a signature's letters (see :func:`label`).
+
+    One row per target the signature has a letter to (the targets its
+    supporter chose, where the campaign lets them), in the campaign's order:
+    a target added to the campaign since, or one the supporter did not tick,
+    has no row.
+    """
     backends = current_app.extensions["clamor"].backends
     by_target = {d.target_key: d for d in signature.deliveries if d.kind == "letter"}
-    return [(target, *(label(by_target[target.key], backends) if target.key in by_target else (None, None)))
-            for target in campaign.targets]
+    return [(target, *label(by_target[target.key], backends)) for target in written_to(signature, campaign)]

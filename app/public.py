@@ -26,6 +26,7 @@ from .pages import page_cache, render_full
 from .security import SessionInterface, check_embed_origins, client_hash, client_key
 from .signing import confirm_signature, store_signature, withdraw_consent
 from .spam import Submission, judge, normalise_email
+from .target_choice import chosen_targets
 
 if TYPE_CHECKING:
     from .campaigns import Campaign
@@ -192,6 +193,7 @@ def _campaign_page(slug, embed):
             language=g.lang,
             client_hash=client_key(),
             form=form,
+            targets=chosen_targets(campaign, form),
         )
         verdict = judge(submission, campaign, state.filters["check_submission"])
         if verdict is not None and verdict.action == "reject":

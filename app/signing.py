@@ -37,6 +37,7 @@ from .links import confirm_url, status_url
 from .models import Signature, utcnow
 from .spam import spend_tokens
 from .states import SignatureStatus
+from .target_choice import written_to
 
 if TYPE_CHECKING:
     from flask_wtf import FlaskForm
@@ -126,7 +127,8 @@ def _new_signature(submission, campaign, verdict, config, held):
         states.hold(signature, reason)
     else:
         states.accept(signature)
-    queue_deliveries(signature, campaign, config, status=states.letter_status(signature))
+    queue_deliveries(signature, campaign, config, status=states.letter_status(signature),
+                     targets=submission.targets or None)
     return signature
 
 
@@ -174,7 +176,7 @@ def _receipt_email(signature, campaign, repeat):
         text=text,
         repeat=repeat,
         signed_on=format_date(signature.created_at.date(), format="long"),
-        targets=[target.name for target in campaign.targets],
+        targets=[target.name for target in written_to(signature, campaign)],
         status_url=status_url(signature),
     )
     return subject, body

@@ -83,6 +83,11 @@ class Submission:
     client_hash: str
     #: The bound form, for filters that added fields.
     form: FlaskForm
+    #: The keys (:attr:`~app.campaigns.Target.key`) of the targets the letter
+    #: goes to, in the campaign's order: those the supporter ticked where the
+    #: campaign has ``targets_selectable``, else every target's. Empty (the
+    #: default, for a Submission made without it): every target.
+    targets: tuple[str, ...] = ()
 
     @property
     def email_key(self) -> str:

@@ -7,7 +7,7 @@ request and is only wrapped here.
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from babel import Locale
@@ -211,15 +211,19 @@ def queue_organiser_emails(campaign_slug: str, config: Mapping[str, Any], subjec
 
 def queue_deliveries(
     signature: Signature, campaign: "Campaign", config: Mapping[str, Any],
-    status: DeliveryStatus = DeliveryStatus.PENDING,
+    status: DeliveryStatus = DeliveryStatus.PENDING, targets: Collection[str] | None = None,
 ) -> None:
     """Add one Delivery per target of ``campaign`` to ``signature`` (not committed).
 
     ``status``: what :func:`app.states.letter_status` says for the signature;
     a letter to a suspended target is held (:mod:`app.states.targets`).
+    ``targets``: the keys of the targets to write to (the supporter's choice);
+    None: every target.
     """
     suspended = suspended_keys(target.key for target in campaign.targets)
     for target in campaign.targets:
+        if targets is not None and target.key not in targets:
+            continue
         signature.deliveries.append(
             Delivery(
                 campaign=campaign.slug,
