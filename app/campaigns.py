@@ -18,6 +18,7 @@ from pathlib import Path
 from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
+from .office_hours import OfficeHours, with_office_hours
 from .phone import FaxNumberError, parse_fax_number
 from .toml_errors import describe_toml_error, misplaced_key
 
@@ -27,9 +28,9 @@ STATUSES = ("open", "closed")
 RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
 TOP_KEYS = {
     "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "contact",
-    "targets", "text",
+    "targets", "text", "timezone", "hours", "days",  # the last three: app/office_hours.py
 }
-TARGET_KEYS = {"name", "email", "fax", "language"}
+TARGET_KEYS = {"name", "email", "fax", "language", "timezone", "hours", "days"}
 #: key -> (type, required) for each language's text.
 TEXT_KEYS = {
     "title": (str, True),
@@ -71,6 +72,8 @@ class Target:
     #: The language letters to this target are written in; None: the
     #: campaign's default language.
     language: str | None = None
+    #: When letters to this target may go (its keys, else the campaign's); None: at any hour.
+    hours: OfficeHours | None = None
 
     @property
     def channel(self) -> str:
@@ -180,6 +183,7 @@ def load_campaign(path: str | os.PathLike[str], known_languages: Collection[str]
     settings = _load_settings(data, fail)
     targets = _load_targets(data["targets"], languages, fail, lines) if "targets" in data else []
     texts = _load_texts(data["text"], languages, fail, lines) if "text" in data else {}
+    targets = with_office_hours(data, targets, fail)
     if errors:
         raise CampaignError(errors)
     return Campaign(slug=slug, status=status, default_language=default_language, languages=list(languages),
