@@ -199,6 +199,19 @@ def test_letters_wait_for_the_targets_hours_while_the_others_go_out(hours_app, s
 
 @pytest.mark.slow
 def test_a_backlog_leaves_one_letter_at_a_time_from_the_opening(hours_app, smtp_server):
+    backlog_from_the_opening(hours_app, smtp_server)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_backlog_leaves_one_letter_at_a_time_on_postgresql(postgres_cluster, make_app, smtp_server, instance_path):
+    write_campaign(instance_path / "campaigns", akorda=ALMATY_HOURS)
+    app = smtp_backed_app(make_app, smtp_server, SQLALCHEMY_DATABASE_URI=postgres_cluster())
+    backlog_from_the_opening(app, smtp_server)
+
+
+def backlog_from_the_opening(hours_app, smtp_server):
+    """Four letters to a closed target are given turns a minute apart from Monday 09:00; a late one queues behind."""
     # TARGET_HOURLY_CAP = 60: one letter a minute to a target with office hours.
     with time_machine.travel(almaty(2026, 12, 5, 14, 0), tick=False):  # a Saturday: closed all day
         for n in range(4):
