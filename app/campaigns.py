@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-from babel import Locale
 from email_validator import EmailNotValidError, validate_email
 
+from .i18n import language_label
+from .office_hours import OfficeHours, with_office_hours
 from .phone import FaxNumberError, parse_fax_number
 from .toml_errors import describe_toml_error, misplaced_key
 
@@ -27,9 +28,9 @@ STATUSES = ("open", "closed")
 RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
 TOP_KEYS = {
     "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "contact",
-    "targets", "targets_selectable", "text",
+    "targets", "targets_selectable", "text", "timezone", "hours", "days",  # the last three: app/office_hours.py
 }
-TARGET_KEYS = {"name", "email", "fax", "language"}
+TARGET_KEYS = {"name", "email", "fax", "language", "timezone", "hours", "days"}
 #: key -> (type, required) for each language's text.
 TEXT_KEYS = {
     "title": (str, True),
@@ -71,6 +72,8 @@ class Target:
     #: The language letters to this target are written in; None: the
     #: campaign's default language.
     language: str | None = None
+    #: When letters to this target may go (its keys, else the campaign's); None: at any hour.
+    hours: OfficeHours | None = None
 
     @property
     def channel(self) -> str:
@@ -182,6 +185,7 @@ def load_campaign(path: str | os.PathLike[str], known_languages: Collection[str]
     settings = _load_settings(data, fail)
     targets = _load_targets(data["targets"], languages, fail, lines) if "targets" in data else []
     texts = _load_texts(data["text"], languages, fail, lines) if "text" in data else {}
+    targets = with_office_hours(data, targets, fail)
     if errors:
         raise CampaignError(errors)
     return Campaign(slug=slug, status=status, default_language=default_language, languages=list(languages),
@@ -334,7 +338,7 @@ def _load_texts(raw, languages, fail, lines=()):
         if not isinstance(section, dict):
             fail(
                 f"text.{lang}",
-                f"missing: the campaign is offered in {_language_label(lang)}, so it needs a [text.{lang}] "
+                f"missing: the campaign is offered in {language_label(lang)}, so it needs a [text.{lang}] "
                 "section with its title, short_name, body, subject and letter in that language",
             )
             continue
@@ -376,15 +380,6 @@ def _subjects(values, lang, fail):
     values["subject"] = pool[0]
     if len(pool) > 1:
         values["subjects"] = pool
-
-
-def _language_label(code):
-    """``code`` with its English name for an organiser's message: "kk (Kazakh)"."""
-    try:
-        name = Locale.parse(code).get_display_name("en")
-    except (ValueError, TypeError):
-        name = None
-    return f"{code} ({name})" if name else code
 
 
 def load_campaigns(

@@ -148,6 +148,15 @@ def language_name(code: str) -> str:
     return name[:1].upper() + name[1:]
 
 
+def language_label(code: str) -> str:
+    """``code`` with its English name, for a message to an organiser: "kk (Kazakh)"."""
+    try:
+        name = Locale.parse(code).get_display_name("en")
+    except (ValueError, TypeError):
+        name = None
+    return f"{code} ({name})" if name else code
+
+
 def collation_key(text: str, language: str) -> tuple[list[tuple[int, int]], str, str]:
     """A sort key that orders ``text`` the way a reader of ``language`` expects.
 

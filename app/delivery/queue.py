@@ -1,4 +1,4 @@
-"""The queue: claiming due deliveries with a lease, the hourly cap per target, pause and resume.
+"""The queue: claiming due deliveries with a lease, office hours and the hourly cap per target, pause and resume.
 
 Every status a row takes here is set through :mod:`app.states`.
 """
@@ -16,6 +16,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from .. import states
 from ..extensions import db
 from ..models import Delivery, DeliveryPause, utcnow
+from ..office_hours import OfficeHours
+from ..states import DeliveryStatus
 
 # One logger for the whole package, named as before it was one.
 log = logging.getLogger("app.delivery")
@@ -106,6 +108,66 @@ def _wait_for_cap(delivery, config, hourly):
     states.waiting(delivery, oldest + timedelta(hours=1, seconds=1),
                    f"waiting: {key} had {hourly[key]} letters in the last hour (TARGET_HOURLY_CAP)")
     return True
+
+
+#: How a wait's note begins: a letter whose note says so was given its turn (see :func:`_wait_for_office_hours`).
+WAIT_NOTE = "waiting: "
+
+
+def _wait_for_office_hours(delivery, state, config, turns):
+    """Put ``delivery`` back in the queue until its turn if its target has office hours; True when it waits.
+
+    A target with office hours gets at most one letter every 3600 /
+    TARGET_HOURLY_CAP seconds, and only inside its hours: each letter that
+    cannot go now is given the next free turn (``turns``: target key -> the
+    earliest moment the next new letter may go, read from the database
+    once a batch), so a backlog leaves one letter at a time from the
+    opening on instead of all at once. A letter whose turn comes goes, if
+    the office is open. Waiting is not a failed attempt.
+    """
+    hours = office_hours_of(state, delivery)
+    if hours is None:
+        return False
+    now, key = utcnow(), delivery.target_key
+    cap = config["TARGET_HOURLY_CAP"]
+    spacing = timedelta(seconds=3600 / cap if cap else 0)
+    if key not in turns:
+        turns[key] = _next_free_turn(key, spacing, now)
+    has_turn = (delivery.note or "").startswith(WAIT_NOTE)
+    if hours.is_open(now) and (has_turn or turns[key] <= now):
+        turns[key] = max(turns[key], now + spacing)
+        return False
+    turn = hours.next_opening(max(turns[key], now))
+    turns[key] = turn + spacing
+    if not hours.is_open(now):
+        note = f"{WAIT_NOTE}outside {hours}"
+    else:
+        note = f"{WAIT_NOTE}one letter every {spacing.total_seconds():.0f}s to {key} within {hours}"
+    states.waiting(delivery, turn, note)
+    return True
+
+
+def office_hours_of(state: Any, delivery: Delivery) -> "OfficeHours | None":
+    """The office hours of ``delivery``'s target; None for a target without them and for mail that is no letter.
+
+    Mail to a supporter's own mailbox and to organisers is never held.
+    """
+    campaign = state.campaigns.get(delivery.campaign) if delivery.kind == "letter" else None
+    for target in campaign.targets if campaign else ():
+        if target.key == delivery.target_key:
+            return target.hours
+    return None
+
+
+def _next_free_turn(key, spacing, now):
+    """The earliest moment a new letter to ``key`` may go: after the last one sent, and the last one given a turn."""
+    last_sent = db.session.scalar(
+        select(func.max(Delivery.sent_at)).where((Delivery.target_key == key) & Delivery.status.in_(states.WENT_OUT)))
+    # Letters waiting for their turn: pending, never tried (a wait gives its attempt back), due later.
+    last_turn = db.session.scalar(select(func.max(Delivery.next_attempt_at)).where(
+        (Delivery.target_key == key) & (Delivery.status == DeliveryStatus.PENDING) & (Delivery.attempts == 0)
+        & (Delivery.next_attempt_at > now)))
+    return max([now] + [moment + spacing for moment in (last_sent, last_turn) if moment is not None])
 
 
 def sent_in_last_hour(key: str) -> ColumnElement[bool]:

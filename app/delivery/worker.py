@@ -32,6 +32,7 @@ from .letters import build_letter
 from .queue import (
     _Presence,
     _wait_for_cap,
+    _wait_for_office_hours,
     _write,
     claim_due,
     is_paused,
@@ -110,6 +111,8 @@ class _BatchRun:
         # connection, so letters in flight on several connections cannot
         # overshoot the cap together.
         self.hourly = {}
+        #: Target key -> when the next new letter to it may go, for targets with office hours.
+        self.turns = {}
         #: (delivery, backend name, Future of its Receipt), oldest first.
         self.in_flight = []
         self.presence = _Presence(batch)
@@ -123,10 +126,11 @@ class _BatchRun:
         return utcnow() >= self.stop_at
 
     def start(self, delivery):
-        """Hand ``delivery`` to a connection, unless it was deleted or its target had its hourly fill."""
+        """Hand ``delivery`` to a connection, unless it was deleted or must wait (office hours, hourly cap)."""
         if not self.presence.still_claimed(delivery):
             return
-        if _wait_for_cap(delivery, self.config, self.hourly):
+        if (_wait_for_office_hours(delivery, self.state, self.config, self.turns)
+                or _wait_for_cap(delivery, self.config, self.hourly)):
             _write(delivery)
             return
         self.hourly[delivery.target_key] += 1
