@@ -67,8 +67,8 @@ def _write(delivery):
 
     One ``UPDATE … WHERE id = ?`` of the columns the transition changed, then
     the commit: the ORM's flush of one row cost twice as much as sending the
-    letter. The object is marked clean with what was written, as a flush
-    would leave it. A row deleted meanwhile (``clamor forget``) updates
+    letter. The object holds what was written, as a flush would leave it,
+    and leaves the session (the batch is done with it). A row deleted meanwhile (``clamor forget``) updates
     nothing: that outcome has no row to go to, and nothing else is lost.
     """
     state = inspect(delivery)
@@ -82,6 +82,9 @@ def _write(delivery):
         written = result.rowcount == 1
         for key, value in changes.items():
             set_committed_value(delivery, key, value)
+    # Out of the session: still marked modified, it would cost the commit a
+    # flush that finds nothing to write. The batch is done with it.
+    db.session.expunge(delivery)
     db.session.commit()
     if not written:
         log.info("delivery %s was deleted while it was being sent", state.identity[0])
