@@ -21,11 +21,10 @@ log = logging.getLogger(__name__)
 
 def _target_of(campaign, field):
     """The campaign's target named by the form's ``field``, or 400."""
-    key = request.form.get(field, "")
-    for target in campaign.targets:
-        if target.key == key:
-            return target
-    abort(400)
+    target = campaign.target(request.form.get(field, ""))
+    if target is None:
+        abort(400)
+    return target
 
 
 def _waiting_address(campaign):

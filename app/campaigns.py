@@ -147,6 +147,10 @@ class Campaign:
         """Return the :class:`CampaignText` in ``language``, else in the default language."""
         return self.texts.get(language) or self.texts[self.default_language]
 
+    def target(self, key: str) -> Target | None:
+        """The target whose :attr:`Target.key` is ``key``, or None."""
+        return next((target for target in self.targets if target.key == key), None)
+
     def is_edited(self, message: str, language: str) -> bool:
         """True when ``message`` differs from the letter the page in ``language`` offers.
 

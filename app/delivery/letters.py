@@ -65,7 +65,7 @@ def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, 
         return _mailbox_letter(delivery, campaign, config)
     test_recipient = config.get("TEST_MODE_RECIPIENT")
     signature = delivery.signature
-    target = next((t for t in campaign.targets if t.key == delivery.target_key), None)
+    target = campaign.target(delivery.target_key)
     to_name = target.name if target else ""
     language, message = letter_words(signature, target, campaign)
     with force_locale(language):

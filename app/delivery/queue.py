@@ -156,10 +156,8 @@ def office_hours_of(state: Any, delivery: Delivery) -> "OfficeHours | None":
     Mail to a supporter's own mailbox and to organisers is never held.
     """
     campaign = state.campaigns.get(delivery.campaign) if delivery.kind == "letter" else None
-    for target in campaign.targets if campaign else ():
-        if target.key == delivery.target_key:
-            return target.hours
-    return None
+    target = campaign.target(delivery.target_key) if campaign else None
+    return target.hours if target else None
 
 
 def _next_free_turn(key, spacing, now):
