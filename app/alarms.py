@@ -40,7 +40,7 @@ from .delivery.queue import is_paused
 from .extensions import db
 from .models import Alarm, Delivery, utcnow
 from .security import redact_addresses
-from .states import WENT_OUT, DeliveryStatus
+from .states import TARGET_KINDS, WENT_OUT, DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def queue_stall(config: Mapping[str, Any], now: datetime) -> list[Finding]:
     paced = Delivery.note.startswith("waiting")
     oldest = db.session.scalars(
         select(Delivery)
-        .where(Delivery.kind == "letter", Delivery.status == DeliveryStatus.PENDING,
+        .where(Delivery.kind.in_(TARGET_KINDS), Delivery.status == DeliveryStatus.PENDING,
                or_(and_(paced, Delivery.next_attempt_at <= cutoff), and_(~paced, Delivery.created_at <= cutoff)))
         .order_by(Delivery.id).limit(1)
     ).first()

@@ -193,14 +193,14 @@ def find_letter(outcome: Outcome, recipient: str | None = None) -> Delivery | No
         for address in ((recipient,) if recipient else ()) + outcome.recipients:
             delivery_id = verp.delivery_id_from(address, bounce_address)
             delivery = db.session.get(Delivery, delivery_id) if delivery_id is not None else None
-            if delivery is not None and delivery.kind == "letter":
+            if delivery is not None and delivery.kind in states.TARGET_KINDS:
                 return delivery
     message_id = outcome.original_message_id.strip().strip("<>")
     if not message_id:
         return None
     return db.session.scalars(
         select(Delivery)
-        .where(Delivery.message_id.in_((f"<{message_id}>", message_id)), Delivery.kind == "letter")
+        .where(Delivery.message_id.in_((f"<{message_id}>", message_id)), Delivery.kind.in_(states.TARGET_KINDS))
         .limit(1)
     ).first()
 

@@ -12,11 +12,12 @@ import re
 import tomllib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
+from .campaign_settings import load_settings
 from .i18n import language_label
 from .office_hours import OfficeHours, with_office_hours
 from .phone import FaxNumberError, parse_fax_number
@@ -28,7 +29,8 @@ STATUSES = ("open", "closed")
 RESERVED_SLUGS = {"confirm", "unsubscribe", "letter"}
 TOP_KEYS = {
     "slug", "status", "closed_at", "default_language", "languages", "goal", "sender", "privacy_url", "contact",
-    "targets", "targets_selectable", "text", "timezone", "hours", "days",  # the last three: app/office_hours.py
+    "targets", "targets_selectable", "overflow", "text",
+    "timezone", "hours", "days",  # app/office_hours.py
 }
 TARGET_KEYS = {"name", "email", "fax", "language", "timezone", "hours", "days"}
 #: key -> (type, required) for each language's text.
@@ -138,6 +140,10 @@ class Campaign:
     notes: tuple[str, ...] = ()
     #: Supporters tick the targets their letter goes to (app/target_choice.py); False: every target gets one.
     targets_selectable: bool = False
+    #: What happens to letters a target's TARGET_HOURLY_CAP holds back: "wait"
+    #: for their turn, or "digest": after DIGEST_AFTER seconds, they go in that
+    #: target's next daily digest (app/digests.py).
+    overflow: str = "wait"
 
     @property
     def is_open(self) -> bool:
@@ -186,7 +192,7 @@ def load_campaign(path: str | os.PathLike[str], known_languages: Collection[str]
             fail(key, "missing")
     slug, status = _load_slug_and_status(data, path, fail)
     languages, default_language = _load_languages(data, known_languages, fail)
-    settings = _load_settings(data, fail)
+    settings = load_settings(data, fail)
     targets = _load_targets(data["targets"], languages, fail, lines) if "targets" in data else []
     texts = _load_texts(data["text"], languages, fail, lines) if "text" in data else {}
     targets = with_office_hours(data, targets, fail)
@@ -245,47 +251,6 @@ def _load_languages(data, known_languages, fail):
     if "default_language" in data and default_language not in languages:
         fail("default_language", f"{default_language!r} is not in languages")
     return languages, default_language
-
-
-def _load_settings(data, fail):
-    """The campaign's optional settings, as :class:`Campaign` keywords.
-
-    Those are goal, sender, closed_at, privacy_url, contact and targets_selectable.
-    """
-    goal = data.get("goal")
-    if goal is not None and (not isinstance(goal, int) or isinstance(goal, bool) or goal < 1):
-        fail("goal", "must be a positive whole number")
-    sender = data.get("sender", "")
-    if not isinstance(sender, str):
-        fail("sender", "must be a string")
-    closed_at = _load_closed_at(data, fail)
-    privacy_url = data.get("privacy_url")
-    if privacy_url is not None and (not isinstance(privacy_url, str)
-                                    or not privacy_url.startswith(("https://", "http://", "/"))):
-        fail("privacy_url", "must be an https:// address")
-    contact = data.get("contact")
-    if contact is not None:
-        try:
-            contact = validate_email(contact, check_deliverability=False).normalized
-        except (EmailNotValidError, TypeError) as exc:
-            fail("contact", f"{contact!r} is not an email address ({exc})")
-    if not isinstance(selectable := data.get("targets_selectable", False), bool):
-        fail("targets_selectable", "must be true or false")
-    return {"goal": goal, "sender": sender, "closed_at": closed_at, "privacy_url": privacy_url,
-            "contact": contact, "targets_selectable": selectable}
-
-
-def _load_closed_at(data, fail):
-    closed_at = data.get("closed_at")
-    if isinstance(closed_at, str):
-        try:
-            closed_at = date.fromisoformat(closed_at)
-        except ValueError:
-            fail("closed_at", f"{closed_at!r} is not a date (YYYY-MM-DD)")
-            closed_at = None
-    if closed_at is not None and (isinstance(closed_at, datetime) or not isinstance(closed_at, date)):
-        fail("closed_at", "must be a date, e.g. closed_at = 2026-12-31")
-    return closed_at
 
 
 def _load_targets(raw, languages, fail, lines=()):

@@ -74,6 +74,13 @@ DELIVERY_MAX_AGE = 5 * 24 * 3600
 TARGET_HOURLY_CAP = 60
 #: Hard bounces in a row (no delivery in between) that suspend a target address (app/states/targets.py).
 TARGET_BOUNCE_LIMIT = 3
+#: In a campaign with ``overflow = "digest"``: a letter that has waited this
+#: many seconds for its target's TARGET_HOURLY_CAP goes in that target's next
+#: digest, and a target gets at most one digest per this many seconds (or
+#: per day, when this is longer). See docs/delivery.md, "Floods and digests".
+DIGEST_AFTER = 86400
+#: A digest larger than this (bytes of text, about) is split into several.
+DIGEST_MAX_BYTES = 2_000_000
 
 #: Organisers are emailed (once per stall) when a letter has waited this many
 #: minutes to go out; 0 or None: never. See docs/delivery.md, "Queue alarm".

@@ -21,8 +21,8 @@ from .states import WENT_OUT, DeliveryStatus, SignatureStatus
 if TYPE_CHECKING:
     from .campaigns import Campaign
 
-#: The statuses a queued letter has until it is sent, failed or held.
-QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+#: The statuses a queued letter has until it is sent, failed or held (in a digest: until the digest goes).
+QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.IN_DIGEST)
 #: The per-target figures of the dashboard, in order. "sent" is the letters
 #: still sent only; a delivered or bounced one is in its own column.
 TARGET_COLUMNS = ("sent", "delivered", "bounced", "queued", "held", "failed", "cancelled")

@@ -121,7 +121,7 @@ def find_letter(event: Mapping[str, Any]) -> Delivery | None:
     # Mailgun returns "<id>" when sending, and the bare id in events.
     candidates = (message_id.strip("<>"), f"<{message_id.strip('<>')}>")
     return db.session.scalars(
-        select(Delivery).where(Delivery.provider_id.in_(candidates), Delivery.kind == "letter").limit(1)
+        select(Delivery).where(Delivery.provider_id.in_(candidates), Delivery.kind.in_(states.TARGET_KINDS)).limit(1)
     ).first()
 
 
@@ -176,7 +176,7 @@ def mailgun() -> tuple[str, int]:
         return "refused", 406
     delivery = find_letter(event)
     bounced = False
-    if delivery is not None and delivery.kind == "letter":
+    if delivery is not None and delivery.kind in states.TARGET_KINDS:
         try:
             bounced = apply(delivery, event)
         except states.IllegalTransition as exc:

@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from flask_babel import format_date, gettext, ngettext
 
-from .states import DeliveryStatus, SignatureStatus
+from .digests import digest_summary
+from .states import WENT_OUT, DeliveryStatus, SignatureStatus
 from .target_choice import written_to
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 LABELS = {DeliveryStatus.PENDING: "queued", DeliveryStatus.SENDING: "queued", DeliveryStatus.HELD: "queued",
           DeliveryStatus.SENT: "sent", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.BOUNCED: "bounced",
-          DeliveryStatus.FAILED: "failed", DeliveryStatus.CANCELLED: "cancelled"}
+          DeliveryStatus.FAILED: "failed", DeliveryStatus.CANCELLED: "cancelled", DeliveryStatus.IN_DIGEST: "queued"}
 
 
 def label(
@@ -52,14 +54,33 @@ def label(
 
 def letter_rows(
     signature: "Signature", campaign: "Campaign",
-) -> "list[tuple[Target, str | None, str | LazyString | None]]":
-    """``[(target, state, sent_label)]`` for a signature's letters (see :func:`label`).
+) -> "list[tuple[Target, str | None, str | LazyString | None, str | None]]":
+    """``[(target, state, sent_label, digest)]`` for a signature's letters (see :func:`label`).
 
     One row per target the signature has a letter to (the targets its
     supporter chose, where the campaign lets them), in the campaign's order:
     a target added to the campaign since, or one the supporter did not tick,
-    has no row.
+    has no row. ``digest``: what the page says of the digest the letter went
+    in (or will go in), else None.
     """
     backends = current_app.extensions["clamor"].backends
     by_target = {d.target_key: d for d in signature.deliveries if d.kind == "letter"}
-    return [(target, *label(by_target[target.key], backends)) for target in written_to(signature, campaign)]
+    return [(target, *label(by_target[target.key], backends), digest_line(by_target[target.key]))
+            for target in written_to(signature, campaign)]
+
+
+def digest_line(delivery: "Delivery") -> str | None:
+    """"in a digest of N letters on D" for a letter gathered into a digest (see :mod:`app.digests`), else None.
+
+    Before the digest goes: it will go in the target's next digest. A digest
+    that failed or was cancelled adds nothing to the letter's own status.
+    """
+    if delivery.digest_id is None:
+        return None
+    count, status, sent_at = digest_summary(delivery.digest_id)
+    if status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.HELD):
+        return gettext("in the next digest of letters to this recipient")
+    if status not in WENT_OUT or sent_at is None:
+        return None
+    return ngettext("in a digest of %(num)d letter on %(date)s", "in a digest of %(num)d letters on %(date)s",
+                    count, date=format_date(sent_at, "long"))

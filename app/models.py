@@ -85,6 +85,10 @@ class Signature(db.Model):
 LAST_ERROR_WHERE = f"last_error != '' AND status IN ('{DeliveryStatus.FAILED}', '{DeliveryStatus.PENDING}')"
 
 
+#: The rows of ``ix_delivery_overflow``: letters waiting for their target's cap.
+OVERFLOW_WHERE = "status = 'pending' AND waiting_since IS NOT NULL"
+
+
 class Delivery(db.Model):
     """One letter to one target, or one email to the supporter's own mailbox.
 
@@ -98,10 +102,13 @@ class Delivery(db.Model):
     purged: ``signature_id`` becomes NULL and only campaign, target, channel,
     status and time remain, so the dashboard's "letters sent" stays true.
 
+    ``digest`` is a Delivery too: one email to a target standing for the
+    letters whose ``digest_id`` is its id (:mod:`app.digests`).
+
     ``status``: ``pending`` (due at ``next_attempt_at``), ``sending`` (claimed
     by a worker until ``lease_until``), ``sent``, ``failed`` (given up; see
     ``last_error``), ``held`` (its signature waits for approval or
-    confirmation): a :class:`~app.states.DeliveryStatus`, changed only
+    confirmation), ``in_digest`` (a digest will carry it): a :class:`~app.states.DeliveryStatus`, changed only
     through :mod:`app.states`.
     """
 
@@ -137,6 +144,13 @@ class Delivery(db.Model):
     #: because SQLite cannot add a NOT NULL column in place; always set.
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None]
+    #: A letter gathered into a digest: the digest's id (a Delivery of kind
+    #: ``digest``, to the same target); the letter follows its status. No
+    #: foreign key: a digest is never deleted while it has letters, and
+    #: SQLite cannot drop a column that has one (a downgrade).
+    digest_id: Mapped[int | None]
+    #: When TARGET_HOURLY_CAP first held the letter back (DIGEST_AFTER counts from it).
+    waiting_since: Mapped[datetime | None]
     #: For mail to the supporter only (``kind != "letter"``): the finished email.
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str | None] = mapped_column(Text)
@@ -150,6 +164,12 @@ class Delivery(db.Model):
         Index("ix_delivery_target_sent", "target_key", "sent_at"),
         # The backend alarm reads the outcomes of the last 15 minutes (app.alarms).
         Index("ix_delivery_updated_at", "updated_at"),
+        # A digest's letters, read when it is built and on the supporter's page.
+        Index("ix_delivery_digest", "digest_id", sqlite_where=text("digest_id IS NOT NULL"),
+              postgresql_where=text("digest_id IS NOT NULL")),
+        # Letters the cap held back, which a digest may gather (app/digests.py).
+        Index("ix_delivery_overflow", "campaign", "target_key", "waiting_since", sqlite_where=text(OVERFLOW_WHERE),
+              postgresql_where=text(OVERFLOW_WHERE)),
         # The dashboard's newest error per target: only letters that wait or
         # failed with an error are in it, so it stays small.
         Index("ix_delivery_last_error", "campaign", "target_key", "id",

@@ -53,12 +53,12 @@ SIGNATURE_COLUMNS = ("campaign", "status", "created_at", "country", "language", 
 SIGNATURE_INPUTS = tuple(f"{{r}}.{column}" for column in SIGNATURE_COLUMNS)
 
 #: Letters to targets only (mail to the supporter's own mailbox is not a
-#: letter). Pending and sending are one figure, "queued", and the update
+#: letter). Pending, sending and in a digest not gone yet are one figure, "queued", and the update
 #: trigger compares that figure, not the status (:data:`DELIVERY_INPUTS`): a
 #: worker's claim (pending to sending) touches no ``figure`` row, so two
 #: workers claiming at once, each locking rows in its own order, cannot
 #: deadlock on the totals, nor wait on a signing's locks.
-_LETTER_STATUS = "CASE WHEN {r}.status IN ('pending', 'sending') THEN 'queued' ELSE {r}.status END"
+_LETTER_STATUS = "CASE WHEN {r}.status IN ('pending', 'sending', 'in_digest') THEN 'queued' ELSE {r}.status END"
 #: The letter statuses that count as sent (:data:`app.states.WENT_OUT`).
 SENT_STATUSES = ("sent", "delivered", "bounced")
 DELIVERY_FIGURES = (

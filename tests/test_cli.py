@@ -192,10 +192,10 @@ def test_export_gives_unsubscribe_links_when_base_url_is_set(make_app):
 
 
 def _instance_with_an_unknown_key(instance):
-    """An instance folder whose one campaign file has the unknown top-level key ``overflow``; its path."""
+    """An instance folder whose one campaign file has the unknown top-level key ``overflows``; its path."""
     (instance / "campaigns").mkdir(parents=True)
     path = instance / "campaigns" / f"{SLUG}.toml"
-    path.write_text("overflow = 1\n" + (EXAMPLE_CAMPAIGNS / f"{SLUG}.toml").read_text())
+    path.write_text("overflows = 1\n" + (EXAMPLE_CAMPAIGNS / f"{SLUG}.toml").read_text())
     return path
 
 
@@ -205,7 +205,7 @@ def test_init_and_run_on_an_invalid_campaign_file_print_one_line(tmp_path):
     # error and exit 1, as every other command does.
     instance = tmp_path / "typo"
     path = _instance_with_an_unknown_key(instance)
-    expected = f"Error: {path}: overflow: unknown key (a typo?)"
+    expected = f"Error: {path}: overflows: unknown key (a typo?)"
     for command in (["init"], ["run", "--port", "0"]):
         result = clamor(*command, instance=instance)
         assert result.returncode == 1, (command, result.stderr)
@@ -219,7 +219,7 @@ def test_init_on_an_invalid_campaign_file_in_the_cli_runner(tmp_path):
     path = _instance_with_an_unknown_key(tmp_path / "typo")
     result = CliRunner().invoke(main, ["init"], env={"CLAMOR_INSTANCE_PATH": str(tmp_path / "typo")})
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == f"Error: {path}: overflow: unknown key (a typo?)"
+    assert result.output.strip().splitlines()[-1] == f"Error: {path}: overflows: unknown key (a typo?)"
     assert not isinstance(result.exception, CampaignError)
 
 

@@ -372,7 +372,7 @@ def test_a_sent_or_held_letter_cannot_be_retried(app):
 def test_the_enums_are_the_strings_the_database_stores(app):
     assert [str(s) for s in SignatureStatus] == ["accepted", "held", "unconfirmed", "rejected"]
     assert [str(s) for s in DeliveryStatus] == ["pending", "sending", "sent", "delivered", "bounced", "failed",
-                                                 "held", "cancelled"]
+                                                 "held", "cancelled", "in_digest"]
     with app.app_context():
         store(app, states.accept)
         stored = db.session.scalar(select(Signature.status))

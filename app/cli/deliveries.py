@@ -111,7 +111,7 @@ def _echo_table(rows):
 
 def _recipient(delivery):
     """A letter's target or an organiser's address; for mail to a supporter, what kind of mail, never the address."""
-    if delivery.kind in ("letter", ORGANISER_KIND):
+    if delivery.kind in (*states.TARGET_KINDS, ORGANISER_KIND):
         return delivery.target_key
     return f"{SUPPORTERS_OWN_MAIL} ({delivery.kind})"
 
@@ -119,7 +119,7 @@ def _recipient(delivery):
 def _error(delivery):
     # Redacted when stored (app.delivery.error_text); again here for rows
     # stored before that was so.
-    return delivery.last_error if delivery.kind == "letter" else redact_addresses(delivery.last_error)
+    return delivery.last_error if delivery.kind in states.TARGET_KINDS else redact_addresses(delivery.last_error)
 
 
 @deliveries_group.command("retry")

@@ -96,20 +96,23 @@ _COLUMNS = frozenset(Delivery.__table__.c.keys())
 
 
 def _wait_for_cap(delivery, config, hourly):
-    """Put ``delivery`` back in the queue if its target had its hourly fill.
+    """Put ``delivery`` back in the queue if its target had its hourly fill (a digest never waits).
 
     Waiting is not a failed attempt: the claim's attempt is given back. Returns
     True when the letter waits.
     """
-    cap = config["TARGET_HOURLY_CAP"] if delivery.kind == "letter" else 0  # a supporter's own email is not capped
+    # A supporter's own email is not capped. A digest is counted (as one
+    # letter) but never held back: the count is read for it too, or a letter
+    # after it in the batch would start from 0.
+    cap = config["TARGET_HOURLY_CAP"] if delivery.kind in states.TARGET_KINDS else 0
     key = delivery.target_key
     if key not in hourly:
         hourly[key] = db.session.scalar(select(func.count()).where(sent_in_last_hour(key))) if cap else 0
-    if not cap or hourly[key] < cap:
+    if not cap or delivery.kind == "digest" or hourly[key] < cap:
         return False
     oldest = db.session.scalar(select(func.min(Delivery.sent_at)).where(sent_in_last_hour(key))) or utcnow()
     states.waiting(delivery, oldest + timedelta(hours=1, seconds=1),
-                   f"waiting: {key} had {hourly[key]} letters in the last hour (TARGET_HOURLY_CAP)")
+                   f"waiting: {key} had {hourly[key]} letters in the last hour (TARGET_HOURLY_CAP)", capped=True)
     return True
 
 
@@ -153,9 +156,9 @@ def _wait_for_office_hours(delivery, state, config, turns):
 def office_hours_of(state: Any, delivery: Delivery) -> "OfficeHours | None":
     """The office hours of ``delivery``'s target; None for a target without them and for mail that is no letter.
 
-    Mail to a supporter's own mailbox and to organisers is never held.
+    Mail to a supporter's own mailbox and to organisers is never held; a digest is.
     """
-    campaign = state.campaigns.get(delivery.campaign) if delivery.kind == "letter" else None
+    campaign = state.campaigns.get(delivery.campaign) if delivery.kind in states.TARGET_KINDS else None
     target = campaign.target(delivery.target_key) if campaign else None
     return target.hours if target else None
 
@@ -172,11 +175,15 @@ def _next_free_turn(key, spacing, now):
 
 
 def sent_in_last_hour(key: str) -> ColumnElement[bool]:
-    """The WHERE clause of letters sent to ``key`` in the last hour (what TARGET_HOURLY_CAP counts)."""
+    """The WHERE clause of letters sent to ``key`` in the last hour (what TARGET_HOURLY_CAP counts).
+
+    A digest counts as one letter: the letters in it (``digest_id`` set) do not count.
+    """
     # Built only when a query needs it: building the expression costs more
     # than checking the batch's count.
     hour_ago = utcnow() - timedelta(hours=1)
-    return (Delivery.target_key == key) & Delivery.status.in_(states.WENT_OUT) & (Delivery.sent_at > hour_ago)
+    return ((Delivery.target_key == key) & Delivery.status.in_(states.WENT_OUT) & (Delivery.sent_at > hour_ago)
+            & Delivery.digest_id.is_(None))
 
 
 class _Presence:

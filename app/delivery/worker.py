@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import alarms, states
+from .. import alarms, digests, states
 from ..bounce_mailbox import fetch_when_due
 from ..errors import TracebackThrottle
 from ..extensions import db
@@ -28,6 +28,7 @@ from ..models import Delivery, utcnow
 from ..security import redact_addresses
 from ..states import DeliveryStatus
 from .contract import Letter, PermanentFailure, Receipt, TemporaryFailure
+from .digest_letter import build_digest
 from .letters import build_letter
 from .queue import (
     _Presence,
@@ -56,6 +57,8 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
     if is_paused():
         db.session.remove()
         return 0
+    # Before the claim: a letter gathered into a digest is no longer due alone.
+    digests.gather_due(state, config)
     connections = config.get("DELIVERY_CONNECTIONS", 1)
     if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
         raise ValueError(f"DELIVERY_CONNECTIONS must be a whole number of connections (1 or more), not {connections!r}")
@@ -262,7 +265,8 @@ def _start_one(delivery, state, config, send):
             raise PermanentFailure(f"campaign {delivery.campaign!r} is no longer configured")
         if backend_name is None:
             raise TemporaryFailure(f"no backend configured for channel {delivery.channel!r} (config DELIVERY)")
-        return backend_name, send(backend_name, build_letter(delivery, campaign, config))
+        build = build_digest if delivery.kind == "digest" else build_letter
+        return backend_name, send(backend_name, build(delivery, campaign, config))
     except Exception as exc:
         failed = futures.Future()
         failed.set_exception(exc)
@@ -277,7 +281,7 @@ def _deliver_one(delivery, state, config, backend_name, outcome):
         _fail(delivery, state, exc)
     except Exception as exc:
         if not isinstance(exc, TemporaryFailure):
-            if delivery.kind == "letter":
+            if delivery.kind in states.TARGET_KINDS:
                 log.exception("delivery %s: unexpected error, will retry", delivery.id)
             else:
                 # A traceback would print the supporter's address with the message.
@@ -317,7 +321,7 @@ def error_text(delivery: Delivery, exc: BaseException) -> str:
     (a server may quote the Reply-To).
     """
     text = str(exc) or type(exc).__name__
-    if delivery.kind != "letter":
+    if delivery.kind not in states.TARGET_KINDS:
         return redact_addresses(text)
     signature = delivery.signature
     if signature is not None and signature.email:

@@ -19,7 +19,19 @@ equal to its member.
 """
 
 # app.models imports the statuses from here; the transitions import app.models as a module.
-from .deliveries import RETRYABLE, bounced, claim, delivered, failed, reported, requeued, retry, sent, waiting
+from .deliveries import (
+    RETRYABLE,
+    bounced,
+    claim,
+    delivered,
+    failed,
+    into_digest,
+    reported,
+    requeued,
+    retry,
+    sent,
+    waiting,
+)
 from .signatures import (
     accept,
     approve,
@@ -32,13 +44,13 @@ from .signatures import (
     reject,
     remove,
 )
-from .statuses import WENT_OUT, DeliveryStatus, IllegalTransition, SignatureStatus
+from .statuses import TARGET_KINDS, WENT_OUT, DeliveryStatus, IllegalTransition, SignatureStatus
 from .targets import WAITING, cancel, complained, not_suspended, reroute, resume, suspended_keys
 
 __all__ = [
-    "RETRYABLE", "WENT_OUT", "DeliveryStatus", "IllegalTransition", "SignatureStatus",
+    "RETRYABLE", "TARGET_KINDS", "WENT_OUT", "DeliveryStatus", "IllegalTransition", "SignatureStatus",
     "accept", "approve", "await_confirmation", "confirm", "expire_unconfirmed", "forget", "hold",
     "letter_status", "reject", "remove",
-    "bounced", "claim", "delivered", "failed", "reported", "requeued", "retry", "sent", "waiting",
+    "bounced", "claim", "delivered", "failed", "into_digest", "reported", "requeued", "retry", "sent", "waiting",
     "WAITING", "cancel", "complained", "not_suspended", "reroute", "resume", "suspended_keys",
 ]

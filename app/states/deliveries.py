@@ -82,11 +82,13 @@ def requeued(delivery: "models.Delivery", error: str, next_attempt_at: datetime)
     targets.held_if_suspended(delivery)
 
 
-def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -> None:
-    """The claimed ``delivery``'s target had its TARGET_HOURLY_CAP: pending again at ``next_attempt_at``.
+def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str, capped: bool = False) -> None:
+    """The claimed ``delivery`` must wait (office hours, TARGET_HOURLY_CAP): pending again at ``next_attempt_at``.
 
     Waiting is not a failed attempt: the claim's attempt is given back, and
     ``note`` (why it waits) goes to ``note``, not to ``last_error``.
+    ``capped``: the cap held it back; the first time, ``waiting_since`` is
+    set, from which DIGEST_AFTER counts (:mod:`app.digests`).
     """
     check("delivery", delivery.status, DeliveryStatus.PENDING, (DeliveryStatus.SENDING,))
     delivery.status = DeliveryStatus.PENDING
@@ -94,7 +96,29 @@ def waiting(delivery: "models.Delivery", next_attempt_at: datetime, note: str) -
     delivery.attempts -= 1
     delivery.next_attempt_at = next_attempt_at
     delivery.note = note
+    if capped and delivery.waiting_since is None:
+        delivery.waiting_since = models.utcnow()
     targets.held_if_suspended(delivery)
+
+
+def into_digest(digest_id: int, letter_ids: Collection[int]) -> int:
+    """Gather the pending letters ``letter_ids`` into the digest ``digest_id``: ``in_digest``; return how many.
+
+    One ``UPDATE`` per 500 ids whose ``WHERE`` repeats the condition: a
+    letter another worker claimed (sending) or gathered meanwhile is left
+    out, so no letter is in two digests or goes both alone and in one.
+    From then on the letter follows its digest's status (:mod:`app.digests`).
+    """
+    Delivery, ids, moved = models.Delivery, list(letter_ids), 0
+    for start in range(0, len(ids), 500):
+        moved += db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids[start:start + 500]), Delivery.kind == "letter",
+                   Delivery.status == DeliveryStatus.PENDING, Delivery.digest_id.is_(None))
+            .values(status=DeliveryStatus.IN_DIGEST, digest_id=digest_id, lease_until=None, note=""),
+            execution_options={"synchronize_session": False},
+        ).rowcount
+    return moved
 
 
 def delivered(delivery: "models.Delivery", report: str) -> bool:
@@ -162,7 +186,8 @@ def retry(*conditions: ColumnElement[bool], statuses: Collection[str] = (Deliver
     return db.session.execute(
         update(Delivery)
         .where(Delivery.status.in_(statuses), targets.not_suspended(), *conditions)
-        .values(status=DeliveryStatus.PENDING, next_attempt_at=models.utcnow(), lease_until=None,
+        # A letter of a digest that failed goes alone when retried: out of the digest.
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=models.utcnow(), lease_until=None, digest_id=None,
                 attempts=case((Delivery.status == DeliveryStatus.FAILED, 0), else_=Delivery.attempts)),
         execution_options={"synchronize_session": False},
     ).rowcount

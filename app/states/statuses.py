@@ -38,6 +38,10 @@ class DeliveryStatus(StrEnum):
     HELD = "held"
     #: An organiser cancelled it before it went out (``clamor targets cancel``); never sent.
     CANCELLED = "cancelled"
+    #: A letter gathered into a digest (``digest_id``) that has not gone out yet:
+    #: no worker claims it alone. Once the digest goes, the letter takes its
+    #: status (sent, failed, delivered, bounced…): see :mod:`app.digests`.
+    IN_DIGEST = "in_digest"
 
 
 class IllegalTransition(ValueError):
@@ -54,6 +58,11 @@ def check(what: str, current: str | None, to: str, legal: Collection[str]) -> No
     if current not in legal:
         raise IllegalTransition(what, current, to)
 
+
+#: The kinds of Delivery that go to a campaign's target: one supporter's letter,
+#: or a digest of many (:mod:`app.digests`). Every other kind goes to a
+#: supporter's or an organiser's own mailbox.
+TARGET_KINDS = ("letter", "digest")
 
 #: The statuses of a letter a backend accepted: sent, and what the provider reported of it since.
 WENT_OUT = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.BOUNCED)

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from .. import models
 from ..extensions import db
 from ..security import redact_addresses
-from .statuses import DeliveryStatus, SignatureStatus, check
+from .statuses import TARGET_KINDS, DeliveryStatus, SignatureStatus, check
 
 #: The statuses of a letter that has not gone out and may still: what resume, cancel and reroute move.
 WAITING = (DeliveryStatus.PENDING, DeliveryStatus.HELD)
@@ -62,7 +62,7 @@ def bounce_counted(delivery: "models.Delivery", report: str) -> bool:
     letters are held and every organiser is emailed, once per suspension
     (:mod:`app.target_alert`), all in the caller's transaction.
     """
-    if delivery.kind != "letter":
+    if delivery.kind not in TARGET_KINDS:
         return False
     Health = models.TargetHealth
     key, now = delivery.target_key, models.utcnow()
@@ -96,7 +96,7 @@ def delivery_counted(delivery: "models.Delivery") -> None:
 
     A suspension is not lifted by it: only an organiser resumes (:func:`resume`).
     """
-    if delivery.kind != "letter":
+    if delivery.kind not in TARGET_KINDS:
         return
     Health = models.TargetHealth
     db.session.execute(
@@ -112,7 +112,7 @@ def complained(delivery: "models.Delivery", report: str) -> None:
     A complaint does not suspend. The letter's own note is
     :func:`app.states.reported`'s to set.
     """
-    if delivery.kind != "letter":
+    if delivery.kind not in TARGET_KINDS:
         return
     _health_row(delivery.target_key)
     db.session.execute(
@@ -138,7 +138,7 @@ def held_if_suspended(delivery: "models.Delivery") -> bool:
     temporary failure, a cap wait) after the suspension held the others:
     it joins them rather than go out. Returns True when it was held.
     """
-    if delivery.kind != "letter":
+    if delivery.kind not in TARGET_KINDS:
         return False
     health = db.session.get(models.TargetHealth, delivery.target_key)
     if health is None or health.suspended_at is None:
@@ -164,15 +164,17 @@ def _waiting(target_key, statuses, to):
     if DeliveryStatus.PENDING in statuses:
         conditions.append(Delivery.status == DeliveryStatus.PENDING)
     if DeliveryStatus.HELD in statuses:
-        conditions.append(and_(Delivery.status == DeliveryStatus.HELD, Delivery.signature_id.in_(accepted)))
-    return and_(Delivery.kind == "letter", Delivery.target_key == target_key, or_(*conditions))
+        # A digest has no signature of its own: held, it waits for its target only.
+        conditions.append(and_(Delivery.status == DeliveryStatus.HELD,
+                               or_(Delivery.signature_id.in_(accepted), Delivery.kind == "digest")))
+    return and_(Delivery.kind.in_(TARGET_KINDS), Delivery.target_key == target_key, or_(*conditions))
 
 
 def _hold_pending(target_key, note):
     """Hold the pending letters to ``target_key`` (its suspension), with ``note`` saying why."""
     db.session.execute(
         update(models.Delivery)
-        .where(models.Delivery.kind == "letter", models.Delivery.target_key == target_key,
+        .where(models.Delivery.kind.in_(TARGET_KINDS), models.Delivery.target_key == target_key,
                models.Delivery.status == DeliveryStatus.PENDING)
         .values(status=DeliveryStatus.HELD, note=note),
         execution_options={"synchronize_session": False},
