@@ -198,7 +198,7 @@ def test_two_workers_gather_and_send_without_a_duplicate(database, request, make
     digest_campaign(instance_path)
     app = make_app(**overrides)
     sign_twelve(app)
-    settings = {"TARGET_HOURLY_CAP": 2, "DIGEST_AFTER": 3, "DELIVERY_BATCH_SIZE": 7}
+    settings = {"TARGET_HOURLY_CAP": 2, "DIGEST_AFTER": 5, "DELIVERY_BATCH_SIZE": 7}
 
     def two_workers():
         workers = [start_worker(app, instance_path, controller.port, "--once", **settings) for _ in range(2)]
@@ -207,7 +207,7 @@ def test_two_workers_gather_and_send_without_a_duplicate(database, request, make
             assert worker.returncode == 0, err
 
     two_workers()
-    time.sleep(3.5)  # past DIGEST_AFTER: the letters the cap held back are due for a digest
+    time.sleep(5.5)  # past DIGEST_AFTER: the letters the cap held back are due for a digest
     two_workers()
     ids = collections.Counter(m["Message-ID"] for m in inbox.messages)
     assert set(ids.values()) == {1}
@@ -249,6 +249,16 @@ def test_a_digests_letters_follow_its_status_from_any_statement(database, reques
         db.session.commit()
         assert {d.status for d in Delivery.query.filter(Delivery.id.in_(letters))} == {"bounced"}
         assert totals.figures(SLUG)["letters:bounced"] == {"press@mfa.kz": 3}
+        # An organiser cancelling a target's waiting letters cancels its digest, and the letters in it.
+        other = Delivery(campaign=SLUG, kind="digest", target_key="press@akorda.kz", channel="email",
+                         status="pending", message_id="<e@clamor.test>")
+        db.session.add(other)
+        db.session.flush()
+        waiting = [d.id for d in Delivery.query.filter_by(target_key="press@akorda.kz", kind="letter")]
+        assert states.into_digest(other.id, waiting) == 3
+        assert states.cancel("press@akorda.kz") == 1
+        db.session.commit()
+        assert {d.status for d in Delivery.query.filter(Delivery.id.in_(waiting))} == {"cancelled"}
 
 
 def test_overflow_must_be_wait_or_digest(instance_path):
