@@ -71,24 +71,34 @@ def _write(delivery):
     and leaves the session (the batch is done with it). A row deleted meanwhile (``clamor forget``) updates
     nothing: that outcome has no row to go to, and nothing else is lost.
     """
-    state = inspect(delivery)
-    changes = {attr.key: attr.value for attr in state.attrs
-               if attr.key in _COLUMNS and attr.history.has_changes()}
+    delivery_id, changes = _taken_changes(delivery)
     written = True
     if changes:
         table = Delivery.__table__
         # On the session's connection, not through the ORM (which would flush this very row first).
-        result = db.session.connection().execute(update(table).where(table.c.id == state.identity[0]).values(changes))
+        result = db.session.connection().execute(update(table).where(table.c.id == delivery_id).values(changes))
         written = result.rowcount == 1
-        for key, value in changes.items():
-            set_committed_value(delivery, key, value)
-    # Out of the session: still marked modified, it would cost the commit a
-    # flush that finds nothing to write. The batch is done with it.
-    db.session.expunge(delivery)
     db.session.commit()
     if not written:
-        log.info("delivery %s was deleted while it was being sent", state.identity[0])
+        log.info("delivery %s was deleted while it was being sent", delivery_id)
     return written
+
+
+def _taken_changes(delivery):
+    """(id, {column: new value}) of what was changed on ``delivery``, which leaves the session as if flushed.
+
+    The object holds the new values as committed ones. Out of the session:
+    still marked modified, it would cost the next commit a flush that finds
+    nothing to write, and the next query a flush onto a row a forget may
+    have deleted. The batch is done with it.
+    """
+    state = inspect(delivery)
+    changes = {attr.key: attr.value for attr in state.attrs
+               if attr.key in _COLUMNS and attr.history.has_changes()}
+    for key, value in changes.items():
+        set_committed_value(delivery, key, value)
+    db.session.expunge(delivery)
+    return state.identity[0], changes
 
 
 #: Delivery's column attributes, named as its table's columns.

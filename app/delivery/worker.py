@@ -27,13 +27,13 @@ from ..extensions import db
 from ..models import Delivery, utcnow
 from ..security import redact_addresses
 from ..states import DeliveryStatus
+from .commits import Outcomes, commit_seconds
 from .contract import Letter, PermanentFailure, Receipt, TemporaryFailure
 from .letters import build_letter
 from .queue import (
     _Presence,
     _wait_for_cap,
     _wait_for_office_hours,
-    _write,
     claim_due,
     is_paused,
     retry_delay,
@@ -59,6 +59,7 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
     connections = config.get("DELIVERY_CONNECTIONS", 1)
     if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
         raise ValueError(f"DELIVERY_CONNECTIONS must be a whole number of connections (1 or more), not {connections!r}")
+    commit_seconds(config)  # checked before anything is claimed
     ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
     if not ids:
         return 0
@@ -82,17 +83,20 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
 def _send_batch(batch, state, config, send, keep):
     """Send the claimed deliveries ``batch`` through ``send``, recording outcomes with at most ``keep`` in flight."""
     run = _BatchRun(batch, state, config, send)
-    for done, delivery in enumerate(batch):
-        if run.out_of_time():
-            log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
-                        config["DELIVERY_LEASE_SECONDS"], len(batch) - done)
-            break
-        run.start(delivery)
-        # Sending goes on in the connections' threads meanwhile (each has a
-        # letter queued behind the one it sends, so none waits for this
-        # thread); outcomes are recorded here, in this thread and its session.
-        run.record_finished(keep)
-    run.record_finished(0)
+    try:
+        for done, delivery in enumerate(batch):
+            if run.out_of_time():
+                log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
+                            config["DELIVERY_LEASE_SECONDS"], len(batch) - done)
+                break
+            run.start(delivery)
+            # Sending goes on in the connections' threads meanwhile (each has a
+            # letter queued behind the one it sends, so none waits for this
+            # thread); outcomes are recorded here, in this thread and its session.
+            run.record_finished(keep)
+        run.record_finished(0)
+    finally:  # also when the batch stops on an error: what was sent stays recorded
+        run.outcomes.commit()
 
 
 class _Unchecked(Exception):
@@ -116,6 +120,7 @@ class _BatchRun:
         #: (delivery, backend name, Future of its Receipt), oldest first.
         self.in_flight = []
         self.presence = _Presence(batch)
+        self.outcomes = Outcomes(state, commit_seconds(config))
         # Stop sending while a fifth of the lease is left: past the lease
         # another worker may claim these letters, and both would send them.
         # What is left stays claimed until the lease ends, then is due again.
@@ -131,7 +136,7 @@ class _BatchRun:
             return
         if (_wait_for_office_hours(delivery, self.state, self.config, self.turns)
                 or _wait_for_cap(delivery, self.config, self.hourly)):
-            _write(delivery)
+            self.outcomes.add(delivery)
             return
         self.hourly[delivery.target_key] += 1
         self._hand_over(delivery)
@@ -142,18 +147,17 @@ class _BatchRun:
         self.in_flight.append((delivery, *sent))
 
     def record_finished(self, keep):
-        """Record and commit the letters whose sending finished, waiting until at most ``keep`` are in flight.
+        """Record the letters whose sending finished, waiting until at most ``keep`` are in flight.
 
-        Each outcome is committed as soon as it is known, while the
-        connection sends the next letter: a worker that dies loses no
-        outcome but those of the letters at the server (with one connection,
-        at most two). A letter a connection gave back unsent
-        (:class:`_Unchecked`) is read again and handed over again if its row
-        is still there.
+        Each outcome is committed while the connection sends the next letter
+        (with DELIVERY_COMMIT_SECONDS, within that many seconds): a worker
+        that dies loses only the outcomes of letters at the server (with one
+        connection, at most two) or held for a commit. A letter given back
+        unsent (:class:`_Unchecked`) is handed over again if its row is still there.
         """
         while self.in_flight:
             if len(self.in_flight) > keep:
-                futures.wait([outcome for _, _, outcome in self.in_flight], return_when=futures.FIRST_COMPLETED)
+                self._wait_for_one()
             finished = [item for item in self.in_flight if item[2].done()]
             if not finished:
                 break
@@ -161,8 +165,15 @@ class _BatchRun:
                 self.in_flight.remove(item)
                 self._record(*item)
 
+    def _wait_for_one(self):
+        """Wait until a letter in flight finishes, committing the held outcomes when their time comes meanwhile."""
+        sending = [outcome for _, _, outcome in self.in_flight]
+        while not futures.wait(sending, self.outcomes.seconds_left(), futures.FIRST_COMPLETED).done:
+            self.outcomes.commit()
+
     def _record(self, delivery, backend_name, outcome):
         if isinstance(outcome.exception(), _Unchecked):
+            self.outcomes.commit()  # before it is handed back (or left to its lease)
             if not self.out_of_time() and self.presence.still_claimed(delivery, again=True):
                 self._hand_over(delivery)
                 return
@@ -173,10 +184,10 @@ class _BatchRun:
         # flushed by the next query, onto a row a forget may have deleted.
         if backend_name is not None:
             delivery.backend = backend_name
-        _deliver_one(delivery, self.state, self.config, backend_name, outcome)
+        _deliver_one(delivery, self.config, backend_name, outcome, self.outcomes.notify)
         if delivery.status != DeliveryStatus.SENT:
             self.hourly[delivery.target_key] -= 1
-        _write(delivery)
+        self.outcomes.add(delivery)
 
 
 def _backend(backends, state, config, name):
@@ -247,7 +258,6 @@ class _Senders:
             thread.join()
 
 
-
 def _start_one(delivery, state, config, send):
     """Build ``delivery``'s letter and hand it to ``send``; return (backend name, Future of the Receipt).
 
@@ -269,12 +279,12 @@ def _start_one(delivery, state, config, send):
         return backend_name, failed
 
 
-def _deliver_one(delivery, state, config, backend_name, outcome):
-    """Record what sending ``delivery`` came to: ``outcome`` is the Future :func:`_start_one` returned."""
+def _deliver_one(delivery, config, backend_name, outcome, notify):
+    """Record what sending ``delivery`` came to (``outcome``: :func:`_start_one`'s Future); hooks go to ``notify``."""
     try:
         receipt = outcome.result()
     except PermanentFailure as exc:
-        _fail(delivery, state, exc)
+        _fail(delivery, exc, notify)
     except Exception as exc:
         if not isinstance(exc, TemporaryFailure):
             if delivery.kind == "letter":
@@ -286,10 +296,10 @@ def _deliver_one(delivery, state, config, backend_name, outcome):
             exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
         age = utcnow() - delivery.created_at
         if delivery.attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
-            _fail(delivery, state, exc)
+            _fail(delivery, exc, notify)
         elif age >= timedelta(seconds=config["DELIVERY_MAX_AGE"]):
             # RFC 5321 suggests giving up on mail after four or five days.
-            _fail(delivery, state, TemporaryFailure(f"{exc} (gave up after {age.days} days: DELIVERY_MAX_AGE)"))
+            _fail(delivery, TemporaryFailure(f"{exc} (gave up after {age.days} days: DELIVERY_MAX_AGE)"), notify)
         else:
             delay = retry_delay(delivery.attempts, config, exc.retry_after)
             states.requeued(delivery, error_text(delivery, exc), utcnow() + timedelta(seconds=delay))
@@ -297,15 +307,15 @@ def _deliver_one(delivery, state, config, backend_name, outcome):
     else:
         states.sent(delivery, receipt)
         log.info("delivery %s sent by %s", delivery.id, backend_name)
-        _notify(state, "letter_sent", delivery=delivery, receipt=receipt)
+        notify("letter_sent", delivery=delivery, receipt=receipt)
 
 
-def _fail(delivery, state, exc):
+def _fail(delivery, exc, notify):
     states.failed(delivery, error_text(delivery, exc))
     log.error("delivery %s failed: %s", delivery.id, delivery.last_error)
     # Plugins get the error as it may be logged, without the original (whose
     # text, or its cause's, could quote the supporter's address).
-    _notify(state, "letter_failed", delivery=delivery, error=type(exc)(delivery.last_error))
+    notify("letter_failed", delivery=delivery, error=type(exc)(delivery.last_error))
 
 
 def error_text(delivery: Delivery, exc: BaseException) -> str:
@@ -323,13 +333,6 @@ def error_text(delivery: Delivery, exc: BaseException) -> str:
     if signature is not None and signature.email:
         text = re.sub(re.escape(signature.email), "<supporter>", text, flags=re.IGNORECASE)
     return text
-
-
-def _notify(state, hook, **kwargs):
-    try:
-        getattr(state.plugin_manager.hook, hook)(**kwargs)
-    except Exception:
-        log.exception("a %s hook raised; the delivery's status stands", hook)
 
 
 class DeliveryWorker:
