@@ -173,7 +173,6 @@ class _BatchRun:
 
     def _record(self, delivery, backend_name, outcome):
         if isinstance(outcome.exception(), _Unchecked):
-            self.outcomes.commit()  # before it is handed back (or left to its lease)
             if not self.out_of_time() and self.presence.still_claimed(delivery, again=True):
                 self._hand_over(delivery)
                 return
