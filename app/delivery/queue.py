@@ -93,8 +93,10 @@ def _taken_changes(delivery):
     have deleted. The batch is done with it.
     """
     state = inspect(delivery)
-    changes = {attr.key: attr.value for attr in state.attrs
-               if attr.key in _COLUMNS and attr.history.has_changes()}
+    # Only the attributes set since the load (committed_state holds their old
+    # values) can have changed: a look at each of the twenty cost more than the commit.
+    changes = {key: attr.value for key in list(state.committed_state)
+               if key in _COLUMNS and (attr := state.attrs[key]).history.has_changes()}
     for key, value in changes.items():
         set_committed_value(delivery, key, value)
     db.session.expunge(delivery)
