@@ -183,6 +183,23 @@ def _next_free_turn(key, spacing, now):
     return max([now] + [moment + spacing for moment in (last_sent, last_turn) if moment is not None])
 
 
+def hourly_counts(batch: list[Delivery], config: Mapping[str, Any]) -> dict[str, int]:
+    """Target key -> letters it received in the last hour, for the capped targets of ``batch``: one query.
+
+    What :func:`_wait_for_cap` would otherwise ask target by target (a
+    fifth of a batch's own time with five targets). Empty when there is no cap.
+    """
+    keys = {delivery.target_key for delivery in batch if delivery.kind == "letter"}
+    if not config["TARGET_HOURLY_CAP"] or not keys:
+        return {}
+    hour_ago = utcnow() - timedelta(hours=1)
+    counts = dict(db.session.execute(
+        select(Delivery.target_key, func.count()).where(
+            Delivery.target_key.in_(keys) & Delivery.status.in_(states.WENT_OUT) & (Delivery.sent_at > hour_ago))
+        .group_by(Delivery.target_key)).all())
+    return {key: counts.get(key, 0) for key in keys}
+
+
 def sent_in_last_hour(key: str) -> ColumnElement[bool]:
     """The WHERE clause of letters sent to ``key`` in the last hour (what TARGET_HOURLY_CAP counts)."""
     # Built only when a query needs it: building the expression costs more

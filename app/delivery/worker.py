@@ -35,6 +35,7 @@ from .queue import (
     _wait_for_cap,
     _wait_for_office_hours,
     claim_due,
+    hourly_counts,
     is_paused,
     retry_delay,
 )
@@ -109,12 +110,12 @@ class _BatchRun:
     def __init__(self, batch, state, config, send):
         self.state, self.config, self.send = state, config, send
         # Letters each target received in the last hour, counted once per
-        # batch. Two workers may each send up to a batch past the cap: good
+        # batch (one query for all its targets). Two workers may each send up to a batch past the cap: good
         # enough to keep a press office from being flooded, without a query
         # per letter. A letter counts from the moment it is handed to a
         # connection, so letters in flight on several connections cannot
         # overshoot the cap together.
-        self.hourly = {}
+        self.hourly = hourly_counts(batch, config)
         #: Target key -> when the next new letter to it may go, for targets with office hours.
         self.turns = {}
         #: (delivery, backend name, Future of its Receipt), oldest first.
