@@ -1,7 +1,7 @@
 """The outcomes of a batch on their way to the database: one commit each, or grouped (DELIVERY_COMMIT_SECONDS).
 
-A commit on SQLite (WAL) costs about what sending a letter to a fast relay
-does. With ``DELIVERY_COMMIT_SECONDS`` above 0 the batch's thread keeps the
+A commit on SQLite (WAL), with the totals' triggers, costs more than
+sending a letter to a fast local relay. With ``DELIVERY_COMMIT_SECONDS`` above 0 the batch's thread keeps the
 outcomes it recorded and writes them together, with one executemany
 ``UPDATE … WHERE id = ?``, at most that many seconds after the oldest of
 them. The price is the crash window: a worker killed meanwhile loses those
@@ -64,7 +64,7 @@ class Outcomes:
         self.oldest = 0.0
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        """Call plugin hook ``hook`` once the next outcome :meth:`add` is given is committed."""
+        """Call plugin hook ``hook`` with ``kwargs`` after the commit of the outcome :meth:`add` takes next."""
         self.hooks.append((hook, kwargs))
 
     def add(self, delivery: Delivery) -> None:
