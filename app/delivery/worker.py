@@ -9,7 +9,6 @@ letter (:mod:`app.delivery.letters`), and hands it to the backend that config
 
 import functools
 import logging
-import queue
 import re
 import threading
 import time
@@ -28,7 +27,7 @@ from ..models import Delivery, utcnow
 from ..security import redact_addresses
 from ..states import DeliveryStatus
 from .commits import Outcomes, commit_seconds
-from .contract import Letter, PermanentFailure, Receipt, TemporaryFailure
+from .contract import PermanentFailure, TemporaryFailure
 from .letters import build_letter
 from .queue import (
     _Presence,
@@ -39,6 +38,7 @@ from .queue import (
     is_paused,
     retry_delay,
 )
+from .senders import _Senders, _Unchecked
 
 # One logger for the whole package, named as before it was one.
 log = logging.getLogger("app.delivery")
@@ -91,17 +91,14 @@ def _send_batch(batch, state, config, send, keep):
                             config["DELIVERY_LEASE_SECONDS"], len(batch) - done)
                 break
             run.start(delivery)
-            # Sending goes on in the connections' threads meanwhile (each has a
-            # letter queued behind the one it sends, so none waits for this
-            # thread); outcomes are recorded here, in this thread and its session.
+            # With several connections sending goes on in their threads
+            # meanwhile (each has a letter queued behind the one it sends, so
+            # none waits for this thread); with one, it went on here.
+            # Outcomes are recorded here, in this thread and its session.
             run.record_finished(keep)
         run.record_finished(0)
     finally:  # also when the batch stops on an error: what was sent stays recorded
         run.outcomes.commit()
-
-
-class _Unchecked(Exception):
-    """A letter a connection did not send: its row was last read too long ago (it may have been deleted since)."""
 
 
 class _BatchRun:
@@ -150,10 +147,10 @@ class _BatchRun:
     def record_finished(self, keep):
         """Record the letters whose sending finished, waiting until at most ``keep`` are in flight.
 
-        Each outcome is committed while the connection sends the next letter
-        (with DELIVERY_COMMIT_SECONDS, within that many seconds): a worker
-        that dies loses only the outcomes of letters at the server (with one
-        connection, at most two) or held for a commit. A letter given back
+        Each outcome is committed as soon as it is known (with
+        DELIVERY_COMMIT_SECONDS, within that many seconds): a worker that dies
+        loses only the outcomes of letters at the server (one with one
+        connection, two per connection with more) or held for a commit. A letter given back
         unsent (:class:`_Unchecked`) is handed over again if its row is still there.
         """
         while self.in_flight:
@@ -188,74 +185,6 @@ class _BatchRun:
         if delivery.status != DeliveryStatus.SENT:
             self.hourly[delivery.target_key] -= 1
         self.outcomes.add(delivery)
-
-
-def _backend(backends, state, config, name):
-    """The batch's instance of backend ``name`` in ``backends``, made on first use."""
-    backend = backends.get(name)
-    if backend is None:
-        backend = backends[name] = state.backends[name](config)
-    return backend
-
-
-def _close_backends(backends):
-    for backend in backends.values():
-        try:
-            backend.close()
-        except Exception:
-            log.exception("closing delivery backend %s failed", backend.name)
-
-
-class _Senders:
-    """``connections`` threads, each with backends of its own (so an SMTP connection of its own).
-
-    Used for one connection too: the thread sends a letter while the batch's
-    thread records the one before and builds the one after.
-
-    ``send(backend name, letter)`` hands a finished letter to whichever thread
-    is free and returns a Future of its Receipt. The threads only send: they
-    never touch the database, whose session belongs to the batch's thread.
-    Each runs in an app context of its own (fax_email looks up its email backend).
-    """
-
-    def __init__(self, app, connections):
-        self.jobs = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._run, args=(app,), name=f"clamor-send-{n}", daemon=True)
-            for n in range(connections)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _run(self, app):
-        backends = {}
-        with app.app_context():
-            state = app.extensions["clamor"]
-            try:
-                while (job := self.jobs.get()) is not None:
-                    outcome, name, letter, checked_at = job
-                    try:
-                        if time.monotonic() - checked_at > _Presence.FRESH:
-                            # Queued behind a slow letter: its row is read again first.
-                            raise _Unchecked
-                        outcome.set_result(_backend(backends, state, app.config, name).send(letter))
-                    except BaseException as exc:  # handed to the batch's thread, which decides
-                        outcome.set_exception(exc)
-            finally:
-                _close_backends(backends)
-
-    def send(self, name: str, letter: Letter, checked_at: float) -> "futures.Future[Receipt]":
-        """Queue ``letter`` for backend ``name``; ``checked_at``: when its row was last read (time.monotonic)."""
-        outcome = futures.Future()
-        self.jobs.put((outcome, name, letter, checked_at))
-        return outcome
-
-    def close(self) -> None:
-        """Let every thread finish what it was given, close its backends, and stop."""
-        for _thread in self.threads:
-            self.jobs.put(None)
-        for thread in self.threads:
-            thread.join()
 
 
 def _start_one(delivery, state, config, send):
