@@ -107,9 +107,9 @@ class _BatchRun:
     def __init__(self, batch, state, config, send):
         self.state, self.config, self.send = state, config, send
         # Letters each target received in the last hour, counted once per
-        # batch (one query for all its targets). Two workers may each send up to a batch past the cap: good
-        # enough to keep a press office from being flooded, without a query
-        # per letter. A letter counts from the moment it is handed to a
+        # batch (one query for all its targets). Two workers may each send
+        # up to a batch past the cap: good enough to keep a press office from
+        # being flooded, without a query per letter. A letter counts from the moment it is handed to a
         # connection, so letters in flight on several connections cannot
         # overshoot the cap together.
         self.hourly = hourly_counts(batch, config)
