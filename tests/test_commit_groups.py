@@ -1,0 +1,220 @@
+"""DELIVERY_COMMIT_SECONDS: outcomes committed together, each letter still sent once and recorded once.
+
+Real aiosmtpd servers on loopback; the crash test runs `clamor deliver` as its
+own process and kills it, as tests/test_faults.py does.
+"""
+
+import collections
+import logging
+import signal
+
+import pytest
+from aiosmtpd.controller import Controller
+from conftest import SLUG, sign, smtp_backed_app, unused_port
+from sqlalchemy import event, text
+from test_faults import SlowInbox, queue_signatures, start_worker, stored, wait_for
+
+from app import hookimpl
+from app.delivery import deliver_due
+from app.extensions import db
+from app.models import Delivery
+
+
+class CommittedWhenTold:
+    """A plugin noting, at each hook call, the letter's status as another connection reads it from the database."""
+
+    def __init__(self):
+        self.sent, self.failed = {}, {}
+
+    def _committed_status(self, delivery):
+        with db.engine.connect() as connection:
+            return connection.execute(text("SELECT status FROM delivery WHERE id = :id"), {"id": delivery.id}).scalar()
+
+    @hookimpl
+    def letter_sent(self, delivery, receipt):
+        self.sent[delivery.id] = self._committed_status(delivery)
+
+    @hookimpl
+    def letter_failed(self, delivery, error):
+        self.failed[delivery.id] = self._committed_status(delivery)
+
+
+@pytest.fixture
+def sink():
+    """Start SMTP sinks that take at least ``delay`` seconds a message; stopped after the test."""
+    controllers = []
+
+    def start(delay=0.0):
+        inbox = SlowInbox(delay)
+        controller = Controller(inbox, hostname="127.0.0.1", port=unused_port())
+        controller.start()
+        controller.inbox = inbox
+        controllers.append(controller)
+        return controller
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+def outcome_updates(app):
+    """The executemany UPDATEs of ``delivery`` the app's engine runs from now on: one row count each."""
+    counts = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if executemany and statement.lstrip().upper().startswith("UPDATE DELIVERY"):
+            counts.append(len(parameters))
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count)
+    return counts
+
+
+def database_settings(database, request):
+    """Settings for ``database``: the fixtures' SQLite, or a fresh PostgreSQL database."""
+    if database == "postgresql":
+        return {"SQLALCHEMY_DATABASE_URI": request.getfixturevalue("postgres_cluster")()}
+    return {}
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", DATABASES)
+@pytest.mark.parametrize("connections", [1, 4])
+def test_grouped_commits_send_every_letter_once_and_record_it(make_app, sink, connections, database, request):
+    server = sink()
+    plugin = CommittedWhenTold()
+    app = smtp_backed_app(make_app, server, plugins=[plugin], DELIVERY_COMMIT_SECONDS=1,
+                          DELIVERY_CONNECTIONS=connections, TARGET_HOURLY_CAP=0,
+                          **database_settings(database, request))
+    expected = queue_signatures(app, 10)
+    with app.app_context():
+        assert deliver_due() == expected == 50
+    statuses = stored(app)
+    assert set(statuses.values()) == {"sent"}
+    assert server.inbox.message_ids() == collections.Counter(set(statuses))  # each exactly once
+    # Each hook ran once per letter, after the commit that recorded it.
+    assert len(plugin.sent) == expected and set(plugin.sent.values()) == {"sent"}
+
+
+@pytest.mark.slow
+def test_a_batch_is_written_with_one_executemany_update(make_app, sink):
+    # A commit window longer than the batch takes: its outcomes are committed
+    # once, at its end (a batch of 50 to a local server takes well under 50 s).
+    server = sink()
+    app = smtp_backed_app(make_app, server, DELIVERY_COMMIT_SECONDS=50, TARGET_HOURLY_CAP=0)
+    expected = queue_signatures(app, 10)
+    updates = outcome_updates(app)
+    with app.app_context():
+        assert deliver_due() == expected
+    assert updates == [expected]
+    assert set(stored(app).values()) == {"sent"}
+
+
+@pytest.mark.slow
+def test_a_failure_is_recorded_and_told_after_its_commit(make_app, scripted_smtp):
+    controller, inbox = scripted_smtp(rcpt_replies=["550 5.1.1 no such mailbox"])
+    plugin = CommittedWhenTold()
+    app = smtp_backed_app(make_app, controller, plugins=[plugin], DELIVERY_COMMIT_SECONDS=1)
+    sign(app.test_client())
+    with app.app_context():
+        assert deliver_due() == 5
+        statuses = collections.Counter(d.status for d in Delivery.query)
+    assert statuses == {"sent": 4, "failed": 1}
+    assert set(plugin.failed.values()) == {"failed"} and len(plugin.failed) == 1
+    assert set(plugin.sent.values()) == {"sent"} and len(plugin.sent) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", DATABASES)
+def test_letters_forgotten_while_their_outcomes_wait_for_the_commit_are_not_recorded(
+        make_app, scripted_smtp, caplog, database, request):
+    """Anna's first two letters are sent, their outcomes held; her third is at DATA when she is forgotten."""
+    import threading
+
+    caplog.set_level(logging.INFO, logger="app.delivery")
+    controller, inbox = scripted_smtp(data_replies=[0, 0, 2])
+    plugin = CommittedWhenTold()
+    app = smtp_backed_app(make_app, controller, plugins=[plugin], DELIVERY_COMMIT_SECONDS=50,
+                          **database_settings(database, request))
+    sign(app.test_client(), email="anna@example.org", name="Anna")
+    sign(app.test_client(), email="bob@example.org", name="Bob")
+    claimed = []
+
+    def worker():
+        with app.app_context():
+            claimed.append(deliver_due())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    wait_for(lambda: len(inbox.envelopes) >= 2)  # the third letter now takes two seconds at DATA
+    result = app.test_cli_runner().invoke(args=["forget", "anna@example.org"])
+    assert result.exit_code == 0, result.output
+    thread.join(timeout=30)
+    assert claimed == [10]
+    arrived = [envelope.original_content for envelope in inbox.envelopes]
+    assert sum(b"anna@example.org" in data for data in arrived) == 3  # her other two were never sent
+    assert sum(b"bob@example.org" in data for data in arrived) == 5
+    with app.app_context():
+        deliveries = list(Delivery.query)
+        assert {d.signature.email for d in deliveries} == {"bob@example.org"}
+        assert {d.status for d in deliveries} == {"sent"}
+        bobs = {d.id for d in deliveries}
+    # Her three held outcomes had no row to go to: logged, not recorded, not told.
+    for gone in (1, 2, 3):
+        assert f"delivery {gone} was deleted while it was being sent" in caplog.text
+    assert set(plugin.sent) == bobs
+
+
+@pytest.mark.slow
+def test_a_killed_worker_sends_again_at_most_one_commit_window(make_app, instance_path, sink):
+    delay, window = 0.02, 0.5
+    server = sink(delay=delay)
+    app = make_app()
+    expected = queue_signatures(app, 60)
+    settings = dict(DELIVERY_BATCH_SIZE=100, DELIVERY_LEASE_SECONDS=4, DELIVERY_COMMIT_SECONDS=window)
+    first = start_worker(app, instance_path, server.port, **settings)
+    try:
+        # Kill it well inside its second batch of 100.
+        wait_for(lambda: 120 <= len(server.inbox.envelopes) <= 180)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    at_kill = stored(app)
+    assert "sending" in at_kill.values()  # killed in the middle of a batch
+
+    second = start_worker(app, instance_path, server.port, **settings)
+    try:
+        wait_for(lambda: set(stored(app).values()) == {"sent"})
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+    arrived = server.inbox.message_ids()
+    assert set(arrived) == set(stored(app)) and len(arrived) == expected  # none lost
+    again = {message_id for message_id, count in arrived.items() if count > 1}
+    assert set(arrived.values()) <= {1, 2}
+    # Only letters whose outcome was not committed went again: never one recorded sent.
+    assert {at_kill[message_id] for message_id in again} <= {"sending"}
+    # The bound. One connection, sent from the worker's own thread, and each
+    # message takes at least `delay` at the server (asyncio.sleep never
+    # returns early): the outcomes held for one commit are those of letters
+    # sent within `window` seconds of the oldest, at most window/delay, plus
+    # the one recorded as the window closes, which triggers the commit (a
+    # kill during it loses them all); and one letter may be at the server.
+    assert len(again) <= window / delay + 1 + 1
+    assert window / delay + 2 < settings["DELIVERY_BATCH_SIZE"] / 2  # a bound tighter than "the batch"
+    with app.app_context():
+        assert Delivery.query.filter_by(campaign=SLUG).count() == expected
+
+
+@pytest.mark.parametrize("seconds", [-1, "0.5", True, None, 60])
+def test_delivery_commit_seconds_must_be_seconds_under_a_fifth_of_the_lease(make_app, seconds):
+    app = make_app(DELIVERY_COMMIT_SECONDS=seconds, DELIVERY_LEASE_SECONDS=300)
+    sign(app.test_client())
+    with app.app_context(), pytest.raises(ValueError, match="DELIVERY_COMMIT_SECONDS .*under a fifth"):
+        deliver_due()
+    with app.app_context():
+        assert {d.status for d in Delivery.query} == {"pending"}  # nothing claimed
