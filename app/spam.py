@@ -6,14 +6,12 @@ docs/spam.md describes the built-in ones and how to write another.
 """
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pluggy
-from flask import current_app
 from flask_babel.speaklater import LazyString
 from flask_wtf import FlaskForm
 from sqlalchemy import bindparam, select
@@ -178,9 +176,7 @@ class Reasons(tuple):
 # signature (see :func:`spend_tokens`).
 
 
-#: Expired one-time tokens are deleted at most this often (seconds) by each process.
-TOKEN_SWEEP_SECONDS = 60
-
+#: Built once: building the statement cost as much as running it.
 _SWEEP = UsedToken.__table__.delete().where(UsedToken.expires_at < bindparam("now"))
 
 
@@ -199,16 +195,15 @@ def spend_tokens(form: Iterable[object]) -> None:
 
     Committed together with the signature, so a second request using the same
     token fails at commit (primary key) even if both passed :func:`token_spent`.
-    Tokens past their expiry are deleted on the way, at most every
-    :data:`TOKEN_SWEEP_SECONDS` per process: they are refused anyway.
+    Tokens past their expiry are deleted on the way: they are refused anyway.
+
+    That DELETE is also the signing transaction's first write, on every path:
+    on SQLite it makes pysqlite issue BEGIN, so the savepoint of
+    :func:`app.signing.store_signature` is nested in a transaction. A SAVEPOINT
+    outside one would start its own, and its RELEASE would commit the
+    signature before the mail to the supporter (tests/test_signing.py).
     """
-    sweeps = current_app.extensions.setdefault("clamor.token_sweep", {"at": None})
-    now = time.monotonic()
-    if sweeps["at"] is None or now - sweeps["at"] >= TOKEN_SWEEP_SECONDS:
-        # Not per signature: the DELETE was a twentieth of a signature's cost,
-        # and expired tokens do no harm while they wait.
-        sweeps["at"] = now
-        db.session.execute(_SWEEP, {"now": utcnow()})
+    db.session.execute(_SWEEP, {"now": utcnow()})
     for nonce, expires_at in form_tokens(form):
         db.session.add(UsedToken(nonce=nonce, expires_at=expires_at))
 
