@@ -2,11 +2,11 @@
 
 from flask_babel import Babel
 from flask_limiter import Limiter
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
+from .lazy_migrate import LazyMigrate
 from .security import client_key
 
 
@@ -15,7 +15,8 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
+# Flask-Migrate (and Alembic) are imported only when something migrates: see app/lazy_migrate.py.
+migrate = LazyMigrate()
 csrf = CSRFProtect()
 # No default limits: only the routes that send letters or check passwords are
 # limited, each with its own configured rate. Every limit counts by a keyed

@@ -26,8 +26,11 @@ LANGUAGE_COOKIE = "clamor_lang"
 LANGUAGE_COOKIE_MAX_AGE = 365 * 24 * 3600
 
 #: Names a language's own speakers use on a language menu, where CLDR's
-#: display name reads differently (CLDR says "қазақ тілі", "the Kazakh language").
-LANGUAGE_NAMES = {"kk": "Қазақша"}
+#: display name reads differently (CLDR says "қазақ тілі", "the Kazakh language"),
+#: and for the other languages Clamor ships, CLDR's name as the menu shows it:
+#: asking Babel loads that language's whole CLDR data (1.2 MB a language) into
+#: every worker, for one word on a menu. Other languages still ask Babel.
+LANGUAGE_NAMES = {"kk": "Қазақша", "en": "English", "fr": "Français", "ru": "Русский"}
 
 #: Alphabet order, letter by letter, for languages whose order Unicode code
 #: points get wrong. Letters in one string separated by "=" sort as equals

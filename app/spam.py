@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pluggy
 from flask_babel.speaklater import LazyString
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from .extensions import db
 from .models import UsedToken, utcnow
@@ -176,6 +176,10 @@ class Reasons(tuple):
 # signature (see :func:`spend_tokens`).
 
 
+#: Built once: building the statement cost as much as running it.
+_SWEEP = UsedToken.__table__.delete().where(UsedToken.expires_at < bindparam("now"))
+
+
 def token_spent(nonce: str) -> bool:
     """True when ``nonce`` was already used for a successful submission."""
     return db.session.scalar(select(UsedToken.nonce).where(UsedToken.nonce == nonce)) is not None
@@ -192,9 +196,14 @@ def spend_tokens(form: Iterable[object]) -> None:
     Committed together with the signature, so a second request using the same
     token fails at commit (primary key) even if both passed :func:`token_spent`.
     Tokens past their expiry are deleted on the way: they are refused anyway.
+
+    That DELETE is also the signing transaction's first write, on every path:
+    on SQLite it makes pysqlite issue BEGIN, so the savepoint of
+    :func:`app.signing.store_signature` is nested in a transaction. A SAVEPOINT
+    outside one would start its own, and its RELEASE would commit the
+    signature before the mail to the supporter (tests/test_signing.py).
     """
-    now = utcnow()
-    db.session.execute(UsedToken.__table__.delete().where(UsedToken.expires_at < now))
+    db.session.execute(_SWEEP, {"now": utcnow()})
     for nonce, expires_at in form_tokens(form):
         db.session.add(UsedToken(nonce=nonce, expires_at=expires_at))
 

@@ -15,8 +15,9 @@ signed. So the public number counts signatures as the form answered them, a
 repeated one included; the dashboard's "Signatures" counts distinct rows.
 """
 
-from sqlalchemy import select
+from sqlalchemy import Integer, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Executable
 
 # The module, not the name: app.states imports this module while app.models
 # may still be loading (it imports the statuses from app.states).
@@ -24,6 +25,8 @@ from . import models
 from .extensions import db
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+#: dialect name -> the upsert :func:`add` runs, made on first use.
+_UPSERTS: dict[str, Executable] = {}
 
 
 def add(slug: str, delta: int) -> None:
@@ -34,13 +37,22 @@ def add(slug: str, delta: int) -> None:
     """
     if not delta:
         return
-    insert = _INSERTS[db.session.get_bind().dialect.name]
-    statement = insert(models.CampaignTally).values(campaign=slug, accepted=max(delta, 0))
-    statement = statement.on_conflict_do_update(
-        index_elements=[models.CampaignTally.campaign],
-        set_={"accepted": models.CampaignTally.accepted + delta},
-    )
-    db.session.execute(statement)
+    db.session.execute(_upsert(db.session.get_bind().dialect.name),
+                       {"slug": slug, "first": max(delta, 0), "delta": delta})
+
+
+def _upsert(dialect: str) -> Executable:
+    # Built once per dialect with bound parameters: building the statement
+    # anew cost more than running it.
+    statement = _UPSERTS.get(dialect)
+    if statement is None:
+        table = models.CampaignTally.__table__
+        statement = _INSERTS[dialect](table).values(campaign=bindparam("slug"), accepted=bindparam("first"))
+        statement = _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=[table.c.campaign],
+            set_={"accepted": table.c.accepted + bindparam("delta", type_=Integer)},
+        )
+    return statement
 
 
 def accepted(slug: str) -> int:

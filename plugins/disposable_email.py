@@ -7,8 +7,6 @@ default: see docs/spam.md for why.
 
 from typing import Any
 
-from disposable_email_domains import blocklist
-
 from app import Submission, Verdict, hookimpl, plugin_domain
 
 #: This plugin's own catalogue, beside it in translations/ (see docs/translating.md).
@@ -17,6 +15,10 @@ _l = plugin_domain(__file__, "disposable_email").lazy_gettext
 
 def disposable_domain(address: str) -> str | None:
     """The listed domain ``address`` belongs to, or None."""
+    # Imported here: the list (~10,000 domains, 1.5 MB) would otherwise sit
+    # in every worker, and the filter is off by default.
+    from disposable_email_domains import blocklist
+
     labels = address.rpartition("@")[2].casefold().rstrip(".").split(".")
     for start in range(len(labels) - 1):
         domain = ".".join(labels[start:])

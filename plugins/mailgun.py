@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import requests
-
 from app import (
     ConfigError,
     DeliveryBackend,
@@ -68,6 +66,12 @@ class MailgunBackend(DeliveryBackend):
         self.url = f"{base.rstrip('/')}/{self.domain}/messages.mime"
         self.domain_url = f"{base.rstrip('/')}/domains/{self.domain}"
         self.timeout = float(config["MAILGUN_TIMEOUT"])
+        # Imported here, not at the top: the web workers load every plugin,
+        # and requests (with urllib3) is ~5 MB a worker sends nothing with.
+        import requests
+
+        #: The ``requests`` module, for its exceptions.
+        self.requests = requests
         self.session = requests.Session()
         self.session.auth = ("api", self.api_key)
 
@@ -85,7 +89,7 @@ class MailgunBackend(DeliveryBackend):
         files = [("message", ("letter.eml", letter.as_bytes(), "message/rfc822"))]
         try:
             response = self.session.post(self.url, data=data, files=files, timeout=self.timeout)
-        except requests.RequestException as exc:
+        except self.requests.RequestException as exc:
             raise TemporaryFailure(f"Mailgun {self.url}: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
         reason = f"Mailgun answered {status}: {_message(response)}"
@@ -101,7 +105,7 @@ class MailgunBackend(DeliveryBackend):
         """GET the domain from Mailgun with the API key: it must exist for this key and be active. Sends nothing."""
         try:
             response = self.session.get(self.domain_url, timeout=self.timeout)
-        except requests.RequestException as exc:
+        except self.requests.RequestException as exc:
             raise TemporaryFailure(f"Mailgun {self.domain_url}: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
         if status == 401:
