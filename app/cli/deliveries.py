@@ -18,7 +18,8 @@ SUPPORTERS_OWN_MAIL = "supporters' own mail"
 
 #: The columns of ``clamor deliveries``, in order.
 STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED,
-            DeliveryStatus.BOUNCED, DeliveryStatus.FAILED, DeliveryStatus.HELD, DeliveryStatus.CANCELLED)
+            DeliveryStatus.BOUNCED, DeliveryStatus.FAILED, DeliveryStatus.HELD, DeliveryStatus.CANCELLED,
+            DeliveryStatus.IN_DIGEST)
 
 
 @click.command("deliver")
