@@ -1,6 +1,7 @@
 """Fixtures: the app built by the factory, a real SMTP server on loopback, helpers to sign."""
 
 import asyncio
+import collections
 import os
 import re
 import shutil
@@ -124,6 +125,40 @@ def smtp_server():
     controller.inbox = inbox
     yield controller
     controller.stop()
+
+
+class SlowInbox(Inbox):
+    """Takes ``delay`` seconds per message, so a batch is still running when we look."""
+
+    def __init__(self, delay=0.0):
+        super().__init__()
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+    def message_ids(self):
+        return collections.Counter(m["Message-ID"] for m in self.messages)
+
+
+@pytest.fixture
+def sink():
+    """Start SMTP sinks (:class:`SlowInbox`) on ``port`` or a fresh one, ``delay`` s a message."""
+    controllers = []
+
+    def start(port=None, delay=0.0):
+        inbox = SlowInbox(delay)
+        controller = Controller(inbox, hostname="127.0.0.1", port=port or unused_port())
+        controller.start()
+        controller.inbox = inbox
+        controllers.append(controller)
+        return controller
+
+    yield start
+    for controller in controllers:
+        controller.stop()
 
 
 class ScriptedInbox(Inbox):

@@ -9,10 +9,9 @@ import logging
 import signal
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import SLUG, sign, smtp_backed_app, unused_port
+from conftest import SLUG, sign, smtp_backed_app
 from sqlalchemy import event, text
-from test_faults import SlowInbox, queue_signatures, start_worker, stored, wait_for
+from test_faults import queue_signatures, start_worker, stored, wait_for
 
 from app import hookimpl
 from app.delivery import deliver_due
@@ -37,24 +36,6 @@ class CommittedWhenTold:
     @hookimpl
     def letter_failed(self, delivery, error):
         self.failed[delivery.id] = self._committed_status(delivery)
-
-
-@pytest.fixture
-def sink():
-    """Start SMTP sinks that take at least ``delay`` seconds a message; stopped after the test."""
-    controllers = []
-
-    def start(delay=0.0):
-        inbox = SlowInbox(delay)
-        controller = Controller(inbox, hostname="127.0.0.1", port=unused_port())
-        controller.start()
-        controller.inbox = inbox
-        controllers.append(controller)
-        return controller
-
-    yield start
-    for controller in controllers:
-        controller.stop()
 
 
 def outcome_updates(app):

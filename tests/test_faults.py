@@ -4,8 +4,6 @@ Every letter is counted where it lands: by Message-ID at a real aiosmtpd.
 `clamor deliver` runs as its own process, as in production.
 """
 
-import asyncio
-import collections
 import os
 import signal
 import subprocess
@@ -14,48 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import ROOT, SLUG, Inbox, sign, unused_port
+from conftest import ROOT, SLUG, sign, unused_port
 
 from app.delivery import deliver_due, queue_deliveries
 from app.extensions import db
 from app.models import Delivery, Signature
 
 CLAMOR = Path(sys.executable).parent / "clamor"
-
-
-class SlowInbox(Inbox):
-    """Takes ``delay`` seconds per message, so a batch is still running when we look."""
-
-    def __init__(self, delay=0.0):
-        super().__init__()
-        self.delay = delay
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await super().handle_DATA(server, session, envelope)
-
-    def message_ids(self):
-        return collections.Counter(m["Message-ID"] for m in self.messages)
-
-
-@pytest.fixture
-def sink():
-    """Start an SMTP sink on ``port`` (or a fresh one); stopped after the test."""
-    controllers = []
-
-    def start(port=None, delay=0.0):
-        inbox = SlowInbox(delay)
-        controller = Controller(inbox, hostname="127.0.0.1", port=port or unused_port())
-        controller.start()
-        controller.inbox = inbox
-        controllers.append(controller)
-        return controller
-
-    yield start
-    for controller in controllers:
-        controller.stop()
 
 
 def queue_signatures(app, count):
