@@ -3,8 +3,11 @@
 Settings: SMTP_HOST, SMTP_PORT, SMTP_SECURITY (none | starttls | ssl),
 SMTP_USERNAME, SMTP_PASSWORD, SMTP_TIMEOUT. TLS verifies the server's
 certificate with the system's trust store. One connection serves a whole batch.
+When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one
+write: two round trips a letter instead of four.
 """
 
+import re
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -92,7 +95,7 @@ class SMTPBackend(DeliveryBackend):
             # The envelope sender is where bounces go: the letter's VERP
             # address when there is one (BOUNCE_ADDRESS); From stays as it is.
             sender = addr_spec(letter.return_path or letter.from_address)
-            self._connection.sendmail(sender, [addr_spec(letter.to_address)], data)
+            send_mail(self._connection, sender, addr_spec(letter.to_address), data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise self._classify(code, reply) from exc
@@ -142,6 +145,72 @@ class SMTPBackend(DeliveryBackend):
             except (smtplib.SMTPException, OSError):
                 self._connection.close()
             self._connection = None
+
+
+def send_mail(connection: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
+    """Send ``data`` from ``sender`` to ``recipient``, raising what ``connection.sendmail`` would raise.
+
+    ``sender`` and ``recipient`` are addr-specs as :func:`app.addr_spec` writes them (ASCII).
+    When the server offers PIPELINING, MAIL FROM, RCPT TO and DATA are sent
+    together and their three replies read after: on a fast relay the
+    round trips, not the bytes, are what a letter costs. After a refusal the
+    transaction is reset (or the connection closed, after a 421), as
+    sendmail does, so the connection stays usable for the next letter.
+    """
+    for address in (sender, recipient):
+        # What smtplib's putcmd refuses too: an address stays one argument of one command.
+        if not address.isascii() or any(c in address for c in "\r\n<>"):
+            raise ValueError(f"{address!r} cannot be an SMTP envelope address")
+    connection.ehlo_or_helo_if_needed()
+    if not connection.has_extn("pipelining"):
+        connection.sendmail(sender, [recipient], data)
+        return
+    size = f" SIZE={len(data)}" if connection.has_extn("size") else ""
+    connection.send(f"MAIL FROM:<{sender}>{size}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii"))
+    mail = connection.getreply()
+    if mail[0] == 421:  # the server is leaving: no more replies come
+        connection.close()
+        raise smtplib.SMTPSenderRefused(*mail, sender)
+    rcpt = connection.getreply()
+    if rcpt[0] == 421:
+        connection.close()
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    start = connection.getreply()
+    if start[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+        # A server that took DATA although it refused the envelope gets an empty message, ended at once.
+        connection.send(b".\r\n")
+        connection.getreply()
+    if mail[0] != 250:
+        _end_transaction(connection, mail[0])
+        raise smtplib.SMTPSenderRefused(*mail, sender)
+    if rcpt[0] not in (250, 251):
+        _end_transaction(connection, rcpt[0])
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    if start[0] != 354:
+        _end_transaction(connection, start[0])
+        raise smtplib.SMTPDataError(*start)
+    # As smtplib's data(): CRLF line ends, a leading dot doubled, then the lone dot.
+    body = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", data))
+    connection.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+    code, reply = connection.getreply()
+    if code != 250:
+        _end_transaction(connection, code)
+        raise smtplib.SMTPDataError(code, reply)
+
+
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def _end_transaction(connection, code):
+    """After a refusal: close the connection on 421 (the server is leaving), else RSET."""
+    if code == 421:
+        connection.close()
+        return
+    try:
+        connection.rset()
+    except smtplib.SMTPServerDisconnected:
+        pass  # the next letter reconnects
 
 
 @hookimpl

@@ -162,13 +162,17 @@ def sink():
 
 
 class ScriptedInbox(Inbox):
-    """Answers RCPT and DATA from scripts of replies (then accepts); counts connections.
+    """Answers MAIL, RCPT and DATA from scripts of replies (then accepts); counts connections.
+
+    ``pipelining``: offer PIPELINING (RFC 2920) in the EHLO reply.
 
     ``senders`` records every MAIL FROM, refused letters' too.
     """
 
-    def __init__(self, rcpt_replies=(), data_replies=()):
+    def __init__(self, rcpt_replies=(), data_replies=(), mail_replies=(), pipelining=False):
         super().__init__()
+        self.pipelining = pipelining
+        self.mail_replies = list(mail_replies)
         self.rcpt_replies = list(rcpt_replies)
         self.data_replies = list(data_replies)
         self.connections = 0
@@ -177,12 +181,18 @@ class ScriptedInbox(Inbox):
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.senders.append(address)
+        reply = self.mail_replies.pop(0) if self.mail_replies else None
+        if reply:
+            return reply
         envelope.mail_from = address
         return "250 OK"
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            # aiosmtpd reads commands one line at a time, so it copes with a client that pipelines.
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):

@@ -46,20 +46,23 @@ def test_one_connection_serves_the_whole_batch(make_app, scripted_smtp):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 @pytest.mark.parametrize(
-    "script, status, error",
+    "script, status, error, connections",
     [
-        ({"rcpt_replies": ["451 4.3.0 greylisted, try later"]}, "pending", "answered 451"),
-        ({"rcpt_replies": ["550 5.1.1 no such mailbox"]}, "failed", "answered 550 5.1.1 no such mailbox"),
-        ({"data_replies": ["452 4.3.1 insufficient storage"]}, "pending", "answered 452"),
-        ({"data_replies": ["554 5.7.1 rejected as spam"]}, "failed", "answered 554"),
-        ({"data_replies": ["drop"]}, "pending", "treated as 451"),
-        ({"data_replies": [3]}, "pending", "timed out (treated as 451)"),
+        ({"mail_replies": ["451 4.3.0 sender greylisted"]}, "pending", "answered 451 4.3.0 sender greylisted", 1),
+        ({"mail_replies": ["553 5.7.1 sender not allowed"]}, "failed", "answered 553 5.7.1 sender not allowed", 1),
+        ({"rcpt_replies": ["451 4.3.0 greylisted, try later"]}, "pending", "answered 451", 1),
+        ({"rcpt_replies": ["550 5.1.1 no such mailbox"]}, "failed", "answered 550 5.1.1 no such mailbox", 1),
+        ({"data_replies": ["452 4.3.1 insufficient storage"]}, "pending", "answered 452", 1),
+        ({"data_replies": ["554 5.7.1 rejected as spam"]}, "failed", "answered 554", 1),
+        ({"data_replies": ["drop"]}, "pending", "treated as 451", 2),
+        ({"data_replies": [3]}, "pending", "timed out (treated as 451)", 2),
     ],
-    ids=["451-rcpt", "550-rcpt", "452-data", "554-data", "dropped", "stalled"],
+    ids=["451-mail", "553-mail", "451-rcpt", "550-rcpt", "452-data", "554-data", "dropped", "stalled"],
 )
-def test_smtp_replies_are_classified(make_app, scripted_smtp, script, status, error):
-    controller, inbox = scripted_smtp(**script)
+def test_smtp_replies_are_classified(make_app, scripted_smtp, script, status, error, connections, pipelining):
+    controller, inbox = scripted_smtp(pipelining=pipelining, **script)
     app = smtp_backed_app(make_app, controller, SMTP_TIMEOUT=1)
     sign(app.test_client())
     with app.app_context():
@@ -71,15 +74,20 @@ def test_smtp_replies_are_classified(make_app, scripted_smtp, script, status, er
         # The other four letters were not harmed by the first one's trouble.
         assert {d.status for d in Delivery.query if d.id != 1} == {"sent"}
     assert len(inbox.envelopes) == 4
+    # A refusal resets the transaction and the connection goes on; a dropped or stalled one is replaced.
+    assert inbox.connections == connections
 
 
-def test_421_closes_the_connection_and_the_next_letter_reconnects(make_app, scripted_smtp):
-    controller, inbox = scripted_smtp(rcpt_replies=["421 4.3.2 shutting down"])
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+@pytest.mark.parametrize("refused", ["mail_replies", "rcpt_replies"])
+def test_421_closes_the_connection_and_the_next_letter_reconnects(make_app, scripted_smtp, pipelining, refused):
+    controller, inbox = scripted_smtp(pipelining=pipelining, **{refused: ["421 4.3.2 shutting down"]})
     app = smtp_backed_app(make_app, controller)
     sign(app.test_client())
     with app.app_context():
         assert deliver_due() == 5
-        assert db.session.get(Delivery, 1).status == "pending"
+        first = db.session.get(Delivery, 1)
+        assert (first.status, "answered 421" in first.last_error) == ("pending", True)
     assert len(inbox.envelopes) == 4
     assert inbox.connections == 2
 
