@@ -84,7 +84,7 @@ class SMTPBackend(DeliveryBackend):
         4xx replies, a dropped connection (as if 451) and timeouts raise
         :class:`TemporaryFailure`; a 5xx reply raises :class:`PermanentFailure`.
         The connection is dropped after a 421 or a network error, so the next
-        letter opens a new one; other refusals leave it usable (smtplib RSETs).
+        letter opens a new one; other refusals leave it usable (after an RSET).
         """
         try:
             if self._connection is None:
@@ -94,8 +94,7 @@ class SMTPBackend(DeliveryBackend):
             data = letter.as_bytes()
             # The envelope sender is where bounces go: the letter's VERP
             # address when there is one (BOUNCE_ADDRESS); From stays as it is.
-            sender = addr_spec(letter.return_path or letter.from_address)
-            send_mail(self._connection, sender, addr_spec(letter.to_address), data)
+            send_mail(self._connection, letter.return_path or letter.from_address, letter.to_address, data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise self._classify(code, reply) from exc
@@ -150,17 +149,16 @@ class SMTPBackend(DeliveryBackend):
 def send_mail(connection: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
     """Send ``data`` from ``sender`` to ``recipient``, raising what ``connection.sendmail`` would raise.
 
-    ``sender`` and ``recipient`` are addr-specs as :func:`app.addr_spec` writes them (ASCII).
+    Both addresses go through :func:`app.addr_spec` first (ASCII, an IDN domain
+    in punycode; anything else raises its ValueError), so each stays one
+    argument of one command.
     When the server offers PIPELINING, MAIL FROM, RCPT TO and DATA are sent
     together and their three replies read after: on a fast relay the
     round trips, not the bytes, are what a letter costs. After a refusal the
     transaction is reset (or the connection closed, after a 421), as
     sendmail does, so the connection stays usable for the next letter.
     """
-    for address in (sender, recipient):
-        # What smtplib's putcmd refuses too: an address stays one argument of one command.
-        if not address.isascii() or any(c in address for c in "\r\n<>"):
-            raise ValueError(f"{address!r} cannot be an SMTP envelope address")
+    sender, recipient = addr_spec(sender), addr_spec(recipient)
     connection.ehlo_or_helo_if_needed()
     if not connection.has_extn("pipelining"):
         connection.sendmail(sender, [recipient], data)
