@@ -31,7 +31,7 @@ from flask_babel import gettext as _
 
 from . import states
 from .consent import consent_version
-from .delivery import queue_deliveries, queue_mailbox_email
+from .delivery import insert_letters, letter_rows, queue_mailbox_email
 from .extensions import db
 from .links import confirm_url, status_url
 from .models import Signature, utcnow
@@ -61,25 +61,33 @@ def store_signature(
     concurrently; nothing is stored then.
     """
     config = current_app.config
-    spend_tokens(form)
     dropped = verdict is not None and verdict.action == "drop"
     held = verdict is not None and (verdict.action == "hold" or verdict.held_too)
-    signature = _new_signature(submission, campaign, verdict, config, held)
+    # Read before the first write: on SQLite a signing request holds the one
+    # write lock, which every other signing request waits for, from its first
+    # write to its commit.
+    suspended = states.suspended_keys(target.key for target in campaign.targets)
+    spend_tokens(form)
+    signature, letters = _new_signature(submission, campaign, verdict, config, held, suspended)
     # Written in full on both paths, so a repeat costs what a new signer
     # costs; a drop's rows are rolled back before anything is committed.
     savepoint = db.session.begin_nested()
     db.session.add(signature)
     db.session.flush()
+    insert_letters(signature.id, letters)
     if dropped:
         savepoint.rollback()
         mailbox = db.session.get(Signature, verdict.repeats) if verdict.repeats else None
+        targets = None  # the earlier signature's, read only if the reminder names them
     else:
         savepoint.commit()
         mailbox = signature
+        keys = {row["target_key"] for row in letters}
+        targets = [target for target in campaign.targets if target.key in keys]
         # Read now: after the commit, reading them would load the row again.
         stored = (signature.id, signature.status)
     if mailbox is not None:
-        _queue_mailbox_email(mailbox, campaign, config, repeat=dropped)
+        _queue_mailbox_email(mailbox, campaign, config, repeat=dropped, targets=targets)
     db.session.commit()
     if dropped:
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
@@ -88,8 +96,8 @@ def store_signature(
     return signature
 
 
-def _new_signature(submission, campaign, verdict, config, held):
-    """The :class:`Signature` (with its letters) a new signer's submission becomes; not added to the session.
+def _new_signature(submission, campaign, verdict, config, held, suspended):
+    """(the :class:`Signature`, its letters' rows) a new signer's submission becomes; nothing added to the session.
 
     An accepted one is counted now, in the caller's transaction, and so is a
     repeat's stand-in (a drop) that would have been accepted: otherwise the
@@ -127,16 +135,17 @@ def _new_signature(submission, campaign, verdict, config, held):
         states.hold(signature, reason)
     else:
         states.accept(signature)
-    queue_deliveries(signature, campaign, config, status=states.letter_status(signature),
-                     targets=submission.targets or None)
-    return signature
+    letters = letter_rows(campaign, config, status=states.letter_status(signature), targets=submission.targets or None,
+                          suspended=suspended)
+    return signature, letters
 
 
-def _queue_mailbox_email(signature, campaign, config, repeat):
+def _queue_mailbox_email(signature, campaign, config, repeat, targets):
     """Queue the one email this submission sends to ``signature``'s mailbox, if any (not committed).
 
     The confirmation email while ``signature`` waits for it; else, with
-    ``SEND_RECEIPT``, a receipt (new signer) or a reminder (``repeat``).
+    ``SEND_RECEIPT``, a receipt (new signer) or a reminder (``repeat``),
+    naming ``targets`` (the targets its letters go to; None: read from its stored letters).
     """
     # In the signature's language, like its links: for a repeat, the language
     # the address first signed in.
@@ -147,7 +156,7 @@ def _queue_mailbox_email(signature, campaign, config, repeat):
             queue_mailbox_email(signature, config, "confirmation", *confirmation_email(signature, campaign))
         elif config["SEND_RECEIPT"] and not config["CONFIRM_SUPPORTER_EMAIL"]:
             kind = "reminder" if repeat else "receipt"
-            queue_mailbox_email(signature, config, kind, *_receipt_email(signature, campaign, repeat))
+            queue_mailbox_email(signature, config, kind, *_receipt_email(signature, campaign, repeat, targets))
 
 
 def confirmation_email(signature: Signature, campaign: "Campaign") -> tuple[str, str]:
@@ -164,8 +173,8 @@ def confirmation_email(signature: Signature, campaign: "Campaign") -> tuple[str,
     return subject, body
 
 
-def _receipt_email(signature, campaign, repeat):
-    """(subject, body) of the receipt (or, for a ``repeat``, the reminder), in the current locale."""
+def _receipt_email(signature, campaign, repeat, targets):
+    """(subject, body) of the receipt (or, for a ``repeat``, the reminder) naming ``targets``, in the current locale."""
     text = campaign.text(signature.language)
     if repeat:
         subject = _("You have signed already: %(title)s", title=text.short_name)
@@ -176,7 +185,7 @@ def _receipt_email(signature, campaign, repeat):
         text=text,
         repeat=repeat,
         signed_on=format_date(signature.created_at.date(), format="long"),
-        targets=[target.name for target in written_to(signature, campaign)],
+        targets=[target.name for target in (written_to(signature, campaign) if targets is None else targets)],
         status_url=status_url(signature),
     )
     return subject, body

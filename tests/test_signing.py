@@ -184,3 +184,40 @@ def test_the_signature_and_the_mail_to_the_supporter_commit_together(make_app, a
     finally:
         event.remove(engine, "after_cursor_execute", after)
     assert released == [True, True]
+
+
+def test_a_signatures_letters_are_one_insert_and_its_reads_come_before_its_first_write(make_app, app_config):
+    # On SQLite every signing request waits for the one write lock, held from
+    # a request's first write to its commit: a read after the first write
+    # (the suspended targets) or a statement per letter makes the others wait.
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    app_config.update(SEND_RECEIPT=True)
+    app = make_app()
+    statements = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement.split()[0], statement, parameters if executemany else [parameters]))
+
+    with app.app_context():
+        engine = db.engine
+    client = app.test_client()
+    client.get(f"/fr/{SLUG}/")  # the page's own reads stay out of the record
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        assert sign(client).status_code == 303
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    writes = [n for n, (verb, _, _) in enumerate(statements) if verb in ("INSERT", "UPDATE", "DELETE")]
+    reads_before = [text for verb, text, _ in statements[:writes[0]] if verb == "SELECT"]
+    assert any("target_health" in text for text in reads_before)
+    assert not any("target_health" in text for verb, text, _ in statements[writes[0]:])
+    inserts = [rows for verb, text, rows in statements if verb == "INSERT" and text.startswith("INSERT INTO delivery ")]
+    # One statement for the five letters, one for the receipt.
+    assert [len(rows) for rows in inserts] == [5, 1]
+    with app.app_context():
+        signature = Signature.query.one()
+        assert sorted(d.target_key for d in signature.deliveries if d.kind == "letter") == sorted(SEED_TARGETS)
+        assert [d.kind for d in signature.deliveries if d.kind != "letter"] == ["receipt"]

@@ -15,7 +15,7 @@ from babel import Locale
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from .. import mailbytes, verp
 from ..extensions import db
@@ -177,20 +177,19 @@ def queue_mailbox_email(signature: Signature, config: Mapping[str, Any], kind: s
         raise ValueError(kind)
     # By id, not through ``signature.deliveries``: appending would load an
     # earlier signature's letters first, and a repeat signer's answer must
-    # cost what a new signer's costs (app/signing.py).
-    db.session.add(
-        Delivery(
-            signature_id=signature.id,
-            campaign=signature.campaign,
-            kind=kind,
-            target_key=signature.email,
-            channel="email",
-            status=DeliveryStatus.PENDING,
-            message_id=new_message_id(config["SENDER_ADDRESS"]),
-            subject=subject,
-            body=body,
-        )
-    )
+    # cost what a new signer's costs (app/signing.py). A statement of its
+    # own, like the letters (:func:`insert_letters`), not an object to flush.
+    db.session.connection().execute(insert(Delivery.__table__), {
+        "signature_id": signature.id,
+        "campaign": signature.campaign,
+        "kind": kind,
+        "target_key": signature.email,
+        "channel": "email",
+        "status": DeliveryStatus.PENDING,
+        "message_id": new_message_id(config["SENDER_ADDRESS"]),
+        "subject": subject,
+        "body": body,
+    })
 
 
 
@@ -226,28 +225,54 @@ def queue_organiser_emails(campaign_slug: str, config: Mapping[str, Any], subjec
     return len(emails)
 
 
-def queue_deliveries(
-    signature: Signature, campaign: "Campaign", config: Mapping[str, Any],
+def letter_rows(
+    campaign: "Campaign", config: Mapping[str, Any],
     status: DeliveryStatus = DeliveryStatus.PENDING, targets: Collection[str] | None = None,
-) -> None:
-    """Add one Delivery per target of ``campaign`` to ``signature`` (not committed).
+    suspended: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The letters one signature of ``campaign`` sends, one per target: each a Delivery's columns (no signature yet).
 
     ``status``: what :func:`app.states.letter_status` says for the signature;
     a letter to a suspended target is held (:mod:`app.states.targets`).
     ``targets``: the keys of the targets to write to (the supporter's choice);
-    None: every target.
+    None: every target. ``suspended``: the suspended target keys, if read
+    already (:func:`app.states.suspended_keys`). :func:`insert_letters` stores
+    them; :func:`queue_deliveries` adds them to a signature as objects.
     """
-    suspended = suspended_keys(target.key for target in campaign.targets)
-    for target in campaign.targets:
-        if targets is not None and target.key not in targets:
-            continue
-        signature.deliveries.append(
-            Delivery(
-                campaign=campaign.slug,
-                target_key=target.key,
-                channel=target.channel,
-                status=DeliveryStatus.HELD if target.key in suspended else status,
-                note="target suspended" if target.key in suspended else "",
-                message_id=new_message_id(config["SENDER_ADDRESS"]),
-            )
-        )
+    if suspended is None:
+        suspended = suspended_keys(target.key for target in campaign.targets)
+    return [
+        {
+            "campaign": campaign.slug,
+            "kind": "letter",
+            "target_key": target.key,
+            "channel": target.channel,
+            "status": DeliveryStatus.HELD if target.key in suspended else status,
+            "note": "target suspended" if target.key in suspended else "",
+            "message_id": new_message_id(config["SENDER_ADDRESS"]),
+        }
+        for target in campaign.targets
+        if targets is None or target.key in targets
+    ]
+
+
+def insert_letters(signature_id: int, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (:func:`letter_rows`) as signature ``signature_id``'s letters, in one statement; not committed.
+
+    One executemany on the session's connection, not the ORM's unit of work:
+    on SQLite the ORM inserts one row per statement (to read each new id
+    back), which cost a signature as much as everything else it does. Nothing
+    in the request needs the letters' ids or objects.
+    """
+    if rows:
+        db.session.connection().execute(
+            insert(Delivery.__table__), [{**row, "signature_id": signature_id} for row in rows])
+
+
+def queue_deliveries(
+    signature: Signature, campaign: "Campaign", config: Mapping[str, Any],
+    status: DeliveryStatus = DeliveryStatus.PENDING, targets: Collection[str] | None = None,
+) -> None:
+    """Add one Delivery per target of ``campaign`` to ``signature`` (not committed): :func:`letter_rows` as objects."""
+    for row in letter_rows(campaign, config, status, targets):
+        signature.deliveries.append(Delivery(**row))
