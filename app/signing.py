@@ -48,6 +48,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Stands for a link in a mailbox email drawn before its signature is
+#: stored (a link carries the id the INSERT gives it), filled in once it is
+#: (:func:`_fill_links`). Contains a NUL, which nothing in a campaign file or
+#: a translation can.
+_LINK_GAP = "\x00clamor-link:{}\x00"
+
+
 def store_signature(
     submission: "Submission", campaign: "Campaign", verdict: "Verdict | None", form: "FlaskForm",
 ) -> Signature | None:
@@ -63,12 +70,23 @@ def store_signature(
     config = current_app.config
     dropped = verdict is not None and verdict.action == "drop"
     held = verdict is not None and (verdict.action == "hold" or verdict.held_too)
-    # Read before the first write: on SQLite a signing request holds the one
-    # write lock, which every other signing request waits for, from its first
-    # write to its commit.
+    # What only reads or draws comes before the first write: on SQLite a
+    # signing request holds the one write lock, which every other signing
+    # request waits for, from its first write to its commit.
     suspended = states.suspended_keys(target.key for target in campaign.targets)
+    chosen = [target for target in campaign.targets if not submission.targets or target.key in submission.targets]
+    signature, status, reason = _new_signature(submission, campaign, verdict, config, held)
+    if dropped:
+        mailbox = db.session.get(Signature, verdict.repeats) if verdict.repeats else None
+        kind = _mailbox_kind(mailbox.status, config, repeat=True) if mailbox is not None else None
+        email = _mailbox_email(mailbox, campaign, kind, lambda: written_to(mailbox, campaign)) if kind else None
+    else:
+        mailbox, kind = signature, _mailbox_kind(status, config, repeat=False)
+        email = _mailbox_email(signature, campaign, kind, lambda: chosen) if kind else None
     spend_tokens(form)
-    signature, letters = _new_signature(submission, campaign, verdict, config, held, suspended)
+    _enter(signature, status, reason)
+    letters = letter_rows(campaign, config, status=states.letter_status(signature),
+                          targets=[target.key for target in chosen], suspended=suspended)
     # Written in full on both paths, so a repeat costs what a new signer
     # costs; a drop's rows are rolled back before anything is committed.
     savepoint = db.session.begin_nested()
@@ -77,17 +95,13 @@ def store_signature(
     insert_letters(signature.id, letters)
     if dropped:
         savepoint.rollback()
-        mailbox = db.session.get(Signature, verdict.repeats) if verdict.repeats else None
-        targets = None  # the earlier signature's, read only if the reminder names them
     else:
         savepoint.commit()
-        mailbox = signature
-        keys = {row["target_key"] for row in letters}
-        targets = [target for target in campaign.targets if target.key in keys]
         # Read now: after the commit, reading them would load the row again.
         stored = (signature.id, signature.status)
-    if mailbox is not None:
-        _queue_mailbox_email(mailbox, campaign, config, repeat=dropped, targets=targets)
+    if email is not None:
+        subject, body = email
+        queue_mailbox_email(mailbox, config, kind, subject, _fill_links(body, mailbox))
     db.session.commit()
     if dropped:
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
@@ -96,13 +110,11 @@ def store_signature(
     return signature
 
 
-def _new_signature(submission, campaign, verdict, config, held, suspended):
-    """(the :class:`Signature`, its letters' rows) a new signer's submission becomes; nothing added to the session.
+def _new_signature(submission, campaign, verdict, config, held):
+    """(the :class:`Signature`, the status it is to enter, the hold's reason) for a new signer's submission.
 
-    An accepted one is counted now, in the caller's transaction, and so is a
-    repeat's stand-in (a drop) that would have been accepted: otherwise the
-    counter would tell a prober whether the address had signed (see
-    app/tally.py). The stand-in's rows are rolled back; its count is not.
+    The signature has no status yet (:func:`_enter` gives it) and is not in
+    the session.
     """
     reason = ""
     if verdict is not None and verdict.action == "hold":
@@ -126,54 +138,98 @@ def _new_signature(submission, campaign, verdict, config, held, suspended):
         consent_language=submission.language if submission.opt_in else None,
         consented_at=utcnow() if submission.opt_in else None,
         client_hash=submission.client_hash,
+        # Set here, not at the INSERT: the receipt, drawn before it, says the date.
+        created_at=utcnow(),
     )
     if config["CONFIRM_SUPPORTER_EMAIL"]:
         # The reason is kept while unconfirmed too: a held submission
         # confirmed by its supporter then waits for a moderator.
+        status = SignatureStatus.UNCONFIRMED
+    else:
+        status = SignatureStatus.HELD if held else SignatureStatus.ACCEPTED
+    return signature, status, reason
+
+
+def _enter(signature, status, reason):
+    """Give the new ``signature`` its first ``status`` through :mod:`app.states`, in the caller's transaction.
+
+    An accepted one is counted now, and so is a repeat's stand-in (a drop)
+    that would have been accepted: otherwise the counter would tell a prober
+    whether the address had signed (see app/tally.py). The stand-in's rows
+    are rolled back; its count is not.
+    """
+    if status == SignatureStatus.UNCONFIRMED:
         states.await_confirmation(signature, reason)
-    elif held:
+    elif status == SignatureStatus.HELD:
         states.hold(signature, reason)
     else:
         states.accept(signature)
-    letters = letter_rows(campaign, config, status=states.letter_status(signature), targets=submission.targets or None,
-                          suspended=suspended)
-    return signature, letters
 
 
-def _queue_mailbox_email(signature, campaign, config, repeat, targets):
-    """Queue the one email this submission sends to ``signature``'s mailbox, if any (not committed).
+def _mailbox_kind(status, config, repeat):
+    """The one email a submission sends to the mailbox of a signature in ``status``, or None.
 
-    The confirmation email while ``signature`` waits for it; else, with
-    ``SEND_RECEIPT``, a receipt (new signer) or a reminder (``repeat``),
-    naming ``targets`` (the targets its letters go to; None: read from its stored letters).
+    The confirmation email while the signature waits for it (someone who lost
+    the first one signs again and is told an email is on its way: it must
+    be); else, with ``SEND_RECEIPT``, a receipt (new signer) or a reminder
+    (``repeat``).
     """
-    # In the signature's language, like its links: for a repeat, the language
-    # the address first signed in.
+    if status == SignatureStatus.UNCONFIRMED:
+        return "confirmation"
+    if config["SEND_RECEIPT"] and not config["CONFIRM_SUPPORTER_EMAIL"]:
+        return "reminder" if repeat else "receipt"
+    return None
+
+
+def _mailbox_email(signature, campaign, kind, targets):
+    """(subject, body) of the ``kind`` email to ``signature``'s mailbox, its links as gaps (:func:`_fill_links`).
+
+    ``targets``: a function giving the targets its letters go to. In the
+    signature's language, like its links: for a repeat, the language the
+    address first signed in.
+    """
     with force_locale(signature.language):
-        if signature.status == SignatureStatus.UNCONFIRMED:
-            # Someone who lost the first email signs again and is told an
-            # email is on its way: it must be.
-            queue_mailbox_email(signature, config, "confirmation", *confirmation_email(signature, campaign))
-        elif config["SEND_RECEIPT"] and not config["CONFIRM_SUPPORTER_EMAIL"]:
-            kind = "reminder" if repeat else "receipt"
-            queue_mailbox_email(signature, config, kind, *_receipt_email(signature, campaign, repeat, targets))
+        if kind == "confirmation":
+            return _confirmation_email(signature, campaign, _gap)
+        return _receipt_email(signature, campaign, kind == "reminder", targets(), _gap)
+
+
+def _gap(signature, purpose):
+    return _LINK_GAP.format(purpose)
+
+
+def _link(signature, purpose):
+    return (confirm_url if purpose == "confirm" else status_url)(signature)
+
+
+def _fill_links(body, signature):
+    """``body`` with each link gap replaced by ``signature``'s link (it has its id now)."""
+    for purpose in ("confirm", "status"):
+        gap = _LINK_GAP.format(purpose)
+        if gap in body:
+            body = body.replace(gap, _link(signature, purpose))
+    return body
 
 
 def confirmation_email(signature: Signature, campaign: "Campaign") -> tuple[str, str]:
     """(subject, body) of the confirmation email, in the current locale. Nothing in it was typed by the supporter."""
+    return _confirmation_email(signature, campaign, _link)
+
+
+def _confirmation_email(signature, campaign, link):
     text = campaign.text(signature.language)
     subject = _("Please confirm your letter: %(title)s", title=text.short_name)
     body = render_template(
         "email/confirm.txt",
         text=text,
         days=current_app.config["CONFIRM_EXPIRY_DAYS"],
-        confirm_url=confirm_url(signature),
-        status_url=status_url(signature),
+        confirm_url=link(signature, "confirm"),
+        status_url=link(signature, "status"),
     )
     return subject, body
 
 
-def _receipt_email(signature, campaign, repeat, targets):
+def _receipt_email(signature, campaign, repeat, targets, link):
     """(subject, body) of the receipt (or, for a ``repeat``, the reminder) naming ``targets``, in the current locale."""
     text = campaign.text(signature.language)
     if repeat:
@@ -185,8 +241,8 @@ def _receipt_email(signature, campaign, repeat, targets):
         text=text,
         repeat=repeat,
         signed_on=format_date(signature.created_at.date(), format="long"),
-        targets=[target.name for target in (written_to(signature, campaign) if targets is None else targets)],
-        status_url=status_url(signature),
+        targets=[target.name for target in targets],
+        status_url=link(signature, "status"),
     )
     return subject, body
 
