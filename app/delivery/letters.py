@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from ..campaigns import Campaign, Target
 
 _SPACES = re.compile(r"\s+")
+#: Built once: every signature runs it (its letters, the mail to its supporter).
+_INSERT = insert(Delivery.__table__)
 
 
 def one_line(value: str | None) -> str:
@@ -179,7 +181,7 @@ def queue_mailbox_email(signature: Signature, config: Mapping[str, Any], kind: s
     # earlier signature's letters first, and a repeat signer's answer must
     # cost what a new signer's costs (app/signing.py). A statement of its
     # own, like the letters (:func:`insert_letters`), not an object to flush.
-    db.session.connection().execute(insert(Delivery.__table__), {
+    db.session.connection().execute(_INSERT, {
         "signature_id": signature.id,
         "campaign": signature.campaign,
         "kind": kind,
@@ -265,8 +267,7 @@ def insert_letters(signature_id: int, rows: list[dict[str, Any]]) -> None:
     in the request needs the letters' ids or objects.
     """
     if rows:
-        db.session.connection().execute(
-            insert(Delivery.__table__), [{**row, "signature_id": signature_id} for row in rows])
+        db.session.connection().execute(_INSERT, [{**row, "signature_id": signature_id} for row in rows])
 
 
 def queue_deliveries(
