@@ -231,12 +231,8 @@ def _fill_links(body, signature):
     return body
 
 
-def confirmation_email(signature: Signature, campaign: "Campaign") -> tuple[str, str]:
-    """(subject, body) of the confirmation email, in the current locale. Nothing in it was typed by the supporter."""
-    return _confirmation_email(signature, campaign, _link)
-
-
 def _confirmation_email(signature, campaign, link):
+    """(subject, body) of the confirmation email, in the current locale. Nothing in it was typed by the supporter."""
     text = campaign.text(signature.language)
     subject = _("Please confirm your letter: %(title)s", title=text.short_name)
     body = render_template(
