@@ -21,6 +21,7 @@ otherwise the form would be a way to mail anyone any text from the union's
 domain.
 """
 
+import functools
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -78,13 +79,7 @@ def store_signature(
     suspended = states.suspended_keys(target.key for target in campaign.targets)
     chosen = [target for target in campaign.targets if not submission.targets or target.key in submission.targets]
     signature, status, reason = _new_signature(submission, campaign, verdict, config, held)
-    if dropped:
-        mailbox = db.session.get(Signature, verdict.repeats) if verdict.repeats else None
-        kind = _mailbox_kind(mailbox.status, config, repeat=True) if mailbox is not None else None
-        email = _mailbox_email(mailbox, campaign, kind, lambda: written_to(mailbox, campaign)) if kind else None
-    else:
-        mailbox, kind = signature, _mailbox_kind(status, config, repeat=False)
-        email = _mailbox_email(signature, campaign, kind, lambda: chosen) if kind else None
+    mailbox, kind, email = _drawn_mail(signature, status, verdict if dropped else None, campaign, config, chosen)
     spend_tokens(form)
     _enter(signature, status, reason)
     letters = letter_rows(campaign, config, status=states.letter_status(signature),
@@ -102,7 +97,6 @@ def store_signature(
         signature.id = signature_id
         make_transient_to_detached(signature)
         db.session.add(signature)
-        stored = (signature_id, signature.status)
     if email is not None:
         subject, body = email
         queue_mailbox_email(mailbox, config, kind, subject, _fill_links(body, mailbox))
@@ -110,7 +104,7 @@ def store_signature(
     if dropped:
         log.info("submission for %s dropped: %s", campaign.slug, verdict.reason)
         return None
-    log.info("signature %s stored for %s (%s)", stored[0], campaign.slug, stored[1])
+    log.info("signature %s stored for %s (%s)", signature_id, campaign.slug, status)
     return signature
 
 
@@ -184,6 +178,22 @@ def _enter(signature, status, reason):
         states.hold(signature, reason)
     else:
         states.accept(signature)
+
+
+def _drawn_mail(signature, status, drop, campaign, config, chosen):
+    """(whose mailbox, which kind, (subject, body) with link gaps) of the one email this submission sends.
+
+    The new ``signature`` (entering ``status``) gets it, writing to the
+    targets ``chosen``; for a ``drop`` (its verdict), the repeat signer's
+    earlier signature, read here. Nones when no email goes.
+    """
+    if drop is not None:
+        mailbox = db.session.get(Signature, drop.repeats) if drop.repeats else None
+        kind = _mailbox_kind(mailbox.status, config, repeat=True) if mailbox is not None else None
+        targets = functools.partial(written_to, mailbox, campaign)
+    else:
+        mailbox, kind, targets = signature, _mailbox_kind(status, config, repeat=False), lambda: chosen
+    return mailbox, kind, (_mailbox_email(mailbox, campaign, kind, targets) if kind else None)
 
 
 def _mailbox_kind(status, config, repeat):
