@@ -34,7 +34,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from . import states
 from .consent import consent_version
-from .delivery import insert_letters, letter_rows, queue_mailbox_email
+from .delivery import insert_letters, new_letters, queue_mailbox_email
 from .extensions import db
 from .links import confirm_url, status_url
 from .models import Signature, utcnow
@@ -79,10 +79,10 @@ def store_signature(
     suspended = states.suspended_keys(target.key for target in campaign.targets)
     chosen = [target for target in campaign.targets if not submission.targets or target.key in submission.targets]
     signature, status, reason = _new_signature(submission, campaign, verdict, config, held)
-    mailbox, kind, email = _drawn_mail(signature, status, verdict if dropped else None, campaign, config, chosen)
+    mail = _drawn_mail(signature, status, verdict if dropped else None, campaign, config, chosen)
     spend_tokens(form)
     _enter(signature, status, reason)
-    letters = letter_rows(campaign, config, status=states.letter_status(signature),
+    letters = new_letters(campaign, config, status=states.letter_status(signature),
                           targets=[target.key for target in chosen], suspended=suspended)
     # Written in full on both paths, so a repeat costs what a new signer
     # costs; a drop's rows are rolled back before anything is committed.
@@ -97,8 +97,8 @@ def store_signature(
         signature.id = signature_id
         make_transient_to_detached(signature)
         db.session.add(signature)
-    if email is not None:
-        subject, body = email
+    if mail is not None:
+        mailbox, kind, subject, body = mail
         queue_mailbox_email(mailbox, config, kind, subject, _fill_links(body, mailbox))
     db.session.commit()
     if dropped:
@@ -181,11 +181,11 @@ def _enter(signature, status, reason):
 
 
 def _drawn_mail(signature, status, drop, campaign, config, chosen):
-    """(whose mailbox, which kind, (subject, body) with link gaps) of the one email this submission sends.
+    """(whose mailbox, kind, subject, body with link gaps) of the one email this submission sends, or None.
 
     The new ``signature`` (entering ``status``) gets it, writing to the
     targets ``chosen``; for a ``drop`` (its verdict), the repeat signer's
-    earlier signature, read here. Nones when no email goes.
+    earlier signature, read here.
     """
     if drop is not None:
         mailbox = db.session.get(Signature, drop.repeats) if drop.repeats else None
@@ -193,7 +193,9 @@ def _drawn_mail(signature, status, drop, campaign, config, chosen):
         targets = functools.partial(written_to, mailbox, campaign)
     else:
         mailbox, kind, targets = signature, _mailbox_kind(status, config, repeat=False), lambda: chosen
-    return mailbox, kind, (_mailbox_email(mailbox, campaign, kind, targets) if kind else None)
+    if kind is None:
+        return None
+    return (mailbox, kind, *_mailbox_email(mailbox, campaign, kind, targets))
 
 
 def _mailbox_kind(status, config, repeat):

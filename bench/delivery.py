@@ -7,7 +7,7 @@ missing, and runs this with the defaults.)
 
 Builds a throwaway instance (SQLite, the example campaign, an
 ``instance/config.py`` sending email with ``smtp`` and otherwise the
-defaults), queues N letters with ``queue_deliveries`` as signing does (not
+defaults), queues N letters with ``queue_deliveries`` (the rows signing writes; not
 timed), and starts a sink on 127.0.0.1 that only counts what it accepts:
 
 - ``smtp-sink`` (the default): Postfix's test server, ``smtp-sink -u nobody

@@ -28,7 +28,7 @@ from .letters import (
     build_letter,
     country_name,
     insert_letters,
-    letter_rows,
+    new_letters,
     new_message_id,
     one_line,
     queue_deliveries,
@@ -41,6 +41,6 @@ from .worker import DeliveryWorker, deliver_due, error_text
 __all__ = [
     "MAILBOX_KINDS", "ORGANISER_KIND", "DeliveryBackend", "DeliveryWorker", "Letter", "PermanentFailure", "Receipt",
     "TemporaryFailure", "build_letter", "claim_due", "country_name", "deliver_due", "error_text", "insert_letters",
-    "is_paused", "letter_rows", "new_message_id", "one_line", "queue_deliveries", "queue_mailbox_email",
+    "is_paused", "new_letters", "new_message_id", "one_line", "queue_deliveries", "queue_mailbox_email",
     "queue_organiser_emails", "retry_delay", "sent_in_last_hour", "set_paused",
 ]

@@ -227,7 +227,7 @@ def queue_organiser_emails(campaign_slug: str, config: Mapping[str, Any], subjec
     return len(emails)
 
 
-def letter_rows(
+def new_letters(
     campaign: "Campaign", config: Mapping[str, Any],
     status: DeliveryStatus = DeliveryStatus.PENDING, targets: Collection[str] | None = None,
     suspended: Collection[str] | None = None,
@@ -259,7 +259,7 @@ def letter_rows(
 
 
 def insert_letters(signature_id: int, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (:func:`letter_rows`) as signature ``signature_id``'s letters, in one statement; not committed.
+    """Insert ``rows`` (:func:`new_letters`) as signature ``signature_id``'s letters, in one statement; not committed.
 
     One executemany on the session's connection, not the ORM's unit of work:
     on SQLite the ORM inserts one row per statement (to read each new id
@@ -274,6 +274,6 @@ def queue_deliveries(
     signature: Signature, campaign: "Campaign", config: Mapping[str, Any],
     status: DeliveryStatus = DeliveryStatus.PENDING, targets: Collection[str] | None = None,
 ) -> None:
-    """Add one Delivery per target of ``campaign`` to ``signature`` (not committed): :func:`letter_rows` as objects."""
-    for row in letter_rows(campaign, config, status, targets):
+    """Add one Delivery per target of ``campaign`` to ``signature`` (not committed): :func:`new_letters` as objects."""
+    for row in new_letters(campaign, config, status, targets):
         signature.deliveries.append(Delivery(**row))
