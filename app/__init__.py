@@ -23,6 +23,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .campaigns import Campaign, CampaignError, load_campaign, load_campaigns
 from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
+from .delivery.commits import commit_seconds
+from .delivery.worker import connection_count
+from .digests import positive_setting
 from .extensions import csrf, db, limiter, migrate
 from .hooks import letter_variable
 from .hookspecs import hookimpl
@@ -297,6 +300,18 @@ def _finish_config(app):
         expected = dict if key == "DELIVERY" else (list, tuple)
         if not isinstance(config[key], expected):
             raise ConfigError(f"{key} has the wrong type: {config[key]!r}")
+    _check_worker_numbers(config)
+
+
+def _check_worker_numbers(config):
+    """The delivery worker's numbers, checked at start-up: found at its first batch, a bad one stopped every batch."""
+    checks = (connection_count, commit_seconds, lambda c: positive_setting(c, "DIGEST_AFTER"),
+              lambda c: positive_setting(c, "DIGEST_MAX_BYTES"))
+    for check in checks:
+        try:
+            check(config)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 def _check_links(app):

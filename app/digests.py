@@ -49,8 +49,8 @@ DAY = 86400
 SIGNER_BYTES = 120
 
 
-def positive_seconds(config: Mapping[str, Any], key: str) -> float:
-    """``config[key]`` as a positive number of seconds; ValueError naming ``key`` otherwise."""
+def positive_setting(config: Mapping[str, Any], key: str) -> float:
+    """``config[key]`` as a positive number (seconds, bytes); ValueError naming ``key`` otherwise."""
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{key} must be a positive number, not {value!r}")
@@ -66,7 +66,7 @@ def gather_due(state: Any, config: Mapping[str, Any], now: datetime | None = Non
     campaigns = {slug: c for slug, c in state.campaigns.items() if c.overflow == "digest"}
     if not campaigns:
         return 0
-    after = positive_seconds(config, "DIGEST_AFTER")
+    after = positive_setting(config, "DIGEST_AFTER")
     now = now or utcnow()
     waited = _overflowing(list(campaigns), now - timedelta(seconds=after))
     made = 0

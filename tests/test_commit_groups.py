@@ -13,7 +13,7 @@ from conftest import SLUG, sign, smtp_backed_app
 from sqlalchemy import event, text
 from test_faults import queue_signatures, start_worker, stored, wait_for
 
-from app import hookimpl
+from app import ConfigError, hookimpl
 from app.delivery import deliver_due
 from app.extensions import db
 from app.models import Delivery
@@ -193,8 +193,12 @@ def test_a_killed_worker_sends_again_at_most_one_commit_window(make_app, instanc
 
 @pytest.mark.parametrize("seconds", [-1, "0.5", True, None, 60])
 def test_delivery_commit_seconds_must_be_seconds_under_a_fifth_of_the_lease(make_app, seconds):
-    app = make_app(DELIVERY_COMMIT_SECONDS=seconds, DELIVERY_LEASE_SECONDS=300)
+    with pytest.raises(ConfigError, match="DELIVERY_COMMIT_SECONDS .*under a fifth"):
+        make_app(DELIVERY_COMMIT_SECONDS=seconds, DELIVERY_LEASE_SECONDS=300)
+    # Changed in a running app, it stops the worker before anything is claimed.
+    app = make_app(DELIVERY_LEASE_SECONDS=300)
     sign(app.test_client())
+    app.config["DELIVERY_COMMIT_SECONDS"] = seconds
     with app.app_context(), pytest.raises(ValueError, match="DELIVERY_COMMIT_SECONDS .*under a fifth"):
         deliver_due()
     with app.app_context():

@@ -15,7 +15,7 @@ import time_machine
 from conftest import FAX_CAMPAIGN, SLUG, sign, smtp_backed_app, status_path
 from test_faults import start_worker
 
-from app import digests, states, totals
+from app import ConfigError, digests, states, totals
 from app.campaigns import CampaignError, load_campaign
 from app.delivery import deliver_due
 from app.extensions import db
@@ -259,6 +259,15 @@ def test_a_digests_letters_follow_its_status_from_any_statement(database, reques
         assert states.cancel("press@akorda.kz") == 1
         db.session.commit()
         assert {d.status for d in Delivery.query.filter(Delivery.id.in_(waiting))} == {"cancelled"}
+
+
+@pytest.mark.parametrize(("key", "value"), [("DIGEST_AFTER", 0), ("DIGEST_AFTER", "1 day"), ("DIGEST_MAX_BYTES", -1),
+                                          ("DIGEST_MAX_BYTES", None)])
+def test_the_digest_settings_are_checked_at_start_up(make_app, key, value):
+    # Before, a bad DIGEST_AFTER was found by the worker's first gathering, and
+    # stopped every batch after it; DIGEST_MAX_BYTES was not checked at all.
+    with pytest.raises(ConfigError, match=f"{key} must be a positive number, not {value!r}"):
+        make_app(**{key: value})
 
 
 def test_overflow_must_be_wait_or_digest(instance_path):

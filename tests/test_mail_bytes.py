@@ -34,6 +34,7 @@ from conftest import FAX_CAMPAIGN, SLUG, forget_during_a_slow_batch, sign, smtp_
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app import ConfigError
 from app.delivery import Letter, PermanentFailure, deliver_due, new_message_id, one_line
 from app.models import Delivery
 
@@ -446,9 +447,14 @@ def test_four_connections_keep_the_hourly_cap_and_record_failures(make_app, scri
 
 
 @pytest.mark.slow
-def test_delivery_connections_must_be_a_whole_number(make_app):
-    app = make_app(DELIVERY_CONNECTIONS=0)
+@pytest.mark.parametrize("connections", [0, "4", 2.0, True])
+def test_delivery_connections_must_be_a_whole_number(make_app, connections):
+    with pytest.raises(ConfigError, match="DELIVERY_CONNECTIONS must be a whole number"):
+        make_app(DELIVERY_CONNECTIONS=connections)
+    # Changed in a running app, it stops the worker before anything is claimed.
+    app = make_app()
     sign(app.test_client())
+    app.config["DELIVERY_CONNECTIONS"] = connections
     with app.app_context(), pytest.raises(ValueError, match="DELIVERY_CONNECTIONS"):
         deliver_due()
     with app.app_context():

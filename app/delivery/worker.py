@@ -12,8 +12,10 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Mapping
 from concurrent import futures
 from datetime import timedelta
+from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import select
@@ -45,6 +47,14 @@ from .senders import _Senders, _Unchecked
 log = logging.getLogger("app.delivery")
 
 
+def connection_count(config: Mapping[str, Any]) -> int:
+    """``DELIVERY_CONNECTIONS``, checked: a whole number, 1 or more; ValueError naming the key otherwise."""
+    connections = config.get("DELIVERY_CONNECTIONS", 1)
+    if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
+        raise ValueError(f"DELIVERY_CONNECTIONS must be a whole number of connections (1 or more), not {connections!r}")
+    return connections
+
+
 def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
     """Claim due deliveries, send them, record each outcome. Return how many were claimed.
 
@@ -60,10 +70,9 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
         return 0
     # Before the claim: a letter gathered into a digest is no longer due alone.
     digests.gather_due(state, config)
-    connections = config.get("DELIVERY_CONNECTIONS", 1)
-    if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
-        raise ValueError(f"DELIVERY_CONNECTIONS must be a whole number of connections (1 or more), not {connections!r}")
-    commit_seconds(config)  # checked before anything is claimed
+    # Checked at start-up too (app.create_app); again here, before anything is claimed.
+    connections = connection_count(config)
+    commit_seconds(config)
     ids = claim_due(limit or config["DELIVERY_BATCH_SIZE"], config["DELIVERY_LEASE_SECONDS"])
     if not ids:
         return 0
