@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, g, render_template, session, url_for
 from flask_wtf import FlaskForm
-from itsdangerous import URLSafeTimedSerializer
 from markupsafe import Markup, escape
 
 from . import tally
 from .consent import CONSENT_SENTENCE
 from .forms import BuiltinMessages, PostedForm, extra_fields, make_action_form
+from .signed_values import SignedValues
 
 if TYPE_CHECKING:
     from .campaigns import Campaign
@@ -145,7 +145,7 @@ class PageCache:
         self._counts: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         #: (secret, serializer) for CSRF tokens (see :func:`_csrf_token`).
-        self.csrf_serializer: tuple[str | bytes, URLSafeTimedSerializer] | None = None
+        self.csrf_serializer: tuple[str | bytes, SignedValues] | None = None
 
     def page(self, campaign: "Campaign", language: str, variant: bool, embed: bool = False) -> str:
         """The campaign page for a GET: the cached pieces, with this request's parts drawn in."""
@@ -237,7 +237,7 @@ def _csrf_token(name):
         secret = config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key
         cache = page_cache()
         if cache.csrf_serializer is None or cache.csrf_serializer[0] != secret:
-            cache.csrf_serializer = (secret, URLSafeTimedSerializer(secret, salt="wtf-csrf-token"))
+            cache.csrf_serializer = (secret, SignedValues(secret, salt="wtf-csrf-token"))
         setattr(g, name, cache.csrf_serializer[1].dumps(session[name]))
     return g.get(name)
 

@@ -17,6 +17,7 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
 from .keys import subkey
+from .signed_values import SignedValues
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -131,11 +132,19 @@ class SessionInterface(SecureCookieSessionInterface):
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Flask builds a new serializer (and test-encodes {} with it) twice a
-        # request; the keys do not change, so one per set of keys will do.
+        # request; the keys do not change, so one per set of keys will do. It
+        # is made with Flask's arguments, of the cheaper class in app/signed_values.py.
+        if not app.secret_key:
+            return None
         keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
         cached = getattr(self, "_serializer", None)
         if cached is None or cached[0] != keys:
-            cached = self._serializer = (keys, super().get_signing_serializer(app))
+            serializer = SignedValues(
+                [*keys[1:], keys[0]],  # itsdangerous takes the current key last
+                salt=self.salt, serializer=self.serializer,
+                signer_kwargs={"key_derivation": self.key_derivation, "digest_method": self.digest_method},
+            )
+            cached = self._serializer = (keys, serializer)
         return cached[1]
 
     def get_cookie_name(self, app: Flask) -> str:

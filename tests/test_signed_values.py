@@ -1,0 +1,46 @@
+"""The cheaper serializer of the session cookie and CSRF token makes what stock itsdangerous and Flask accept."""
+
+import hashlib
+import re
+
+import pytest
+from conftest import SLUG
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from app.signed_values import COMPRESS_FROM, SignedValues
+
+
+@pytest.mark.parametrize("value", ["0" * 40, {"csrf_token": "ab" * 20}, "x" * (COMPRESS_FROM * 3)])
+def test_what_it_signs_stock_itsdangerous_loads_and_the_other_way_round(value):
+    ours = SignedValues(["old key", "current key"], salt="wtf-csrf-token")
+    stock = URLSafeTimedSerializer(["old key", "current key"], salt="wtf-csrf-token")
+    assert stock.loads(ours.dumps(value), max_age=60) == value
+    assert ours.loads(stock.dumps(value), max_age=60) == value
+    # Signed with the current key: a serializer that knows only the old one refuses it.
+    with pytest.raises(BadSignature):
+        URLSafeTimedSerializer("old key", salt="wtf-csrf-token").loads(ours.dumps(value))
+    with pytest.raises(BadSignature):
+        ours.loads(URLSafeTimedSerializer("another key", salt="wtf-csrf-token").dumps(value))
+
+
+def test_a_short_payload_is_not_compressed_and_a_long_one_still_is():
+    ours = SignedValues("key", salt="s")
+    assert not ours.dumps("0" * 40).startswith(".")
+    long = ours.dumps("x" * (COMPRESS_FROM * 3))
+    assert long.startswith(".") and len(long) < COMPRESS_FROM
+
+
+def test_the_session_cookie_is_one_flasks_own_interface_reads(app):
+    client = app.test_client()
+    page = client.get(f"/en/{SLUG}/")
+    assert page.status_code == 200
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    stock = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert type(stock) is URLSafeTimedSerializer
+    session = stock.loads(cookie.value)
+    assert len(session["csrf_token"]) == len(hashlib.sha1().hexdigest())
+    # The form's token is that secret, signed as Flask-WTF signs it.
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True))[1]
+    stock_csrf = URLSafeTimedSerializer(app.config["WTF_CSRF_SECRET_KEY"], salt="wtf-csrf-token")
+    assert stock_csrf.loads(token) == session["csrf_token"]
