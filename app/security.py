@@ -17,7 +17,7 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
 from .keys import subkey
-from .signed_values import SignedValues
+from .signed_values import SessionJSON, SignedValues
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -116,9 +116,10 @@ def check_embed_origins(origins: Sequence[str]) -> None:
 _EMBED_PATH = re.compile(r"^/[^/]+/[^/]+/embed(?:/thanks)?$")
 
 
-def _embedding():
+def _embedding(app=None):
     """True while serving an embed route of a site that lists EMBED_ORIGINS."""
-    return (has_request_context() and bool(current_app.config.get("EMBED_ORIGINS"))
+    # The setting first: asked three times a response, and for most sites it is empty.
+    return (bool((app or current_app).config.get("EMBED_ORIGINS")) and has_request_context()
             and _EMBED_PATH.match(request.path) is not None)
 
 
@@ -129,6 +130,8 @@ class SessionInterface(SecureCookieSessionInterface):
     it is on the same site, so the CSRF token of an embedded form would never
     come back. See docs/deploying.md for what SameSite=None costs.
     """
+
+    serializer = SessionJSON()
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Flask builds a new serializer (and test-encodes {} with it) twice a
@@ -148,13 +151,13 @@ class SessionInterface(SecureCookieSessionInterface):
         return cached[1]
 
     def get_cookie_name(self, app: Flask) -> str:
-        return EMBED_SESSION_COOKIE if _embedding() else super().get_cookie_name(app)
+        return EMBED_SESSION_COOKIE if _embedding(app) else super().get_cookie_name(app)
 
     def get_cookie_samesite(self, app: Flask) -> str | None:
-        return "None" if _embedding() else super().get_cookie_samesite(app)
+        return "None" if _embedding(app) else super().get_cookie_samesite(app)
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return True if _embedding() else super().get_cookie_secure(app)
+        return True if _embedding(app) else super().get_cookie_secure(app)
 
 
 def _headers(ancestors):

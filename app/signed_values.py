@@ -2,13 +2,16 @@
 
 Every first visit to a campaign page signs two values with itsdangerous: the
 session cookie (which holds the raw CSRF secret) and the form's CSRF token.
-Two things made each signature cost more than the HMAC itself:
+Three things made each signature cost more than the HMAC itself:
 
 - the signer derives its key from the secret and salt (one more HMAC) at
   every call; here it is derived once per secret and kept;
 - ``URLSafeSerializer`` tries ``zlib.compress`` on every payload, which sets
   up a fresh compressor each time; a payload this short never gets shorter,
-  so payloads under :data:`COMPRESS_FROM` bytes are not tried.
+  so payloads under :data:`COMPRESS_FROM` bytes are not tried;
+- Flask's tagged JSON walks the session for values to tag (bytes, tuples,
+  dates …); a session of strings only, as every visitor's is, has none, and
+  :class:`SessionJSON` writes the JSON Flask would write without the walk.
 
 What comes out is what itsdangerous itself makes and checks: the same
 key, the same HMAC, the same format (a compressed payload is marked with a
@@ -16,8 +19,10 @@ leading ``.``; these are simply never compressed), so Flask and Flask-WTF
 load and verify them with their own code.
 """
 
+import json
 from typing import Any
 
+from flask.json.tag import TaggedJSONSerializer
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 
@@ -68,3 +73,19 @@ class SignedValues(URLSafeTimedSerializer):
         if len(json) < COMPRESS_FROM:
             return base64_encode(json)
         return super().dump_payload(obj)
+
+
+class SessionJSON(TaggedJSONSerializer):
+    """Flask's session serializer; a session whose keys and values are all strings is dumped without tagging.
+
+    The output is what Flask's own would be for such a session (compact,
+    keys sorted, non-ASCII escaped, as Flask's default JSON provider
+    writes); anything else, and every load, goes through Flask's code.
+    """
+
+    def dumps(self, value: Any) -> str:
+        plain = type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())
+        # A one-key dict whose key is a tag (" t", " di" …) is itself tagged by Flask.
+        if plain and not (len(value) == 1 and next(iter(value)) in self.tags):
+            return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+        return super().dumps(value)

@@ -5,10 +5,14 @@ import re
 
 import pytest
 from conftest import SLUG
+from flask import Flask
+from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSessionInterface
+from hypothesis import given
+from hypothesis import strategies as st
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.signed_values import COMPRESS_FROM, SignedValues
+from app.signed_values import COMPRESS_FROM, SessionJSON, SignedValues
 
 
 @pytest.mark.parametrize("value", ["0" * 40, {"csrf_token": "ab" * 20}, "x" * (COMPRESS_FROM * 3)])
@@ -44,3 +48,14 @@ def test_the_session_cookie_is_one_flasks_own_interface_reads(app):
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True))[1]
     stock_csrf = URLSafeTimedSerializer(app.config["WTF_CSRF_SECRET_KEY"], salt="wtf-csrf-token")
     assert stock_csrf.loads(token) == session["csrf_token"]
+
+
+SESSION_VALUES = st.one_of(st.text(), st.binary(), st.tuples(st.text()), st.integers(), st.none())
+
+
+@given(st.dictionaries(st.one_of(st.text(), st.sampled_from([" t", " di", " b", "csrf_token"])), SESSION_VALUES,
+                       max_size=4))
+def test_a_session_is_dumped_as_flasks_own_serializer_dumps_it(session):
+    with Flask(__name__).app_context():
+        assert SessionJSON().dumps(session) == TaggedJSONSerializer().dumps(session)
+        assert SessionJSON().loads(SessionJSON().dumps(session)) == session
