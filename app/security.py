@@ -132,8 +132,6 @@ class SessionInterface(SecureCookieSessionInterface):
     """
 
     serializer = SessionJSON()
-    # Flask's SHA-1, named directly: through Flask's lazy wrapper, hmac takes its slower pure-Python path.
-    digest_method = staticmethod(hashlib.sha1)
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Flask builds a new serializer (and test-encodes {} with it) twice a
