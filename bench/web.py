@@ -11,6 +11,9 @@ Everything runs under gunicorn (-w 2 -k sync) on loopback, driven by wrk
 rate limits off, the delivery worker external:
 
 - page: GET of the campaign page / a bare Flask ``return "ok"`` (bench/bare_app.py);
+  beside it, stock Flask and Flask-WTF drawing a CSRF token into a page of
+  the same size (bench/csrf_app.py) / the same bare app: the ceiling any
+  Flask page with a CSRF form meets;
 - sign: POST of a valid form (CSRF token and session cookie fetched
   beforehand, fed to wrk by a Lua script) / a minimal Flask-SQLAlchemy insert
   and 303 (bench/insert_app.py);
@@ -197,6 +200,7 @@ end
 def http_figures(args, folder):
     results = {}
     bare = Gunicorn("bare_app:app")
+    csrf_page = Gunicorn("csrf_app:app")
     insert_db = folder / "insert.sqlite3"
     insert = Gunicorn("insert_app:app", {"BENCH_INSERT_DB": str(insert_db)})
     instance = make_instance(folder)
@@ -209,6 +213,7 @@ def http_figures(args, folder):
             assert response.status == 200 and b"<form" in response.read()
         results["rss_start"] = clamor.rss_mb()
         results["bare"], _ = median_rate(bare.url + "/", args, label="bare")
+        results["csrf_page"], _ = median_rate(csrf_page.url + "/", args, label="stock Flask-WTF page")
         results["page"], _ = median_rate(page_url, args, label="page")
 
         fields = {"name": "Anna Example", "email": "anna@example.org", "organisation": "Example Workers' Union",
@@ -227,7 +232,7 @@ def http_figures(args, folder):
         results["rss_after"] = clamor.rss_mb()
         results["rss_requests"] = served + args.runs * int(results["page"] * args.seconds)
     finally:
-        for server in (bare, insert, clamor):
+        for server in (bare, csrf_page, insert, clamor):
             server.stop()
     return results
 
@@ -370,6 +375,8 @@ def main():
             r = http_figures(args, folder)
             print(f"page GET    {r['page']:8.0f} req/s   bare Flask GET {r['bare']:8.0f} req/s   "
                   f"ratio {r['page'] / r['bare']:.2f}  (target >= 0.6)")
+            print(f"  beside it: stock Flask + Flask-WTF, a CSRF token in a 16 KB page {r['csrf_page']:8.0f} req/s   "
+                  f"ratio {r['csrf_page'] / r['bare']:.2f}  (the framework's ceiling for a page with a form)")
             print(f"sign POST   {r['sign']:8.0f} req/s   minimal insert {r['insert']:8.0f} req/s   "
                   f"ratio {r['sign'] / r['insert']:.2f}  (target >= 0.5)")
             print(f"worker RSS  start {', '.join(f'{m:.1f}' for m in r['rss_start'])} MB;"
