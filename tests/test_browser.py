@@ -122,7 +122,14 @@ def test_organiser_logs_in_sees_chart_approves_and_downloads_csv(browser, screen
         assert chart.is_visible()
         assert chart.locator("rect.bar").count() == 1
         assert chart.bounding_box()["width"] > 300
+        # The targets table, buttons included, fits inside the page's column on a laptop's screen…
+        main, table = page.locator("main").bounding_box(), page.locator("table.targets-table").bounding_box()
+        assert table["x"] + table["width"] <= main["x"] + main["width"]
         page.screenshot(path=str(screenshots / "screenshot-admin.png"), full_page=True)
+        # …and on a narrower one it scrolls in its own box: the page itself does not.
+        page.set_viewport_size({"width": 700, "height": 900})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 700
+        page.set_viewport_size({"width": 1280, "height": 720})
 
         page.click("text=Moderation (1)")
         assert "Held Harry" in page.locator("main").inner_text()
