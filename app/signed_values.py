@@ -71,7 +71,7 @@ class SignedValues(URLSafeTimedSerializer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # make_signer() builds a signer per call; with the key derived inside it, keep one per secret.
+        # itsdangerous builds a signer per call; the key is kept inside it, so keep one signer per salt.
         self._signers: dict[Any, TimestampSigner] = {}
 
     def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
@@ -81,10 +81,9 @@ class SignedValues(URLSafeTimedSerializer):
         return signer
 
     def dump_payload(self, obj: Any) -> bytes:
-        json = self.serializer.dumps(obj, **self.serializer_kwargs)
-        json = json.encode("utf-8") if isinstance(json, str) else json
-        if len(json) < COMPRESS_FROM:
-            return base64_encode(json)
+        payload = want_bytes(self.serializer.dumps(obj, **self.serializer_kwargs))
+        if len(payload) < COMPRESS_FROM:
+            return base64_encode(payload)
         return super().dump_payload(obj)
 
 

@@ -21,6 +21,8 @@ def test_what_it_signs_stock_itsdangerous_loads_and_the_other_way_round(value):
     stock = URLSafeTimedSerializer(["old key", "current key"], salt="wtf-csrf-token")
     assert stock.loads(ours.dumps(value), max_age=60) == value
     assert ours.loads(stock.dumps(value), max_age=60) == value
+    # What the old key signed (before a rotation, SECRET_KEY_FALLBACKS) still loads.
+    assert ours.loads(URLSafeTimedSerializer("old key", salt="wtf-csrf-token").dumps(value)) == value
     # Signed with the current key: a serializer that knows only the old one refuses it.
     with pytest.raises(BadSignature):
         URLSafeTimedSerializer("old key", salt="wtf-csrf-token").loads(ours.dumps(value))
