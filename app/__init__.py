@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pluggy
-from flask import Flask, current_app, request
+from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import sqlite_file
 from .campaigns import Campaign, CampaignError, load_campaign, load_campaigns
 from .config import load_settings
 from .delivery import DeliveryBackend, DeliveryWorker, Letter, PermanentFailure, Receipt, TemporaryFailure
@@ -43,7 +44,7 @@ from .plugins import (
     create_plugin_manager,
     filter_callers,
 )
-from .security import quiet_request_log
+from .security import check_csrf, quiet_request_log
 from .spam import Submission, Verdict, earlier_signature, token_spent
 
 #: The plugin API: everything a plugin (built in or not) may import, from
@@ -230,24 +231,13 @@ def _init_extensions(app):
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
-    app.before_request(_check_csrf)
+    app.before_request(check_csrf)
     limiter.init_app(app)
     i18n.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            _create_private_file(db.engine.url.database)
-            event.listen(db.engine, "connect", _sqlite_pragmas)
-
-
-def _check_csrf():
-    """Flask-WTF's CSRF check of a request (views marked ``csrf.exempt`` excepted), the method asked first.
-
-    Flask-WTF's own hook (off: WTF_CSRF_CHECK_DEFAULT) looks the view's
-    exemption up before the method, on every GET too: 3% of a page view.
-    """
-    config = current_app.config
-    if config["WTF_CSRF_ENABLED"] and request.method in config["WTF_CSRF_METHODS"]:
-        csrf.protect(apply_exemptions=True)
+            sqlite_file.create_private_file(db.engine.url.database)
+            event.listen(db.engine, "connect", sqlite_file.set_pragmas)
 
 
 def _register_web(app):
@@ -341,32 +331,6 @@ def _check_links(app):
             "are built from it, never from the request."
         )
     config["TRUSTED_HOSTS"] = trusted_hosts(config)
-
-
-def _create_private_file(database):
-    """Create the SQLite file ``database`` empty and readable by its owner only, unless it exists.
-
-    SQLite would create it with the umask's mode (often world-readable) and
-    gives its -wal and -shm files the main file's mode, so creating it first
-    with 0600 covers all three. An empty file is an empty database to SQLite.
-    """
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    try:
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except OSError:
-        # There already, or its folder missing or not writable: SQLite says
-        # what is wrong when it opens the file.
-        pass
-
-
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA synchronous = NORMAL")
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.close()
 
 
 def campaign_stamps(folder: str | os.PathLike[str]) -> dict[Path, tuple[int, int]]:

@@ -185,8 +185,8 @@ SESSION_COOKIE_SAMESITE = "Lax"
 #: The CSRF token lives as long as the session: a supporter may take an hour
 #: to edit their letter.
 WTF_CSRF_TIME_LIMIT = None
-#: Flask-WTF's own before-request check stays off: app/__init__.py registers
-#: the same check (every POST but exempt views), asking the method first.
+#: Flask-WTF's own before-request check stays off: the app registers the same
+#: check (every POST but exempt views) asking the method first (check_csrf in app/security.py).
 WTF_CSRF_CHECK_DEFAULT = False
 
 SQLALCHEMY_ENGINE_OPTIONS = {}
