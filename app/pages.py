@@ -227,8 +227,9 @@ def _csrf_token(name):
     """Flask-WTF's :func:`~flask_wtf.csrf.generate_csrf`, with its serializer made once per app.
 
     The same token, stored the same way (raw in the session, signed in the
-    form), so Flask-WTF's own check validates it; only the serializer, which
-    Flask-WTF builds anew per call, is kept.
+    form), so Flask-WTF's own check validates it; only the serializer differs:
+    Flask-WTF builds one anew per call, this one is kept, and is of the
+    cheaper class in app/signed_values.py (the same format and HMAC).
     """
     if name not in g:
         config = current_app.config

@@ -22,7 +22,7 @@ def create_private_file(database: str | None) -> None:
 
 
 def set_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    """SQLAlchemy ``connect`` listener: the busy timeout, WAL, and foreign keys on every new connection."""
+    """SQLAlchemy ``connect`` listener: the busy timeout, WAL (synchronous NORMAL) and foreign keys, per connection."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
     cursor.execute("PRAGMA journal_mode = WAL")
