@@ -496,3 +496,27 @@ def person_traces(needles):
                 if value is not None and any(n.lower() in str(value).lower() for n in needles):
                     found.append((table.name, column, value))
     return found
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Chromium's own background traffic is refused on a closed network; these
+# flags keep it quiet, and --no-sandbox is needed when running as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright (never `playwright install`)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed; `make test` installs it with apt-get")
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -7,7 +7,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import SLUG, LiveServer, form_fields
-from test_browser import browser  # noqa: F401  (the Chromium fixture)
 
 from app.models import Signature
 
@@ -115,7 +114,7 @@ def _embed_setup(make_app, listed):
 
 
 @pytest.mark.browser
-def test_a_supporter_signs_inside_a_frame_on_another_origin_in_chromium(browser, make_app):  # noqa: F811
+def test_a_supporter_signs_inside_a_frame_on_another_origin_in_chromium(browser, make_app):
     app, server, outer = _embed_setup(make_app, listed=True)
     try:
         page = browser.new_page(viewport={"width": 800, "height": 1000})
@@ -140,7 +139,7 @@ def test_a_supporter_signs_inside_a_frame_on_another_origin_in_chromium(browser,
 
 
 @pytest.mark.browser
-def test_a_site_not_listed_sees_the_frame_refused_in_chromium(browser, make_app):  # noqa: F811
+def test_a_site_not_listed_sees_the_frame_refused_in_chromium(browser, make_app):
     app, server, outer = _embed_setup(make_app, listed=False)
     try:
         page = browser.new_page()
