@@ -28,7 +28,6 @@ from .delivery.commits import commit_seconds
 from .delivery.worker import connection_count
 from .digests import positive_setting
 from .extensions import csrf, db, limiter, migrate
-from .hooks import letter_variable
 from .hookspecs import hookimpl
 from .i18n import plugin_domain
 from .keys import install_keys, subkey
@@ -42,8 +41,12 @@ from .plugins import (
     check_delivery_config,
     collect_backends,
     create_plugin_manager,
+    csrf_exempt,
     filter_callers,
+    rate_limit,
+    register_blueprints,
 )
+from .provider_reports import find_sent_letter, letter_variable, record_provider_report
 from .security import check_csrf, quiet_request_log
 from .spam import Submission, Verdict, earlier_signature, token_spent
 
@@ -55,6 +58,8 @@ __all__ = [
     # delivery backends
     "DeliveryBackend", "Letter", "Receipt", "TemporaryFailure", "PermanentFailure", "addr_spec",
     "FaxNumberError", "parse_fax_number", "letter_variable",
+    # a provider's webhook (register_blueprints)
+    "csrf_exempt", "rate_limit", "find_sent_letter", "record_provider_report",
     # spam filters
     "Submission", "Verdict", "earlier_signature", "token_spent",
     # both
@@ -242,13 +247,13 @@ def _init_extensions(app):
 
 def _register_web(app):
     """The blueprints, error pages, per-request hooks and commands of ``app``, whose state is built already."""
-    from . import admin, cli, errors, hooks, public
+    from . import admin, cli, errors, public
     from .security import add_security_headers
 
     state = app.extensions["clamor"]
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)
-    app.register_blueprint(hooks.bp)
+    register_blueprints(app, state.plugin_manager)
     errors.init_app(app)
     app.after_request(add_security_headers)
     # Campaign files edited since the last look are served from this request on.

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from flask import Blueprint
+
     from .campaigns import Campaign
     from .delivery import DeliveryBackend, PermanentFailure, Receipt, TemporaryFailure
     from .forms import ActionForm
@@ -46,6 +48,22 @@ def register_settings(instance_path: str) -> dict[str, Any] | None:
     Returning None or ``{}`` declares nothing. Two plugins giving one key
     different defaults, or a plugin giving a default to a core setting (one
     that ``app/config.py`` defines), stop start-up.
+    """
+
+
+@hookspec
+def register_blueprints() -> "list[Blueprint] | None":
+    """Return Flask blueprints for the app to serve: a provider's webhook, say.
+
+    Called once at start-up; they are registered after Clamor's own. A
+    blueprint whose name, or a URL rule whose path and method, another
+    blueprint has already stops start-up, naming the plugin. Their requests
+    pass through what every request does: TRUSTED_HOSTS, the security headers
+    (no third-party origin), and the CSRF check on every POST, which a
+    provider's signed webhook (no form) turns off for its blueprint with
+    :func:`app.csrf_exempt`. A view has no rate limit unless it sets one with
+    :func:`app.rate_limit`. A provider's report is recorded with
+    :func:`app.find_sent_letter` and :func:`app.record_provider_report`.
     """
 
 

@@ -23,8 +23,11 @@ import pluggy
 from . import config as core_config
 from . import hookspecs
 from .delivery import DeliveryBackend, PermanentFailure
+from .extensions import csrf, limiter
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .campaigns import Campaign
 
 log = logging.getLogger(__name__)
@@ -301,3 +304,44 @@ def filter_callers(pm: pluggy.PluginManager, enabled: Collection[str]) -> dict[s
         )
     disabled = [pm.get_plugin(name) for name in filters - set(enabled)]
     return {hook: pm.subset_hook_caller(hook, remove_plugins=disabled) for hook in FILTER_HOOKS}
+
+
+def register_blueprints(app: "Flask", pm: pluggy.PluginManager) -> None:
+    """Register every plugin's ``register_blueprints`` on ``app``, after the core's own blueprints.
+
+    Raises :class:`PluginError` naming the plugin when a blueprint's name is
+    taken, or one of its URL rules answers a path and method that an earlier
+    rule answers already: Werkzeug would route such a request to whichever
+    came first, without a word.
+    """
+    for impl in pm.hook.register_blueprints.get_hookimpls():  # in load order
+        for blueprint in impl.function() or ():
+            if blueprint.name in app.blueprints:
+                raise PluginError(f"plugin {impl.plugin_name!r} registers the blueprint {blueprint.name!r}, "
+                                  "a name already taken; give it another name")
+            taken = {(rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods}
+            app.register_blueprint(blueprint)
+            ours = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith(f"{blueprint.name}.")]
+            clashes = sorted({f"{method} {rule.rule}" for rule in ours for method in rule.methods
+                              if method not in ("HEAD", "OPTIONS") and (rule.rule, method) in taken})
+            if clashes:
+                raise PluginError(f"plugin {impl.plugin_name!r} serves {', '.join(clashes)}, "
+                                  "which another blueprint serves already")
+
+
+def csrf_exempt(view_or_blueprint: Any) -> Any:
+    """Turn Clamor's CSRF check off for a plugin's view or blueprint, and return it.
+
+    For a provider's webhook, which proves itself with its own signature and
+    has no form to carry a token; a page with a form keeps the check.
+    """
+    return csrf.exempt(view_or_blueprint)
+
+
+def rate_limit(limit: str) -> Any:
+    """A view decorator: at most ``limit`` requests per client (``"600 per minute"``); beyond that, 429.
+
+    Flask-Limiter's notation, counted like Clamor's own limits: by a keyed
+    hash of the client's address, never the address itself.
+    """
+    return limiter.limit(limit)

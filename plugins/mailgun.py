@@ -6,15 +6,33 @@ per letter, over one HTTP session per batch: the letter goes as the MIME bytes
 Clamor wrote itself (:meth:`app.delivery.Letter.as_bytes`), so no name or
 subject is ever handed to Mailgun's own parser to decode. No supporter data
 goes into ``o:``/``v:`` options: Mailgun can show those to recipients. The one
-``v:`` variable, ``v:clamor-letter``, is the delivery id sealed with this
-plugin's subkey (:func:`app.hooks.letter_variable`): Mailgun's events carry it
-back to ``POST /hooks/mailgun``, which is on when MAILGUN_WEBHOOK_SIGNING_KEY
-(the webhook signing key of Mailgun's control panel) is set.
+``v:`` variable, ``v:clamor-letter``, is the delivery id sealed
+(:func:`app.letter_variable`): Mailgun's events carry it back.
+
+``POST /hooks/mailgun`` takes those events, and is off (404) until
+MAILGUN_WEBHOOK_SIGNING_KEY (the webhook signing key of Mailgun's control
+panel) is set. Mailgun signs ``timestamp + token`` with that key, in the
+JSON body (documentation.mailgun.com, "Securing Webhooks"); the signature
+does not cover ``event-data``, so the one-time token is what stops a replay:
+it is spent in the transaction of the event's effect
+(:func:`app.record_provider_report`), and a timestamp further than
+:data:`WINDOW` from now is refused, so a token need only be remembered that
+long. Answers: 200 for an event handled, ignored, or about no letter of
+ours; 406 (which Mailgun does not retry) for a bad, stale or replayed
+signature and for a body that is not Mailgun's JSON, changing nothing. The
+route is this plugin's own (``register_blueprints``), on the same public
+path any plugin may take.
 """
 
+import hashlib
+import hmac
+import logging
+import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
+
+from flask import Blueprint, abort, current_app, request
 
 from app import (
     ConfigError,
@@ -24,10 +42,17 @@ from app import (
     Receipt,
     TemporaryFailure,
     addr_spec,
+    csrf_exempt,
+    find_sent_letter,
     hookimpl,
     letter_variable,
+    rate_limit,
+    record_provider_report,
+    token_spent,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 #: This plugin's settings and their defaults (``register_settings``): the
 #: sending domain and its API key; the region (us | eu) picks the API host
@@ -41,6 +66,14 @@ SETTINGS = {
     # Mailgun's "HTTP webhook signing key"; None: POST /hooks/mailgun answers 404.
     "MAILGUN_WEBHOOK_SIGNING_KEY": None,
 }
+
+#: The ``v:`` variable (``user-variables`` in an event) that names the letter.
+VARIABLE = "clamor-letter"
+#: How far a webhook signature's timestamp may be from now, either way, in seconds.
+WINDOW = 600
+#: Per client address (Mailgun posts from many): generous, since Mailgun
+#: retries what is refused with 429.
+RATE_LIMIT = "600 per minute"
 
 REGIONS = {"us": "https://api.mailgun.net/v3", "eu": "https://api.eu.mailgun.net/v3"}
 
@@ -84,8 +117,8 @@ class MailgunBackend(DeliveryBackend):
         """
         # The envelope recipient; the headers are in the message itself.
         data = {"to": addr_spec(letter.to_address), "o:tag": letter.campaign,
-                # app.hooks.VARIABLE: what POST /hooks/mailgun finds the letter by.
-                "v:clamor-letter": letter_variable(letter.delivery_id)}
+                # What POST /hooks/mailgun finds the letter by.
+                f"v:{VARIABLE}": letter_variable(letter.delivery_id)}
         files = [("message", ("letter.eml", letter.as_bytes(), "message/rfc822"))]
         try:
             response = self.session.post(self.url, data=data, files=files, timeout=self.timeout)
@@ -162,3 +195,98 @@ def register_settings() -> dict[str, Any]:
 @hookimpl
 def register_delivery_backends() -> list[type[DeliveryBackend]]:
     return [MailgunBackend]
+
+
+@hookimpl
+def register_blueprints() -> list[Blueprint]:
+    return [webhook]
+
+
+# Mailgun's events --------------------------------------------------------
+
+webhook = Blueprint("mailgun", __name__, url_prefix="/hooks")
+# Mailgun proves itself with its own signature: there is no form, no CSRF token.
+csrf_exempt(webhook)
+
+
+class Refused(ValueError):
+    """A request that is not a genuine, fresh Mailgun event: answered 406."""
+
+
+def verify(body: object, key: str, now: float | None = None) -> str:
+    """Check ``body``'s Mailgun signature with ``key``; return the one-time token to spend. Raises :class:`Refused`."""
+    signature = body.get("signature") if isinstance(body, dict) else None
+    if not isinstance(signature, dict):
+        raise Refused("no signature")
+    timestamp, token, digest = (signature.get(k) for k in ("timestamp", "token", "signature"))
+    if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in (timestamp, token, digest)):
+        raise Refused("an incomplete signature")
+    key = key if isinstance(key, bytes) else str(key).encode()
+    expected = hmac.new(key, f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a 500).
+    if not hmac.compare_digest(expected.encode(), str(digest).encode()):
+        raise Refused("a bad signature")
+    try:
+        age = (now or time.time()) - int(timestamp)
+    except ValueError:
+        raise Refused("a timestamp that is no number") from None
+    if abs(age) > WINDOW:
+        raise Refused(f"a timestamp {age:.0f}s from now")
+    nonce = "mailgun:" + hashlib.sha256(str(token).encode()).hexdigest()[:56]
+    if token_spent(nonce):
+        raise Refused("a replayed token")
+    return nonce
+
+
+def _event_letter(event):
+    """The letter ``event`` (Mailgun's ``event-data``) is about: by ``v:clamor-letter``, else by message id."""
+    variables = event.get("user-variables")
+    message = event.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    return find_sent_letter(variable=variables.get(VARIABLE) if isinstance(variables, dict) else None,
+                            provider_id=headers.get("message-id") if isinstance(headers, dict) else None)
+
+
+def report_kind(event: Mapping[str, Any]) -> str | None:
+    """What Clamor records for ``event``: delivered; failed, permanent → bounced; failed → a problem; complained."""
+    kind = event.get("event")
+    if kind == "delivered":
+        return "delivered"
+    if kind == "failed":
+        return "bounced" if event.get("severity") == "permanent" else "problem"
+    return "complaint" if kind == "complained" else None
+
+
+def _report(event):
+    """The text of Mailgun's report: its delivery-status message (or description, or reason)."""
+    status = event.get("delivery-status")
+    status = status if isinstance(status, dict) else {}
+    text = status.get("message") or status.get("description") or event.get("reason") or ""
+    code = status.get("code")
+    return f"Mailgun {event.get('event')}: {f'{code} ' if code else ''}{text}".strip()
+
+
+@webhook.post("/mailgun")
+@rate_limit(RATE_LIMIT)
+def events() -> tuple[str, int]:
+    """Take one Mailgun event (see the module's docstring for the answers)."""
+    key = current_app.config.get("MAILGUN_WEBHOOK_SIGNING_KEY")
+    if not key:
+        abort(404)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # JSON nested deeper than Python's parser goes: not Mailgun's.
+        body = None
+    try:
+        nonce = verify(body, key)
+        event = body.get("event-data")
+        if not isinstance(event, dict):
+            raise Refused("no event-data")
+    except Refused as refused:
+        log.warning("a Mailgun webhook refused: %s", refused)
+        return "refused", 406
+    if not record_provider_report(_event_letter(event), report_kind(event), _report(event),
+                                  token=nonce, token_seconds=2 * WINDOW):
+        return "refused", 406
+    return "ok", 200

@@ -17,8 +17,8 @@ from werkzeug import Response
 from app import ConfigError
 from app.delivery import deliver_due
 from app.extensions import db
-from app.hooks import letter_id
 from app.models import Delivery, utcnow
+from app.provider_reports import letter_id
 
 
 def outcomes(app):

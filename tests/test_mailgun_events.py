@@ -13,10 +13,9 @@ from conftest import SLUG, add_organiser, install_bounce_log, logged_bounces, lo
 from sqlalchemy import select
 from test_backends import MailgunStub
 
-from app import states
+from app import letter_variable, states
 from app.delivery import deliver_due
 from app.extensions import db
-from app.hooks import letter_variable
 from app.links import status_url
 from app.models import Delivery, Signature
 

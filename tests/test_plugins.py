@@ -287,6 +287,38 @@ def test_hook_letter_bounced_docs_example_alerts_with_the_report(make_app, insta
     assert alerts == [f"Letter {letter} to {target} bounced: {report}"]
 
 
+@pytest.mark.slow
+def test_hook_register_blueprints_docs_example_records_fax_receipts(make_app, instance_path, httpserver):
+    install_docs_example(instance_path, "register_blueprints", "fax_receipts")
+    app, _ = send_through_mailgun(make_app, httpserver, FAX_RECEIPT_SECRET="s3cret")
+    with app.app_context():
+        letters = {d.provider_id: d.id for d in Delivery.query.filter_by(kind="letter")}
+    client = app.test_client()
+    first, second, third = sorted(letters)[:3]
+
+    def post(message_id, status, secret="s3cret"):
+        return client.post("/hooks/fax-receipts", json={"message_id": message_id, "status": status},
+                           headers={"X-Fax-Secret": secret})
+
+    assert post(first.strip("<>"), "delivered").status_code == 200  # the id without its brackets finds it too
+    assert post(second, "failed").status_code == 200
+    assert post(third, "busy").status_code == 200
+    # A wrong secret, and a receipt about no letter of ours, change nothing.
+    assert post(third, "failed", secret="guess").status_code == 404
+    assert post("<unknown@gateway>", "failed").status_code == 200
+    response = client.post("/hooks/fax-receipts", data="[]", content_type="application/json",
+                           headers={"X-Fax-Secret": "s3cret"})
+    assert response.status_code == 400
+    # Served like every page: its security headers, without a CSRF token.
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    with app.app_context():
+        rows = {d.provider_id: (d.status, d.note) for d in Delivery.query.filter_by(kind="letter")}
+    assert rows[first] == ("delivered", "Fax gateway: delivered")
+    assert rows[second] == ("bounced", "Fax gateway: failed")
+    assert rows[third] == ("sent", "Fax gateway: busy")
+    assert sorted(status for status, _ in rows.values()) == ["bounced", "delivered", "sent", "sent", "sent"]
+
+
 # Names --------------------------------------------------------------------
 
 

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from test_mailgun_events import KEY, PERMANENT, event_body
 from test_totals import assert_true_totals, database_uri  # noqa: F401, F811 (a fixture: SQLite and PostgreSQL)
 
+from app import letter_variable
 from app.delivery import deliver_due
 from app.extensions import db
-from app.hooks import letter_variable
 from app.models import Delivery, Signature, TargetHealth
 
 TARGET = "press@akorda.kz"
