@@ -7,9 +7,22 @@ for its target's cap longer than DIGEST_AFTER seconds (from
 (:func:`gather_due`), into that target's next digest: a
 :class:`~app.models.Delivery` of kind ``digest``, queued like any letter
 (the cap does not hold it back: it counts as one letter; office hours do
-hold it). A target gets at most one digest per DIGEST_AFTER seconds, or per
-day when that is longer; a digest larger than DIGEST_MAX_BYTES is split.
-The email itself is built by :mod:`app.delivery.digest_letter`.
+hold it). A target's letters are gathered at most once per DIGEST_AFTER
+seconds, or per day when that is longer; a digest larger than
+DIGEST_MAX_BYTES is split, so one gathering may make several. The email
+itself is built by :mod:`app.delivery.digest_letter`.
+
+That period is claimed, not checked: the first write of the transaction
+that gathers a target's letters is one upsert of its
+:class:`~app.models.DigestSlot` row that moves ``last_gathered_at`` to now
+only when it is older than the period (:func:`_claim_period`), and the
+transaction ends in the commit that makes the digests. A second worker
+claiming the same target meanwhile waits for that commit (PostgreSQL: the
+row's lock, after which it reads the row as committed; SQLite: one writer
+at a time) and finds the period taken. Counting the target's digests
+first, as before, let two workers both count none and each make one. A
+claim whose gathering found no letter left (other workers took them) is
+rolled back with it: the target had no digest, so its period is still free.
 
 Each gathered letter points at its digest (``digest_id``) with the status
 ``in_digest``, and takes the digest's status from then on: sent, failed,
@@ -34,19 +47,23 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, text
+from sqlalchemy import Connection, case, exists, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
 from . import states
 from .delivery.letters import new_message_id
 from .extensions import db
-from .models import OVERFLOW_WHERE, Delivery, Signature, utcnow
+from .models import OVERFLOW_WHERE, Delivery, DigestSlot, Signature, utcnow
 from .states import DeliveryStatus
 
 #: A digest goes at most once a day, or every DIGEST_AFTER seconds when that is shorter.
 DAY = 86400
 #: What one signer adds to a digest besides their own words (name line, separators), about.
 SIGNER_BYTES = 120
+
+#: The dialect's INSERT, which has ON CONFLICT, for the claim's upsert (as in :mod:`app.tally`).
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def positive_setting(config: Mapping[str, Any], key: str) -> float:
@@ -60,8 +77,10 @@ def positive_setting(config: Mapping[str, Any], key: str) -> float:
 def gather_due(state: Any, config: Mapping[str, Any], now: datetime | None = None) -> int:
     """Gather the letters of ``overflow = "digest"`` campaigns that waited DIGEST_AFTER into digests; commit.
 
-    Returns how many digests were made. ``state`` is the app's Clamor state
-    (its campaigns). Needs an app context.
+    Returns how many digests were made. Each target's gathering is one
+    transaction, committed, or rolled back when the target's period was
+    taken or no letter was left to gather. ``state`` is the app's Clamor
+    state (its campaigns). Needs an app context.
     """
     campaigns = {slug: c for slug, c in state.campaigns.items() if c.overflow == "digest"}
     if not campaigns:
@@ -69,14 +88,32 @@ def gather_due(state: Any, config: Mapping[str, Any], now: datetime | None = Non
     after = positive_setting(config, "DIGEST_AFTER")
     now = now or utcnow()
     waited = _overflowing(list(campaigns), now - timedelta(seconds=after))
+    since = now - timedelta(seconds=min(after, DAY))
     made = 0
-    for slug, target_key in db.session.execute(select(waited.c.campaign, waited.c.target_key).distinct()).all():
+    for slug, target_key in _due_targets(waited, since):
         target = campaigns[slug].target(target_key)
-        if target is None or _had_digest(slug, target_key, now - timedelta(seconds=min(after, DAY))):
+        if target is None:
             continue
-        made += _gather(slug, target, waited, now, config)
-        db.session.commit()
+        gathered = 0
+        if _claim_period(slug, target_key, now, since):
+            gathered = _gather(slug, target, waited, now, config)
+        if gathered:
+            db.session.commit()
+        else:
+            db.session.rollback()
+        made += gathered
     return made
+
+
+def _due_targets(waited, since):
+    """(campaign, target key) of the targets with letters in ``waited`` and no gathering after ``since``.
+
+    The slot is read here only so that a worker does not write a claim for
+    every such target before every batch; :func:`_claim_period` decides.
+    """
+    gathered = exists().where(DigestSlot.campaign == waited.c.campaign, DigestSlot.target_key == waited.c.target_key,
+                              DigestSlot.last_gathered_at > since)
+    return db.session.execute(select(waited.c.campaign, waited.c.target_key).where(~gathered).distinct()).all()
 
 
 def _overflowing(slugs, before):
@@ -90,11 +127,22 @@ def _overflowing(slugs, before):
     )
 
 
-def _had_digest(slug, target_key, since):
-    """True when ``target_key`` was given a digest of campaign ``slug`` after ``since``."""
-    return db.session.scalar(select(func.count()).where(
-        Delivery.kind == "digest", Delivery.campaign == slug, Delivery.target_key == target_key,
-        Delivery.created_at > since)) > 0
+def _claim_period(slug, target_key, now, since):
+    """Claim the digest period of ``target_key`` in ``slug`` for this transaction; False: it was taken after ``since``.
+
+    One upsert, the transaction's first write, so that it takes the lock
+    (the row's on PostgreSQL, the database's on SQLite) that a concurrent
+    claim waits for until this transaction ends.
+    """
+    slots = DigestSlot.__table__
+    claim = _INSERTS[db.session.get_bind().dialect.name](slots).values(
+        campaign=slug, target_key=target_key, last_gathered_at=now)
+    claim = claim.on_conflict_do_update(index_elements=[slots.c.campaign, slots.c.target_key],
+                                        set_={"last_gathered_at": claim.excluded.last_gathered_at},
+                                        where=slots.c.last_gathered_at <= since)
+    # On the connection: the session's ORM path for a mapped table's INSERT
+    # does not report PostgreSQL's rowcount; RETURNING says it either way.
+    return db.session.connection().execute(claim.returning(slots.c.campaign)).first() is not None
 
 
 def _gather(slug, target, waited, now, config):

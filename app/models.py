@@ -319,3 +319,23 @@ class Alarm(db.Model):
     raised_at: Mapped[datetime | None]
     #: When the last stall ended; None while it lasts (or before any).
     cleared_at: Mapped[datetime | None]
+
+
+class DigestSlot(db.Model):
+    """When a target's letters were last gathered into a digest, per campaign: the period a gathering claims.
+
+    One row per (campaign, target_key), made by the target's first
+    gathering. A gathering claims the target's period by moving
+    ``last_gathered_at`` with one conditional upsert, in the transaction
+    that makes the digests (:mod:`app.digests`), so two workers cannot both
+    gather one target in one period. Like a digest row, it holds no
+    supporter's data.
+    """
+
+    __tablename__ = "digest_slot"
+
+    campaign: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The target's email address or fax number, as in ``delivery``.
+    target_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    #: The ``now`` of the newest gathering that made a digest for the target.
+    last_gathered_at: Mapped[datetime]

@@ -6,6 +6,7 @@ loopback, ``clamor deliver`` processes racing, PostgreSQL where it says so.
 
 import collections
 import io
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ import pypdf
 import pytest
 import time_machine
 from conftest import FAX_CAMPAIGN, SLUG, sign, smtp_backed_app, status_path
+from sqlalchemy import text
 from test_faults import start_worker
 
 from app import ConfigError, digests, states, totals
@@ -219,6 +221,75 @@ def test_two_workers_gather_and_send_without_a_duplicate(database, request, make
         assert sorted(named) == [f"Signer {n:02d}" for n in range(12)], key
     with app.app_context():
         assert {d.status for d in Delivery.query} == {"sent"}
+
+
+def lock_waiters(app):
+    """How many of the PostgreSQL database's sessions wait for a lock another holds."""
+    with app.app_context(), db.engine.connect() as connection:
+        return connection.scalar(text("SELECT count(*) FROM pg_stat_activity "
+                                      "WHERE wait_event_type = 'Lock' AND datname = current_database()"))
+
+
+def wait_for_waiters(app, count):
+    deadline = time.monotonic() + 20
+    while lock_waiters(app) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock_waiters(app) == count
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_gatherings_at_once_give_a_target_one_digest_on_postgresql(postgres_cluster, make_app, instance_path,
+                                                                       scripted_smtp):
+    """Worker A is inside its gathering when worker B, whose clock is later, gathers too: B makes no second digest.
+
+    The test holds A there by a row lock on one of the letters A gathers.
+    Counting the target's digests, as before, B saw none (A's was not
+    committed), gathered the letters A's clock had not reached yet, and the
+    target got two digests in one period. Now B waits for A's claim of the
+    period, finds it taken and leaves those letters for the next digest.
+    """
+    controller, _ = scripted_smtp()
+    app = digest_app(make_app, instance_path, controller, SQLALCHEMY_DATABASE_URI=postgres_cluster())
+    sign_twelve(app)
+    drain(app)  # two letters a target go; ten wait for the cap
+    target = "press@mfa.kz"
+    base = datetime(2026, 12, 3, 9, 0)
+    with app.app_context():
+        waiting = [d.id for d in Delivery.query.filter_by(target_key=target, status="pending").order_by(Delivery.id)]
+        assert len(waiting) == 10
+        # Signers 2 to 6 waited since 9:00, 7 to 11 since 9:00:03; any other target's letters since long before.
+        pending = db.update(Delivery).where(Delivery.status == "pending")
+        db.session.execute(pending.values(waiting_since=base - timedelta(days=1)))
+        db.session.execute(db.update(Delivery).where(Delivery.id.in_(waiting[:5])).values(waiting_since=base))
+        db.session.execute(db.update(Delivery).where(Delivery.id.in_(waiting[5:])).values(
+            waiting_since=base + timedelta(seconds=3)))
+        db.session.commit()
+        state, config = app.extensions["clamor"], app.config
+    made = {}
+
+    def gather(name, seconds):
+        with app.app_context():
+            made[name] = digests.gather_due(state, config, now=base + timedelta(seconds=seconds))
+
+    with app.app_context(), db.engine.connect() as holder:
+        holder.execute(text("SELECT id FROM delivery WHERE id = :id FOR UPDATE"), {"id": waiting[0]})
+        first = threading.Thread(target=gather, args=("A", 6))  # DIGEST_AFTER = 5: sees signers 2 to 6
+        first.start()
+        wait_for_waiters(app, 1)
+        second = threading.Thread(target=gather, args=("B", 9))  # sees signers 2 to 11
+        second.start()
+        wait_for_waiters(app, 2)
+        holder.rollback()
+    first.join(30)
+    second.join(30)
+    with app.app_context():
+        per_target = collections.Counter(d.target_key for d in Delivery.query.filter_by(kind="digest"))
+        assert per_target == {key: 1 for key in per_target} and len(per_target) == 5
+        assert made["A"] + made["B"] == 5
+        letters = {d.id: (d.status, d.digest_id is not None) for d in Delivery.query.filter(Delivery.id.in_(waiting))}
+    # The letters A's clock reached are in its digest; the later ones wait, for the next period's digest.
+    assert [letters[i] for i in waiting] == [("in_digest", True)] * 5 + [("pending", False)] * 5
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

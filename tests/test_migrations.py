@@ -75,6 +75,36 @@ def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_postgresql(app_
     moves_notes_out_of_last_error(app_config, instance_path, postgres_cluster())
 
 
+def test_the_digest_slot_migration_keeps_each_targets_last_digest(app_config, instance_path, tmp_path):
+    """A target given a digest before the upgrade keeps its period: its slot is its newest digest's time."""
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from app import create_app
+
+    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}"},
+                     instance_path=instance_path)
+    directory = app.extensions["migrate"].directory
+    rows = [("digest", "a@example.org", "2026-12-01 09:00:00"), ("digest", "a@example.org", "2026-12-02 09:00:00"),
+            ("digest", "b@example.org", "2026-12-02 10:00:00"), ("letter", "c@example.org", "2026-12-02 11:00:00")]
+    with app.app_context():
+        upgrade(directory=directory, revision="ff7c44e21ed9")
+        for n, (kind, key, created) in enumerate(rows):
+            db.session.execute(text(
+                "INSERT INTO delivery (campaign, kind, target_key, channel, backend, status, attempts, "
+                "next_attempt_at, last_error, note, provider_id, message_id, created_at) VALUES ('c', :kind, :key, "
+                "'email', 'smtp', 'sent', 1, :created, '', '', '', :mid, :created)"
+            ), {"kind": kind, "key": key, "created": created, "mid": f"<{n}@x>"})
+        db.session.commit()
+        upgrade(directory=directory, revision="be2acbff1554")
+        found = db.session.execute(text(
+            "SELECT campaign, target_key, last_gathered_at FROM digest_slot ORDER BY target_key")).all()
+        db.session.remove()
+        db.engine.dispose()
+    assert [(c, k, str(at)[:19]) for c, k, at in found] == [("c", "a@example.org", "2026-12-02 09:00:00"),
+                                                            ("c", "b@example.org", "2026-12-02 10:00:00")]
+
+
 def test_revisions_form_one_chain_named_by_alembic_ids():
     """Each revision's id is Alembic's (12 hex digits, the file's prefix) and the revisions form one line."""
     import re
