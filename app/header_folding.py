@@ -52,11 +52,18 @@ def _encoded_word(text):
 
 
 def _split_word(piece, budget):
-    """Split ``piece`` between characters into a head that fits ``budget`` and the rest."""
+    """Split ``piece`` into a head that fits ``budget`` and the rest: after its last hyphen that fits, else anywhere.
+
+    RFC 2047 decoders join the two halves again; some (Python's own
+    policy.default, cpython gh-128110; some mail apps) show a space between
+    them, so a double surname is better cut at its hyphen than mid-name.
+    """
     nbytes = qlength = 0
     for end, char in enumerate(piece):
         char_bytes, char_q = _cost(char)
         if end and _ew_length(nbytes + char_bytes, qlength + char_q) > budget:
+            hyphen = piece.rfind("-", 1, end)
+            end = hyphen + 1 if hyphen > 0 else end
             return piece[:end], piece[end:]
         nbytes += char_bytes
         qlength += char_q

@@ -377,6 +377,10 @@ def test_the_encoders_by_example():
     # An encoded-word typed by someone is written as an encoded-word of its text.
     assert COMMA_PAYLOAD not in encode_display_name(COMMA_PAYLOAD)
     assert str(make_header(decode_header(encode_display_name(COMMA_PAYLOAD)))) == COMMA_PAYLOAD
+    # A word too long for one encoded-word (75 characters) is cut after its hyphen, not mid-name.
+    surname = "Сейітқали-Бекмұхамбетова"
+    words = re.findall(r"=\?utf-8\?[bq]\?[^?]*\?=", encode_display_name(f"Әлия {surname}"))
+    assert [decode_header(word)[0][0].decode() for word in words] == ["Әлия ", "Сейітқали-", "Бекмұхамбетова"]
     assert encode_unstructured("Fax: Free him /bn") == "Fax: Free him /bn"
     assert str(make_header(decode_header(encode_unstructured("Fax: Ержан /bn")))) == "Fax: Ержан /bn"
 
