@@ -115,10 +115,10 @@ run: install compile-translations
 # Debian's Chromium (for the browser tests), PostgreSQL, Redis, nginx (the
 # documented gzip lines), Dovecot, Java (the Nu HTML Checker) and openssl, when missing.
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ] || ! command -v systemd-analyze >/dev/null || [ ! -x /usr/sbin/dovecot ] || ! command -v java >/dev/null; then \
-	  echo "installing chromium, postgresql, redis-server, nginx-light, systemd (for systemd-analyze), dovecot-imapd, default-jre-headless and openssl with apt-get"; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ] || ! command -v systemd-analyze >/dev/null || [ ! -x /usr/sbin/dovecot ] || ! command -v java >/dev/null || ! perl -MEncode -e 1 2>/dev/null; then \
+	  echo "installing chromium, postgresql, redis-server, nginx-light, systemd (for systemd-analyze), dovecot-imapd, default-jre-headless, perl and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light systemd fonts-dejavu-core openssl dovecot-imapd default-jre-headless >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium postgresql redis-server nginx-light systemd fonts-dejavu-core openssl dovecot-imapd default-jre-headless perl >/dev/null; \
 	fi
 
 # Lint and import order (ruff, configured in pyproject.toml): a finding fails

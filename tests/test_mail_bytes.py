@@ -21,6 +21,7 @@ import collections
 import dataclasses
 import io
 import re
+import subprocess
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string, policy
 from email.header import decode_header, make_header
@@ -191,6 +192,52 @@ def test_a_name_is_data_in_every_header_and_adds_nothing(delivered, name):
         assert letter.message["Content-Language"] == "fr"
         assert letter.body() == f"{message}\n\n{name}\nFrance\neve@example.org\n"
     assert seen == set(targets)
+
+
+#: Perl's Encode (Debian's perl package): an RFC 2047 decoder written apart from Python's email package.
+PERL_DECODER = r"""
+use Encode qw(decode);
+binmode STDIN, ":raw";
+binmode STDOUT, ":encoding(UTF-8)";
+while (my $value = <STDIN>) { chomp $value; print decode("MIME-Header", $value), "\n"; }
+"""
+
+
+def perl_decoded(values):
+    """Each of ``values`` (header field values as written, folded) as Perl's Encode decodes it."""
+    unfolded = [re.sub(r"\r\n(?=[ \t])", "", value) for value in values]
+    assert all("\n" not in value for value in unfolded)
+    done = subprocess.run(["perl", "-e", PERL_DECODER], input="\n".join(unfolded) + "\n", capture_output=True,
+                          text=True, encoding="utf-8", check=True, timeout=30)
+    return done.stdout.split("\n")[:-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("lang", "name"), [
+    ("kk", "Әлия Нұрланқызы Сейітқали-Бекмұхамбетова"),
+    ("ru", "Анна " + COMMA_PAYLOAD),
+    ("fr", "Marie-Hélène d’Aubigné-Lefèvre " + CRLF_PAYLOAD),
+], ids=["kazakh", "russian-and-encoded-word", "french-and-crlf-encoded-word"])
+def test_perl_decodes_every_header_to_what_was_typed(delivered, lang, name):
+    """A decoder that is not Python's reads the names, the targets and the subject exactly, spaces and all.
+
+    What a supporter typed that looks like an encoded-word comes out as the
+    text they typed: decoded once, never into a header or a line of its own.
+    """
+    app, letters = delivered(lang=lang, name=name, email="eve@example.org")
+    campaign = app.extensions["clamor"].campaigns[SLUG]
+    text = campaign.text(lang)
+    assert len(letters) == 5
+    for letter in letters:
+        fields = ["From", "Reply-To", "To", "Subject"]
+        from_, reply_to, to, subject = perl_decoded([letter.raw[field] for field in fields])
+        target = campaign.target(letter.mailbox("To")[1])
+        assert to == f"{target.name} <{target.key}>"
+        assert reply_to == f"{name} <eve@example.org>"
+        # "Anna via the campaign", in the page's language: as Python's two readings have it.
+        assert from_ == f"{letter.mailbox('From')[0]} <{SENDER}>" and from_.startswith(f"{name} ")
+        assert text.short_name in from_
+        assert subject == text.subject
 
 
 @pytest.mark.slow
