@@ -1,6 +1,7 @@
 """How fast does ``clamor deliver`` send? Letters per second, as ratios against raw smtplib.
 
     .venv/bin/python bench/delivery.py [--sink smtp-sink|aiosmtpd] [--letters 1000] [--repeats 2]
+                                       [--reply-delay MS]
 
 (``make bench`` installs Debian's postfix for ``smtp-sink`` when it is
 missing, and runs this with the defaults.)
@@ -13,7 +14,10 @@ timed), and starts a sink on 127.0.0.1 that only counts what it accepts:
 - ``smtp-sink`` (the default): Postfix's test server, ``smtp-sink -u nobody
   -c 127.0.0.1:PORT 1000``, written in C; its ``-c`` counters (sessions and
   messages) are read from its output;
-- ``aiosmtpd``: a Python server in a process of its own, counting the same.
+- ``aiosmtpd``: a Python server in a process of its own, counting the same;
+  with ``--reply-delay MS`` it waits that long before answering each
+  message's DATA, as a distant or busy mail server does (without blocking
+  its other connections): where several connections pay off.
 
 Then, into the same sink, best of a few repeats each, for the same letters:
 
@@ -45,6 +49,7 @@ are printed, never asserted.
 """
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -179,9 +184,10 @@ class SmtpSink:
 class CountingHandler:
     """aiosmtpd handler that keeps nothing: how many sessions, how many messages."""
 
-    def __init__(self, messages, sessions):
+    def __init__(self, messages, sessions, reply_delay=0.0):
         self.messages = messages
         self.sessions = sessions
+        self.reply_delay = reply_delay
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         with self.sessions.get_lock():
@@ -190,15 +196,17 @@ class CountingHandler:
         return responses
 
     async def handle_DATA(self, server, session, envelope):
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
         with self.messages.get_lock():
             self.messages.value += 1
         return "250 OK queued"
 
 
-def run_aiosmtpd(port, messages, sessions, ready, stop):
+def run_aiosmtpd(port, messages, sessions, ready, stop, reply_delay):
     from aiosmtpd.controller import Controller
 
-    controller = Controller(CountingHandler(messages, sessions), hostname="127.0.0.1", port=port)
+    controller = Controller(CountingHandler(messages, sessions, reply_delay), hostname="127.0.0.1", port=port)
     controller.start()
     ready.set()
     stop.wait()
@@ -208,7 +216,7 @@ def run_aiosmtpd(port, messages, sessions, ready, stop):
 class AiosmtpdSink:
     """An aiosmtpd Controller in a child process (in ours it would share the GIL with the raw loop only)."""
 
-    def __init__(self):
+    def __init__(self, reply_delay=0.0):
         # Forked before the benchmark starts any thread (make it first).
         context = multiprocessing.get_context("fork")
         self.port = free_port()
@@ -217,7 +225,8 @@ class AiosmtpdSink:
         self._stop = context.Event()
         ready = context.Event()
         self.process = context.Process(
-            target=run_aiosmtpd, args=(self.port, self.messages, self.sessions, ready, self._stop), daemon=True
+            target=run_aiosmtpd, args=(self.port, self.messages, self.sessions, ready, self._stop, reply_delay),
+            daemon=True,
         )
         self.process.start()
         if not ready.wait(60):
@@ -406,14 +415,18 @@ def main():
                         help="best of this many runs of each phase")
     parser.add_argument("--campaign", type=Path,
                         default=next((ROOT / "instance" / "campaigns").glob("*.toml"), None))
+    parser.add_argument("--reply-delay", type=float, default=0, metavar="MS",
+                        help="aiosmtpd only: milliseconds it waits before answering each DATA")
     args = parser.parse_args()
+    if args.reply_delay and args.sink != "aiosmtpd":
+        parser.error("--reply-delay needs --sink aiosmtpd (smtp-sink's -w counts whole seconds)")
     if not CLAMOR.exists():
         raise SystemExit(f"{CLAMOR} is missing: run `make install` first")
     logging.basicConfig(level=logging.WARNING)
     n, fax_n = args.letters, args.fax_letters
     times = {key: [] for key in ("send", "piped", "build", *(phase[0] for phase in CLAMOR_PHASES), "fax", "idle")}
     sessions = {}
-    sink = SINKS[args.sink]()
+    sink = AiosmtpdSink(args.reply_delay / 1000) if args.sink == "aiosmtpd" else SmtpSink()
     try:
         with tempfile.TemporaryDirectory(prefix="clamor-bench-") as tmp:
             instance, app = make_instance(Path(tmp), args.campaign, sink.port, n, fax_n)
@@ -469,7 +482,8 @@ def main():
                 line += f" {count / work / send_rate:5.2f} x"
         print(line)
 
-    print(f"{n} letters ({args.campaign.stem}) into {args.sink} on 127.0.0.1, best of {args.repeats}; "
+    delay = f" answering each DATA after {args.reply_delay:g} ms" if args.reply_delay else ""
+    print(f"{n} letters ({args.campaign.stem}) into {args.sink}{delay} on 127.0.0.1, best of {args.repeats}; "
           f"{raw_size:.0f} bytes a message (EmailMessage) / {clamor_size:.0f} (Clamor)")
     row("raw smtplib send-only, pre-built, 1 connection", best["send"])
     row("  pipelined send-only (send_mail), 1 conn.", best["piped"])
@@ -480,6 +494,8 @@ def main():
     row(f"  the same, DELIVERY_COMMIT_SECONDS = {GROUPED}, 4 conn.", best["grouped4"], without=True)
     row(f"fax_email, PDF each, 1 connection ({fax_n} letters)", best["fax"], count=fax_n, without=True)
     print(f"  {'start-up (clamor deliver --once, nothing due)':<44} {idle:7.2f} s")
+    if args.reply_delay:
+        return  # the issue's targets are for a sink that answers at once
     for prefix, label in (("clamor", ""), ("grouped", f", DELIVERY_COMMIT_SECONDS = {GROUPED}")):
         for connections, target in TARGETS.items():
             ratio = n / (best[f"{prefix}{connections}"] - idle) / send_rate
