@@ -140,8 +140,8 @@ def _claim_period(slug, target_key, now, since):
     claim = claim.on_conflict_do_update(index_elements=[slots.c.campaign, slots.c.target_key],
                                         set_={"last_gathered_at": claim.excluded.last_gathered_at},
                                         where=slots.c.last_gathered_at <= since)
-    # On the connection: the session's ORM path for a mapped table's INSERT
-    # does not report PostgreSQL's rowcount; RETURNING says it either way.
+    # RETURNING, not rowcount: through SQLAlchemy, psycopg reports rowcount -1
+    # for this upsert on PostgreSQL (taken or not); a returned row is a claim.
     return db.session.connection().execute(claim.returning(slots.c.campaign)).first() is not None
 
 
