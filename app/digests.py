@@ -48,12 +48,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, case, exists, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
 from . import states
 from .delivery.letters import new_message_id
-from .extensions import db
+from .extensions import db, upsert_insert
 from .models import OVERFLOW_WHERE, Delivery, DigestSlot, Signature, utcnow
 from .states import DeliveryStatus
 
@@ -61,9 +60,6 @@ from .states import DeliveryStatus
 DAY = 86400
 #: What one signer adds to a digest besides their own words (name line, separators), about.
 SIGNER_BYTES = 120
-
-#: The dialect's INSERT, which has ON CONFLICT, for the claim's upsert (as in :mod:`app.tally`).
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def positive_setting(config: Mapping[str, Any], key: str) -> float:
@@ -135,7 +131,7 @@ def _claim_period(slug, target_key, now, since):
     claim waits for until this transaction ends.
     """
     slots = DigestSlot.__table__
-    claim = _INSERTS[db.session.get_bind().dialect.name](slots).values(
+    claim = upsert_insert(db.session.get_bind().dialect.name)(slots).values(
         campaign=slug, target_key=target_key, last_gathered_at=now)
     claim = claim.on_conflict_do_update(index_elements=[slots.c.campaign, slots.c.target_key],
                                         set_={"last_gathered_at": claim.excluded.last_gathered_at},

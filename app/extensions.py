@@ -1,9 +1,12 @@
 """Flask extensions, created without an app and bound in :func:`app.create_app`."""
 
+from typing import Any
+
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase
 
 from .lazy_migrate import LazyMigrate
@@ -24,3 +27,8 @@ csrf = CSRFProtect()
 # into storage (Redis keys outlive the request) and into its log lines.
 limiter = Limiter(key_func=client_key)
 babel = Babel()
+
+
+def upsert_insert(dialect: str) -> Any:
+    """The ``insert`` of the dialect named ``dialect`` (sqlite, postgresql): the one with ON CONFLICT, for upserts."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

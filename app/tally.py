@@ -16,15 +16,13 @@ repeated one included; the dashboard's "Signatures" counts distinct rows.
 """
 
 from sqlalchemy import Integer, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
 # The module, not the name: app.states imports this module while app.models
 # may still be loading (it imports the statuses from app.states).
 from . import models
-from .extensions import db
+from .extensions import db, upsert_insert
 
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 #: dialect name -> the upsert :func:`add` runs, made on first use.
 _UPSERTS: dict[str, Executable] = {}
 
@@ -50,7 +48,7 @@ def _upsert(dialect: str) -> Executable:
     statement = _UPSERTS.get(dialect)
     if statement is None:
         table = models.CampaignTally.__table__
-        statement = _INSERTS[dialect](table).values(campaign=bindparam("slug"), accepted=bindparam("first"))
+        statement = upsert_insert(dialect)(table).values(campaign=bindparam("slug"), accepted=bindparam("first"))
         statement = _UPSERTS[dialect] = statement.on_conflict_do_update(
             index_elements=[table.c.campaign],
             set_={"accepted": table.c.accepted + bindparam("delta", type_=Integer)},

@@ -23,10 +23,9 @@ from collections.abc import Collection, Iterable
 
 from flask import current_app
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import models
-from ..extensions import db
+from ..extensions import db, upsert_insert
 from ..security import redact_addresses
 from .statuses import TARGET_KINDS, DeliveryStatus, SignatureStatus, check
 
@@ -38,8 +37,7 @@ SUSPENDED_NOTE = "target suspended: "
 
 def _health_row(target_key):
     """The :class:`~app.models.TargetHealth` row of ``target_key``, made if missing (safe against a racing insert)."""
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = upsert_insert(db.session.get_bind().dialect.name)
     db.session.execute(insert(models.TargetHealth).values(
         target_key=target_key, bounces_in_row=0, last_bounce="", complaint="").on_conflict_do_nothing())
 
