@@ -113,7 +113,8 @@ run: install compile-translations
 	$(BIN)/clamor run --host $(HOST) --port $(PORT)
 
 # Debian's Chromium (for the browser tests), PostgreSQL, Redis, nginx (the
-# documented gzip lines), Dovecot, Java (the Nu HTML Checker) and openssl, when missing.
+# documented gzip lines), Dovecot, Java (the Nu HTML Checker), Perl (a second
+# header decoder) and openssl, when missing.
 system-test-deps:
 	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ] || ! command -v systemd-analyze >/dev/null || [ ! -x /usr/sbin/dovecot ] || ! command -v java >/dev/null || ! perl -MEncode -e 1 2>/dev/null; then \
 	  echo "installing chromium, postgresql, redis-server, nginx-light, systemd (for systemd-analyze), dovecot-imapd, default-jre-headless, perl and openssl with apt-get"; \
