@@ -40,8 +40,12 @@ OLD_ROWS = [
 ]
 
 
-def moves_notes_out_of_last_error(app_config, instance_path, uri):
-    """Upgrade a database to f1e139258baf, store OLD_ROWS, upgrade to head: notes are in note, errors stay."""
+def across_upgrade(app_config, instance_path, uri, before, insert, rows, after, query):
+    """What ``query`` finds after an upgrade across rows stored at revision ``before``.
+
+    The database at ``uri`` is upgraded to ``before``, ``insert`` runs once
+    per dict of ``rows``, then it is upgraded to ``after`` (None: the head).
+    """
     from flask_migrate import upgrade
     from sqlalchemy import text
 
@@ -50,19 +54,27 @@ def moves_notes_out_of_last_error(app_config, instance_path, uri):
     app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": uri}, instance_path=instance_path)
     directory = app.extensions["migrate"].directory
     with app.app_context():
-        upgrade(directory=directory, revision="f1e139258baf")
-        for n, (status, last_error, _, _) in enumerate(OLD_ROWS):
-            db.session.execute(text(
-                "INSERT INTO delivery (campaign, kind, target_key, channel, backend, status, attempts, "
-                "next_attempt_at, last_error, provider_id, message_id, created_at) VALUES ('c', 'letter', "
-                ":key, 'email', 'smtp', :status, 1, CURRENT_TIMESTAMP, :error, '', :mid, CURRENT_TIMESTAMP)"
-            ), {"key": f"t{n}@example.org", "status": status, "error": last_error, "mid": f"<{n}@x>"})
+        upgrade(directory=directory, revision=before)
+        for row in rows:
+            db.session.execute(text(insert), row)
         db.session.commit()
-        upgrade(directory=directory)
-        found = db.session.execute(text("SELECT last_error, note FROM delivery ORDER BY id")).all()
+        upgrade(directory=directory, revision=after or "head")
+        found = db.session.execute(text(query)).all()
         db.session.remove()
         db.engine.dispose()
-    assert [tuple(row) for row in found] == [(error, note) for _, _, error, note in OLD_ROWS]
+    return [tuple(row) for row in found]
+
+
+def moves_notes_out_of_last_error(app_config, instance_path, uri):
+    """Upgrade a database to f1e139258baf, store OLD_ROWS, upgrade to head: notes are in note, errors stay."""
+    insert = ("INSERT INTO delivery (campaign, kind, target_key, channel, backend, status, attempts, "
+              "next_attempt_at, last_error, provider_id, message_id, created_at) VALUES ('c', 'letter', "
+              ":key, 'email', 'smtp', :status, 1, CURRENT_TIMESTAMP, :error, '', :mid, CURRENT_TIMESTAMP)")
+    rows = [{"key": f"t{n}@example.org", "status": status, "error": last_error, "mid": f"<{n}@x>"}
+            for n, (status, last_error, _, _) in enumerate(OLD_ROWS)]
+    found = across_upgrade(app_config, instance_path, uri, "f1e139258baf", insert, rows, None,
+                           "SELECT last_error, note FROM delivery ORDER BY id")
+    assert found == [(error, note) for _, _, error, note in OLD_ROWS]
 
 
 def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_sqlite(app_config, instance_path, tmp_path):
@@ -77,30 +89,15 @@ def test_the_note_migration_moves_cap_waits_and_receipt_notes_on_postgresql(app_
 
 def test_the_digest_slot_migration_keeps_each_targets_last_digest(app_config, instance_path, tmp_path):
     """A target given a digest before the upgrade keeps its period: its slot is its newest digest's time."""
-    from flask_migrate import upgrade
-    from sqlalchemy import text
-
-    from app import create_app
-
-    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}"},
-                     instance_path=instance_path)
-    directory = app.extensions["migrate"].directory
+    insert = ("INSERT INTO delivery (campaign, kind, target_key, channel, backend, status, attempts, "
+              "next_attempt_at, last_error, note, provider_id, message_id, created_at) VALUES ('c', :kind, :key, "
+              "'email', 'smtp', 'sent', 1, :created, '', '', '', :mid, :created)")
     rows = [("digest", "a@example.org", "2026-12-01 09:00:00"), ("digest", "a@example.org", "2026-12-02 09:00:00"),
             ("digest", "b@example.org", "2026-12-02 10:00:00"), ("letter", "c@example.org", "2026-12-02 11:00:00")]
-    with app.app_context():
-        upgrade(directory=directory, revision="ff7c44e21ed9")
-        for n, (kind, key, created) in enumerate(rows):
-            db.session.execute(text(
-                "INSERT INTO delivery (campaign, kind, target_key, channel, backend, status, attempts, "
-                "next_attempt_at, last_error, note, provider_id, message_id, created_at) VALUES ('c', :kind, :key, "
-                "'email', 'smtp', 'sent', 1, :created, '', '', '', :mid, :created)"
-            ), {"kind": kind, "key": key, "created": created, "mid": f"<{n}@x>"})
-        db.session.commit()
-        upgrade(directory=directory, revision="be2acbff1554")
-        found = db.session.execute(text(
-            "SELECT campaign, target_key, last_gathered_at FROM digest_slot ORDER BY target_key")).all()
-        db.session.remove()
-        db.engine.dispose()
+    found = across_upgrade(app_config, instance_path, f"sqlite:///{tmp_path / 'old.sqlite3'}", "ff7c44e21ed9", insert,
+                           [{"kind": kind, "key": key, "created": created, "mid": f"<{n}@x>"}
+                            for n, (kind, key, created) in enumerate(rows)], "be2acbff1554",
+                           "SELECT campaign, target_key, last_gathered_at FROM digest_slot ORDER BY target_key")
     assert [(c, k, str(at)[:19]) for c, k, at in found] == [("c", "a@example.org", "2026-12-02 09:00:00"),
                                                             ("c", "b@example.org", "2026-12-02 10:00:00")]
 
