@@ -9,7 +9,7 @@ PORT   ?= 5000
 # Root installs system packages itself; anyone else goes through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-fast lint screenshots bench bench-web install install-test translations compile-translations system-test-deps clean lock \
+.PHONY: run test test-fast lint screenshots bench bench-web install install-test translations compile-translations system-test-deps postfix-package clean lock \
   translation-add translation-status
 
 # Every dependency comes from a lock file that pins it with its hashes
@@ -114,8 +114,8 @@ run: install compile-translations
 
 # Debian's Chromium (for the browser tests), PostgreSQL, Redis, nginx (the
 # documented gzip lines), Dovecot, Java (the Nu HTML Checker), Perl (a second
-# header decoder) and openssl, when missing.
-system-test-deps:
+# header decoder) and openssl, when missing; and Postfix (a real MTA).
+system-test-deps: postfix-package
 	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v openssl >/dev/null || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ] || ! command -v systemd-analyze >/dev/null || [ ! -x /usr/sbin/dovecot ] || ! command -v java >/dev/null || ! perl -MEncode -e 1 2>/dev/null; then \
 	  echo "installing chromium, postgresql, redis-server, nginx-light, systemd (for systemd-analyze), dovecot-imapd, default-jre-headless, perl and openssl with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
@@ -140,15 +140,19 @@ test-fast: install-test compile-translations lint
 screenshots: install-test compile-translations system-test-deps
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py
 
-# bench/delivery.py against Postfix's smtp-sink (Debian's postfix package; Postfix
-# itself is never started: "No configuration" leaves it without a main.cf).
-bench: install-test compile-translations
-	@if [ ! -x /usr/sbin/smtp-sink ]; then \
-	  echo "installing postfix (for smtp-sink) with apt-get"; \
+# Debian's postfix: smtp-sink for bench/delivery.py, and the Postfix that
+# tests/test_postfix.py starts with a configuration of its own. The system's
+# Postfix is never started: "No configuration" leaves it without a main.cf.
+postfix-package:
+	@if [ ! -x /usr/sbin/postfix ] || [ ! -x /usr/sbin/smtp-sink ]; then \
+	  echo "installing postfix with apt-get (the system's Postfix stays unconfigured)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections && \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; \
 	fi
+
+# bench/delivery.py against Postfix's smtp-sink.
+bench: install-test compile-translations postfix-package
 	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
 
 # bench/web.py: page views, signing, the dashboard at a million rows, worker
