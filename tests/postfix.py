@@ -23,6 +23,7 @@ and fails under CI when Postfix is not installed.
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -167,8 +168,6 @@ def start_postfix(port: int, relay_port: int, recipient_access: dict[str, str] |
 
 
 def _wait_for(port, postfix):
-    import socket
-
     deadline = time.monotonic() + 20
     while True:
         try:
