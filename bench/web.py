@@ -7,8 +7,10 @@
 (``make bench-web`` runs it, installing wrk with apt-get if it is missing.)
 
 Everything runs under gunicorn (-w 2 -k sync) on loopback, driven by wrk
-(-t2 -c16), median of ``--runs`` runs of ``--seconds`` each, spam filters and
-rate limits off, the delivery worker external:
+(-t2 -c16), ``--runs`` rounds of ``--seconds`` each, spam filters and
+rate limits off, the delivery worker external. In each round a figure and
+its baseline run one after the other; a ratio is the median of the rounds'
+ratios (rates are medians too):
 
 - page: GET of the campaign page / a bare Flask ``return "ok"`` (bench/bare_app.py);
   beside it, stock Flask and Flask-WTF drawing a CSRF token into a page of
@@ -17,7 +19,7 @@ rate limits off, the delivery worker external:
 - sign: POST of a valid form (CSRF token and session cookie fetched
   beforehand, fed to wrk by a Lua script) / a minimal Flask-SQLAlchemy insert
   and 303 (bench/insert_app.py);
-- RSS of each page-serving worker at start and after ``--rss-requests`` GETs;
+- RSS of each page-serving worker at start, after every 10 s of GETs, and after ``--rss-requests`` GETs;
 - the dashboard's figures at ``--rows`` signatures and five letters each,
   next to an empty database, on SQLite and PostgreSQL (a throwaway cluster,
   like tests/conftest.py), with the old full count for comparison; and the
@@ -116,14 +118,28 @@ def wrk(url, seconds, script=None):
     return rate, total, (int(bad.group(1)) if bad else 0), (errors.group(1) if errors else "")
 
 
-def median_rate(url, args, script=None, label=""):
-    rates = []
+def checked_rate(url, args, script=None, label=""):
+    """Requests per second of one wrk run of ``args.seconds``; every response must be 2xx or 3xx."""
+    rate, total, bad, _ = wrk(url, args.seconds, script)
+    if bad:
+        raise RuntimeError(f"{label}: {bad} of {total} responses were not 2xx/3xx")
+    return rate
+
+
+def paired_rates(runs, args):
+    """Median rate of each of ``runs`` ({label: (url, script)}), the first the baseline, and each one's ratio.
+
+    The runs take turns, one round after another, and a ratio is the median
+    of each round's own ratio: a slow spell of the machine (another process,
+    the CPU's clock) then weighs on both sides of a ratio instead of on one.
+    """
+    rates = {label: [] for label in runs}
     for _ in range(args.runs):
-        rate, total, bad, socket_errors = wrk(url, args.seconds, script)
-        if bad:
-            raise RuntimeError(f"{label}: {bad} of {total} responses were not 2xx/3xx")
-        rates.append(rate)
-    return statistics.median(rates), rates
+        for label, (url, script) in runs.items():
+            rates[label].append(checked_rate(url, args, script, label))
+    baseline = rates[next(iter(runs))]
+    return ({label: statistics.median(r) for label, r in rates.items()},
+            {label: statistics.median(a / b for a, b in zip(r, baseline, strict=True)) for label, r in rates.items()})
 
 
 def clamor_env(instance, database_uri):
@@ -212,9 +228,10 @@ def http_figures(args, folder):
         with urllib.request.urlopen(page_url) as response:
             assert response.status == 200 and b"<form" in response.read()
         results["rss_start"] = clamor.rss_mb()
-        results["bare"], _ = median_rate(bare.url + "/", args, label="bare")
-        results["csrf_page"], _ = median_rate(csrf_page.url + "/", args, label="stock Flask-WTF page")
-        results["page"], _ = median_rate(page_url, args, label="page")
+        rates, ratios = paired_rates({"bare": (bare.url + "/", None), "csrf_page": (csrf_page.url + "/", None),
+                                      "page": (page_url, None)}, args)
+        results.update(rates)
+        results["ratios"] = ratios
 
         fields = {"name": "Anna Example", "email": "anna@example.org", "organisation": "Example Workers' Union",
                   "country": "FR", "message": "Free Erzhan Elshibayev now.", "opt_in": "no"}
@@ -222,15 +239,20 @@ def http_figures(args, folder):
                  for cookie, token in fetch_forms(page_url, 64)]
         sign_script = lua_post(f"/en/{SLUG}/", forms, folder, "sign.lua")
         insert_script = lua_post("/", [("", urllib.parse.urlencode(fields))], folder, "insert.lua")
-        results["insert"], _ = median_rate(insert.url + "/", args, insert_script, label="insert")
-        results["sign"], _ = median_rate(page_url, args, sign_script, label="sign")
+        rates, ratios = paired_rates({"insert": (insert.url + "/", insert_script),
+                                      "sign": (page_url, sign_script)}, args)
+        results.update(rates)
+        results["ratios"].update(ratios)
 
-        served = 0
+        # Sampled after every 10 s of GETs: a leak climbs all the way, warming caches levels off.
+        before = args.runs * int(results["page"] * args.seconds)
+        served, results["rss_series"] = 0, []
         while served < args.rss_requests:
             _, total, bad, _ = wrk(page_url, 10)
             served += total
+            results["rss_series"].append((before + served, clamor.rss_mb()))
         results["rss_after"] = clamor.rss_mb()
-        results["rss_requests"] = served + args.runs * int(results["page"] * args.seconds)
+        results["rss_requests"] = served + before
     finally:
         for server in (bare, csrf_page, insert, clamor):
             server.stop()
@@ -374,14 +396,16 @@ def main():
         if not args.skip_http:
             r = http_figures(args, folder)
             print(f"page GET    {r['page']:8.0f} req/s   bare Flask GET {r['bare']:8.0f} req/s   "
-                  f"ratio {r['page'] / r['bare']:.2f}  (target >= 0.6)")
+                  f"ratio {r['ratios']['page']:.2f}  (target >= 0.6)")
             print(f"  beside it: stock Flask + Flask-WTF, a CSRF token in a 16 KB page {r['csrf_page']:8.0f} req/s   "
-                  f"ratio {r['csrf_page'] / r['bare']:.2f}  (the framework's ceiling for a page with a form)")
+                  f"ratio {r['ratios']['csrf_page']:.2f}  (the framework's ceiling for a page with a form)")
             print(f"sign POST   {r['sign']:8.0f} req/s   minimal insert {r['insert']:8.0f} req/s   "
-                  f"ratio {r['sign'] / r['insert']:.2f}  (target >= 0.5)")
+                  f"ratio {r['ratios']['sign']:.2f}  (target >= 0.5)")
             print(f"worker RSS  start {', '.join(f'{m:.1f}' for m in r['rss_start'])} MB;"
                   f" after ~{r['rss_requests']:,} page GETs {', '.join(f'{m:.1f}' for m in r['rss_after'])} MB"
                   "  (target <= 80, no growth)")
+            print("  on the way: " + "; ".join(f"{n:,} GETs {'/'.join(f'{m:.1f}' for m in sizes)}"
+                                              for n, sizes in r["rss_series"]))
             sys.stdout.flush()
         if not args.skip_dashboard:
             databases = [("sqlite", f"sqlite:///{folder / 'dashboard.sqlite3'}",
