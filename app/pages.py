@@ -220,7 +220,8 @@ class PageCache:
 def _csrf_input():
     # Exactly what WTForms draws for Flask-WTF's csrf_token field.
     name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    return f'<input id="{escape(name)}" name="{escape(name)}" type="hidden" value="{escape(_csrf_token(name))}">'
+    field = escape(name)
+    return f'<input id="{field}" name="{field}" type="hidden" value="{escape(_csrf_token(name))}">'
 
 
 def _csrf_token(name):
@@ -231,21 +232,28 @@ def _csrf_token(name):
     Flask-WTF builds one anew per call, this one is kept, and is of the
     cheaper class in app/signed_values.py (the same format and HMAC).
     """
-    if name not in g:
-        config = current_app.config
-        if name not in session:
-            session[name] = hashlib.sha1(os.urandom(64)).hexdigest()
-        secret = config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key
-        cache = page_cache()
+    # Each proxy (g, session, current_app) is looked up once: on every first
+    # visit the lookups cost a third as much as signing the token.
+    request_globals = g._get_current_object()
+    token = request_globals.get(name)
+    if token is None:
+        app = current_app._get_current_object()
+        visitor = session._get_current_object()
+        raw = visitor.get(name)
+        if raw is None:
+            raw = visitor[name] = hashlib.sha1(os.urandom(64)).hexdigest()
+        secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+        cache = page_cache(app)
         if cache.csrf_serializer is None or cache.csrf_serializer[0] != secret:
             cache.csrf_serializer = (secret, SignedValues(secret, salt="wtf-csrf-token"))
-        setattr(g, name, cache.csrf_serializer[1].dumps(session[name]))
-    return g.get(name)
+        token = cache.csrf_serializer[1].dumps(raw)
+        setattr(request_globals, name, token)
+    return token
 
 
 def page_cache(app: Flask | None = None) -> PageCache:
     """The app's :class:`PageCache` (made on first use)."""
-    app = app or current_app
+    app = app or current_app._get_current_object()
     cache = app.extensions.get(EXTENSION)
     if cache is None:
         cache = app.extensions.setdefault(EXTENSION, PageCache())
