@@ -1,14 +1,16 @@
 """app/states/ owns every status change: each legal one changes the row and its counter, each illegal one raises."""
 
 import re
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, SLUG
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
-from app import states, tally, totals
+from app import privacy, states, tally, totals
 from app.delivery import Receipt, queue_deliveries
 from app.extensions import db
 from app.models import Delivery, Signature, utcnow
@@ -122,17 +124,46 @@ def test_forget_lowers_the_counter_by_the_accepted_and_keeps_sent_letters_anonym
 
 
 @pytest.mark.slow
-def test_expire_unconfirmed_deletes_only_old_unconfirmed_signatures(app):
+def test_purge_expires_old_unconfirmed_signatures_a_chunk_per_transaction(app, monkeypatch):
+    monkeypatch.setattr(privacy, "PURGE_CHUNK", 2)
     with app.app_context():
-        old = store(app, states.await_confirmation, email="old@example.org")
-        store(app, states.await_confirmation, email="new@example.org")
-        store(app, states.accept, email="a@example.org")
-        db.session.get(Signature, old).created_at = utcnow() - timedelta(days=30)
+        old = [store(app, states.await_confirmation, email=f"old{i}@example.org") for i in range(5)]
+        young = store(app, states.await_confirmation, email="young@example.org")
+        accepted = store(app, states.accept, email="a@example.org")
+        db.session.execute(update(Signature).where(Signature.id.in_(old))
+                           .values(created_at=utcnow() - timedelta(days=30)))
         db.session.commit()
-        assert states.expire_unconfirmed(utcnow() - timedelta(days=7)) == 1
-        db.session.commit()
-        assert db.session.get(Signature, old) is None
-        assert signature_counts() == (1, 1, 0, 1)
+        path = db.engine.url.database
+        seen = []
+
+        def between(session):
+            # Another connection, as a signing request is: it can take the write lock at once.
+            other = sqlite3.connect(path, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                if not seen:
+                    # Confirmed after purge read the list: it must stay.
+                    other.execute("UPDATE signature SET status = 'accepted' WHERE id = ?", (old[-1],))
+                other.commit()
+                left = other.execute("SELECT count(*) FROM signature WHERE status = 'unconfirmed' AND id IN "
+                                     f"({', '.join(map(str, old))})").fetchone()[0]
+                orphans = other.execute("SELECT count(*) FROM delivery WHERE signature_id IS NOT NULL "
+                                        "AND signature_id NOT IN (SELECT id FROM signature)").fetchone()[0]
+            finally:
+                other.close()
+            seen.append((left, orphans))
+
+        event.listen(Session, "after_commit", between)
+        try:
+            report = privacy.purge(app.extensions["clamor"].campaigns, app.config)
+        finally:
+            event.remove(Session, "after_commit", between)
+        # A commit after the list is read, then one per chunk of two, each whole.
+        assert seen == [(4, 0), (2, 0), (0, 0), (0, 0)]
+        assert report.expired_unconfirmed == 4
+        assert set(db.session.scalars(select(Signature.id))) == {young, accepted, old[-1]}
+        assert all(letters(signature_id) == [] for signature_id in old[:-1])
+        assert letters(young) == ["held"] * 5 and letters(accepted) == ["pending"] * 5
 
 
 @pytest.mark.parametrize("start", ["accept", "hold", "await_confirmation"])

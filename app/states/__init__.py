@@ -37,7 +37,6 @@ from .signatures import (
     approve,
     await_confirmation,
     confirm,
-    expire_unconfirmed,
     forget,
     hold,
     letter_status,
@@ -49,7 +48,7 @@ from .targets import WAITING, cancel, complained, not_suspended, reroute, resume
 
 __all__ = [
     "RETRYABLE", "TARGET_KINDS", "WENT_OUT", "DeliveryStatus", "IllegalTransition", "SignatureStatus",
-    "accept", "approve", "await_confirmation", "confirm", "expire_unconfirmed", "forget", "hold",
+    "accept", "approve", "await_confirmation", "confirm", "forget", "hold",
     "letter_status", "reject", "remove",
     "bounced", "claim", "delivered", "failed", "into_digest", "reported", "requeued", "retry", "sent", "waiting",
     "WAITING", "cancel", "complained", "not_suspended", "reroute", "resume", "suspended_keys",

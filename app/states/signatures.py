@@ -1,11 +1,10 @@
-"""The transitions of a signature: accept, hold, confirm, approve, reject, forget, expire, remove.
+"""The transitions of a signature: accept, hold, confirm, approve, reject, forget, remove.
 
 The public counter (:mod:`app.tally`) moves here, in the same function as
 the status it counts.
 """
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, delete, select, update
@@ -145,17 +144,6 @@ def forget(rows: Sequence[Row[Any]]) -> None:
         if row.status == SignatureStatus.ACCEPTED:
             tally.add(row.campaign, -1)
     remove([row.id for row in rows])
-
-
-def expire_unconfirmed(before: datetime) -> int:
-    """Delete the signatures still unconfirmed that were made before ``before``; return how many."""
-    expired = list(db.session.scalars(
-        select(models.Signature.id).where(
-            models.Signature.status == SignatureStatus.UNCONFIRMED, models.Signature.created_at < before
-        )
-    ))
-    remove(expired)
-    return len(expired)
 
 
 def remove(signature_ids: Sequence[int]) -> None:
