@@ -23,7 +23,9 @@ ratios (rates are medians too):
 - the dashboard's figures at ``--rows`` signatures and five letters each,
   next to an empty database, on SQLite and PostgreSQL (a throwaway cluster,
   like tests/conftest.py), with the old full count for comparison; and the
-  time of ``clamor purge``, ``clamor forget`` and ``clamor export`` there.
+  time of ``clamor purge``, ``clamor forget`` and ``clamor export`` there
+  (on SQLite, with the longest a writer beside the purge waited for the
+  write lock, which a signing request waits for at most 30 s).
 
 Absolute numbers depend on the machine and what else runs on it; the ratios
 are what to compare.
@@ -35,10 +37,12 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -364,9 +368,42 @@ def dashboard_figures_at_size(name, uri, fill, rows, folder, with_cli):
             subprocess.run(flask + list(command), env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
         out["forget"] = timed(lambda: run("forget", f"s{rows // 2}@example.org"))
-        out["purge"] = timed(lambda: run("purge"))
+        if uri.startswith("sqlite:///"):
+            with LockWaits(uri.removeprefix("sqlite:///")) as waits:
+                out["purge"] = timed(lambda: run("purge"))
+            out["purge_lock_wait"] = waits.longest
+        else:
+            out["purge"] = timed(lambda: run("purge"))
         out["export"] = timed(lambda: run("export"))
     return out
+
+
+class LockWaits:
+    """While in use: takes SQLite's write lock every 20 ms, as a signing request would, and keeps the longest wait."""
+
+    def __init__(self, path):
+        self.path, self.longest = path, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        connection = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+        try:
+            while not self._stop.wait(0.02):
+                start = time.perf_counter()
+                connection.execute("BEGIN IMMEDIATE")
+                self.longest = max(self.longest, time.perf_counter() - start)
+                connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def start_postgres(folder):
@@ -427,6 +464,9 @@ def main():
                       f" counted from the rows: {d['old'] * 1000:,.0f} ms)")
                 print(f"          {name:10s} bulk fill {d['fill']:.1f} s, backfill of the totals {d['backfill']:.1f} s;"
                       f" clamor forget {d['forget']:.2f} s, purge {d['purge']:.2f} s, export {d['export']:.1f} s")
+                if "purge_lock_wait" in d:
+                    print(f"          {name:10s} longest wait for the write lock during the purge, as a signing"
+                          f" request: {d['purge_lock_wait']:.2f} s  (signing gives up after 30 s)")
                 sys.stdout.flush()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
