@@ -166,6 +166,32 @@ def test_purge_expires_old_unconfirmed_signatures_a_chunk_per_transaction(app, m
         assert letters(young) == ["held"] * 5 and letters(accepted) == ["pending"] * 5
 
 
+def test_removing_signatures_finds_their_letters_by_the_signature_index(app):
+    # SQLite keeps no statistics: given a status in the WHERE it may look the
+    # rows up by status and read every sent letter of the database.
+    with app.app_context():
+        # More signatures than there are statuses a sent letter can have: fewer, and SQLite takes signature_id's.
+        removed = [store(app, states.accept, email=f"s{i}@example.org") for i in range(5)]
+        seen = []
+
+        def keep(connection, cursor, statement, parameters, *rest):
+            seen.append((statement, parameters))
+
+        event.listen(db.engine, "before_cursor_execute", keep)
+        try:
+            states.remove(removed)
+            db.session.commit()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", keep)
+        on_letters = [(s, p) for s, p in seen if s.startswith(("DELETE FROM delivery ", "UPDATE delivery "))]
+        assert len(on_letters) == 2
+        cursor = db.session.connection().connection.cursor()
+        for statement, parameters in on_letters:
+            plan = " ".join(row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "INDEX ix_delivery_signature_id (signature_id=?)" in plan and "status" not in plan, plan
+        assert letters(removed[0]) == [] and db.session.get(Signature, removed[0]) is None
+
+
 @pytest.mark.parametrize("start", ["accept", "hold", "await_confirmation"])
 def test_a_signature_with_a_status_cannot_be_made_new_again(app, start):
     with app.app_context():

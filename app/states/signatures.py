@@ -7,7 +7,7 @@ the status it counts.
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, and_, delete, not_, select, update
 
 # Modules, not names: app.models imports the statuses from this package.
 from .. import models, tally
@@ -152,17 +152,20 @@ def remove(signature_ids: Sequence[int]) -> None:
     Their sent letters stay, anonymous (``signature_id`` NULL, no provider id,
     error, note or Message-ID); every other delivery of theirs is deleted.
     """
+    went_out = and_(models.Delivery.kind == "letter", models.Delivery.status.in_(WENT_OUT))
     for start in range(0, len(signature_ids), 500):
         chunk = signature_ids[start:start + 500]
+        # The status is never a condition SQLite can look up by: with it in
+        # the WHERE, SQLite (which keeps no statistics) chose the status index
+        # over signature_id's and read every sent letter, 2 s a chunk at 5,000,000.
+        theirs = models.Delivery.signature_id.in_(chunk)
         db.session.execute(
-            update(models.Delivery)
-            .where(models.Delivery.signature_id.in_(chunk), models.Delivery.kind == "letter",
-                   models.Delivery.status.in_(WENT_OUT))
-            .values(signature_id=None, provider_id="", last_error="", note="", message_id="", lease_until=None),
+            delete(models.Delivery).where(theirs, not_(went_out)),
             execution_options={"synchronize_session": False},
         )
         db.session.execute(
-            delete(models.Delivery).where(models.Delivery.signature_id.in_(chunk)),
+            update(models.Delivery).where(theirs)
+            .values(signature_id=None, provider_id="", last_error="", note="", message_id="", lease_until=None),
             execution_options={"synchronize_session": False},
         )
         db.session.execute(
