@@ -32,6 +32,7 @@ are what to compare.
 """
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -368,12 +369,11 @@ def dashboard_figures_at_size(name, uri, fill, rows, folder, with_cli):
             subprocess.run(flask + list(command), env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
         out["forget"] = timed(lambda: run("forget", f"s{rows // 2}@example.org"))
-        if uri.startswith("sqlite:///"):
-            with LockWaits(uri.removeprefix("sqlite:///")) as waits:
-                out["purge"] = timed(lambda: run("purge"))
-            out["purge_lock_wait"] = waits.longest
-        else:
+        waits = LockWaits(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        with waits or contextlib.nullcontext():
             out["purge"] = timed(lambda: run("purge"))
+        if waits:
+            out["purge_lock_wait"] = waits.longest
         out["export"] = timed(lambda: run("export"))
     return out
 
