@@ -79,15 +79,16 @@ def purge(campaigns: "Mapping[str, Campaign]", config: Mapping[str, Any], now: d
     """
     now = now or utcnow()
     report = PurgeReport()
-    report.expired_unconfirmed = _remove_in_chunks(and_(
+    report.expired_unconfirmed = _in_chunks(and_(
         Signature.status == states.SignatureStatus.UNCONFIRMED,
         Signature.created_at < now - timedelta(days=config["CONFIRM_EXPIRY_DAYS"]),
-    ))
+    ), states.remove)
     for campaign in campaigns.values():
         ends = retention_ends(campaign, config["RETENTION_DAYS"])
         if ends is None or ends > now:
             continue
-        report.removed += _remove_in_chunks(and_(Signature.campaign == campaign.slug, Signature.opt_in.is_(False)))
+        report.removed += _in_chunks(and_(Signature.campaign == campaign.slug, Signature.opt_in.is_(False)),
+                                     states.remove)
         report.letters_cleared += _in_chunks(
             and_(Signature.campaign == campaign.slug, Signature.message != ""),
             lambda ids: db.session.execute(
@@ -98,11 +99,6 @@ def purge(campaigns: "Mapping[str, Campaign]", config: Mapping[str, Any], now: d
     db.session.expire_all()
     log.info("purge: %s", report)
     return report
-
-
-def _remove_in_chunks(condition: ColumnElement[bool]) -> int:
-    """Delete every signature that meets ``condition`` (:func:`app.states.remove`); how many went."""
-    return _in_chunks(condition, states.remove)
 
 
 def _in_chunks(condition: ColumnElement[bool], change: Callable[[list[int]], object]) -> int:
