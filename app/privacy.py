@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, text, update
 
 from . import states
 from .extensions import db
@@ -107,11 +107,23 @@ def _in_chunks(condition: ColumnElement[bool], change: Callable[[list[int]], obj
     db.session.commit()
     changed = 0
     for start in range(0, len(ids), PURGE_CHUNK):
-        # Asked again just before the change: a signature may have been confirmed since the first read.
-        chunk = list(db.session.scalars(
-            select(Signature.id).where(Signature.id.in_(ids[start:start + PURGE_CHUNK]), condition)
-        ))
+        chunk = _still_meeting(ids[start:start + PURGE_CHUNK], condition)
         change(chunk)
         db.session.commit()
         changed += len(chunk)
     return changed
+
+
+def _still_meeting(ids: list[int], condition: ColumnElement[bool]) -> list[int]:
+    """Those of ``ids`` that meet ``condition`` now, kept so until the transaction ends.
+
+    Asked again just before the change: a signature may have been confirmed
+    since the first read. And none may be confirmed between this read and
+    the change, or its supporter would be told "confirmed" of letters purge
+    then deletes: PostgreSQL locks the rows read (FOR UPDATE); SQLite, which
+    has no row locks, gives this transaction its one write lock first (a
+    confirmation waits for the commit, then finds nothing to confirm).
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(text("BEGIN IMMEDIATE"))
+    return list(db.session.scalars(select(Signature.id).where(Signature.id.in_(ids), condition).with_for_update()))

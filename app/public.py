@@ -21,7 +21,7 @@ from .i18n import best_language, register_language_urls
 from .keys import subkey
 from .letter_status import letter_rows
 from .links import external_url
-from .models import utcnow
+from .models import Signature, utcnow
 from .pages import page_cache, render_full
 from .security import SessionInterface, check_embed_origins, client_hash, client_key
 from .signing import confirm_signature, store_signature, withdraw_consent
@@ -312,10 +312,15 @@ def confirm(token: str) -> Response:
     """
     signature, campaign = _signature_or_404(token, "confirm")
     confirmed_now = False
-    if request.method == "POST" and confirm_signature(signature):
-        page_cache().count_changed(signature.campaign)
-        confirmed_now = True
-        _state().wake_worker()
+    if request.method == "POST":
+        signature_id, slug = signature.id, signature.campaign
+        confirmed_now = confirm_signature(signature)
+        if confirmed_now:
+            page_cache().count_changed(slug)
+            _state().wake_worker()
+        elif db.session.get(Signature, signature_id, populate_existing=True) is None:
+            # Removed since it was read (clamor purge of an expired confirmation): as an unknown link.
+            abort(404)
     return _private(render_template(
         "confirm.html",
         campaign=campaign,

@@ -278,13 +278,16 @@ def _receipt_email(signature, campaign, repeat, targets, link):
 def confirm_signature(signature: Signature) -> bool:
     """Confirm ``signature`` (its supporter pressed the button in the confirmation email) and commit.
 
-    Returns False, changing nothing, unless it waits for confirmation. Then a
-    submission a filter held stays held (confirming does not skip moderation);
-    any other is accepted: its letters are queued and the counter moves.
+    Returns False, changing nothing, unless it waits for confirmation (also
+    when another request confirmed it, or purge removed it, since it was
+    read). Then a submission a filter held stays held (confirming does not
+    skip moderation); any other is accepted: its letters are queued and the
+    counter moves.
     """
     if signature.status != SignatureStatus.UNCONFIRMED:
         return False
-    states.confirm(signature)
+    if states.confirm(signature) is None:
+        return False
     db.session.commit()
     log.info("signature %s confirmed (%s)", signature.id, signature.status)
     return True

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, not_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 # Modules, not names: app.models imports the statuses from this package.
 from .. import models, tally
@@ -50,16 +51,31 @@ def await_confirmation(signature: "models.Signature", reason: str = "") -> None:
     signature.status_reason = reason
 
 
-def confirm(signature: "models.Signature") -> SignatureStatus:
+def confirm(signature: "models.Signature") -> SignatureStatus | None:
     """The supporter confirmed an unconfirmed ``signature``; return its new status.
 
     Confirmation does not skip moderation: with a filter's reason it becomes
     held. Otherwise it is accepted, counted, and its held letters are due now.
     Raises :class:`IllegalTransition` unless it is unconfirmed.
+
+    One conditional ``UPDATE``, as :func:`approve`: when the row is no longer
+    unconfirmed although ``signature`` says so (a second click on the button
+    confirmed it meanwhile, or ``clamor purge`` removed it), nothing changes,
+    ``signature`` is expired, and the answer is None.
     """
     to = SignatureStatus.HELD if signature.status_reason else SignatureStatus.ACCEPTED
     check("signature", signature.status, to, (SignatureStatus.UNCONFIRMED,))
-    signature.status = to
+    confirmed = db.session.execute(
+        update(models.Signature)
+        .where(models.Signature.id == signature.id, models.Signature.status == SignatureStatus.UNCONFIRMED)
+        .values(status=to),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    if not confirmed:
+        db.session.expire(signature)
+        return None
+    # What the UPDATE wrote, without a second one at the next flush.
+    set_committed_value(signature, "status", to)
     if to == SignatureStatus.ACCEPTED:
         _release_letters(signature.id)
         tally.add(signature.campaign, 1)
