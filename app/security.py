@@ -5,6 +5,7 @@ another origin, send no Referer, and the client address is never stored or
 logged raw: rate limits and signatures carry :func:`client_key` instead.
 """
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, has_request_context, request
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from itsdangerous import URLSafeTimedSerializer
+from werkzeug.http import dump_cookie
 
 from .keys import subkey
 from .signed_values import SessionJSON, SignedValues
@@ -150,6 +152,37 @@ class SessionInterface(SecureCookieSessionInterface):
             cached = self._serializer = (keys, serializer)
         return cached[1]
 
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Flask's, with the header of a session cookie that lasts until the browser closes drawn directly.
+
+        That is the cookie every first visitor of a campaign page gets (it
+        holds the CSRF secret). Flask draws it with Werkzeug's ``set_cookie``
+        and adds ``Vary: Cookie`` twice through ``response.vary``, which
+        parses and redraws the header each time: 7% of such a page view
+        (in-process, the two in turns). Here the header is the one Werkzeug draws
+        for these attributes (made once per set of them), with the signed
+        value in its place; a permanent session, an empty or unchanged one,
+        and a cookie too large for browsers go through Flask's code.
+        """
+        if not session or session.permanent or not self.should_set_cookie(app, session):
+            super().save_session(app, session, response)
+            return
+        attributes = (self.get_cookie_name(app), self.get_cookie_domain(app), self.get_cookie_path(app),
+                      self.get_cookie_secure(app), self.get_cookie_partitioned(app),
+                      self.get_cookie_samesite(app), self.get_cookie_httponly(app))
+        value = self.get_signing_serializer(app).dumps(dict(session))
+        head, tail = _cookie_header(attributes)
+        header = f"{head}{value}{tail}"
+        if len(header) > response.max_cookie_size:  # Flask's code warns, as Werkzeug's measure says
+            super().save_session(app, session, response)
+            return
+        response.headers.add("Set-Cookie", header)
+        vary = response.headers.get("Vary")
+        if vary is None:
+            response.headers["Vary"] = "Cookie"
+        elif "cookie" not in (part.strip().lower() for part in vary.split(",")):
+            response.vary.add("Cookie")
+
     def get_cookie_name(self, app: Flask) -> str:
         return EMBED_SESSION_COOKIE if _embedding(app) else super().get_cookie_name(app)
 
@@ -158,6 +191,23 @@ class SessionInterface(SecureCookieSessionInterface):
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return True if _embedding(app) else super().get_cookie_secure(app)
+
+
+@functools.lru_cache(maxsize=16)
+def _cookie_header(attributes):
+    """(what comes before the value, what after) in Werkzeug's Set-Cookie header for ``attributes``.
+
+    The signed value needs no quoting: itsdangerous writes URL-safe base64
+    and dots only, which Werkzeug leaves as they are.
+    """
+    name, domain, path, secure, partitioned, samesite, httponly = attributes
+    header = dump_cookie(name, _VALUE, domain=domain, path=path, secure=secure, partitioned=partitioned,
+                         samesite=samesite, httponly=httponly)
+    head, _, tail = header.partition(_VALUE)
+    return head, tail
+
+
+_VALUE = "clamor-session-value"
 
 
 def _headers(ancestors):

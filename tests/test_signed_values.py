@@ -1,14 +1,16 @@
 """The cheaper serializer of the session cookie and CSRF token makes what stock itsdangerous and Flask accept."""
 
 import hashlib
+import os
 import re
+import warnings
 
 import pytest
 from conftest import SLUG
 from flask import Flask
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSessionInterface
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -61,3 +63,47 @@ def test_a_session_is_dumped_as_flasks_own_serializer_dumps_it(session):
     with Flask(__name__).app_context():
         assert SessionJSON().dumps(session) == TaggedJSONSerializer().dumps(session)
         assert SessionJSON().loads(SessionJSON().dumps(session)) == session
+
+
+COOKIE_SETTINGS = st.fixed_dictionaries({
+    "SESSION_COOKIE_SECURE": st.booleans(),
+    "SESSION_COOKIE_HTTPONLY": st.booleans(),
+    "SESSION_COOKIE_PARTITIONED": st.booleans(),
+    "SESSION_COOKIE_SAMESITE": st.sampled_from([None, "Lax", "Strict", "None"]),
+    "SESSION_COOKIE_DOMAIN": st.sampled_from([None, "union.example.org"]),
+    "SESSION_COOKIE_PATH": st.sampled_from([None, "/", "/campaigns"]),
+    "SESSION_COOKIE_NAME": st.sampled_from(["session", "clamor"]),
+})
+
+
+@given(st.dictionaries(st.text(), st.one_of(st.text(), st.text(max_size=3000), st.integers()), max_size=3),
+       COOKIE_SETTINGS, st.booleans(), st.booleans(), st.sampled_from([None, "Accept-Encoding", "Cookie",
+                                                                          "accept-encoding, cookie"]))
+@example({"big": os.urandom(3000).hex()}, {}, False, True, None)
+def test_the_session_cookie_header_is_the_one_flask_draws(data, settings, permanent, modified, vary):
+    from flask import Response
+    from flask.sessions import SecureCookieSession
+
+    from app.security import SessionInterface
+
+    app = Flask(__name__)
+    app.secret_key = "a key"
+    app.config.update(settings)
+
+    def headers(interface):
+        session = SecureCookieSession(data)
+        session.permanent, session.modified, session.accessed = permanent, modified, True
+        response = Response("page", headers={"Vary": vary} if vary else {})
+        with app.test_request_context("/fr/campaign/"), warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            interface.save_session(app, session, response)
+        cookies = response.headers.getlist("Set-Cookie")
+        values = [re.match(r"[^=]*=([^;]*)", cookie)[1] for cookie in cookies]
+        # The value is signed with the time, which may differ by a second: compared by what it holds.
+        drawn = [cookie.replace(value, "VALUE", 1) for cookie, value in zip(cookies, values, strict=True)]
+        stock = SecureCookieSessionInterface().get_signing_serializer(app)
+        loaded = [stock.loads(value) if value else value for value in values]
+        # A cookie too large for browsers is drawn all the same, with Werkzeug's warning.
+        return drawn, loaded, response.headers.get("Vary"), [str(w.message)[:40] for w in warned]
+
+    assert headers(SessionInterface()) == headers(SecureCookieSessionInterface())
