@@ -3,6 +3,8 @@
 import csv
 import io
 import itertools
+import re
+import sys
 import unicodedata
 from html import unescape
 
@@ -330,3 +332,22 @@ def test_the_csv_exports_start_no_cell_with_a_formula_whatever_the_delimiter(app
 ])
 def test_spreadsheet_value_undoes_spreadsheet_safe(value):
     assert spreadsheet_value(spreadsheet_safe(value)) == value
+
+
+def test_a_cell_is_left_as_it_is_only_where_the_formula_guard_would_change_nothing():
+    from app.export import _FORMULA, _MAY_LEAD
+
+    # Every character the guard's pattern can begin a match with, at a cell's start, is one the shortcut checks.
+    may_lead = re.compile(r"""[\s"'=+\-@\t\r]""")
+    for code in range(sys.maxunicode + 1):
+        c = chr(code)
+        assert bool(may_lead.match(c)) == (c in _MAY_LEAD or c.isspace()), hex(code)
+    for value in [name for pair in FORMULAS for name in pair] + ["\u00a0=1", "\u2003@x", "x;=1", "anna@example.org"]:
+        assert spreadsheet_safe(value) == _FORMULA.sub(r"\1\2'", value), value
+
+
+@given(st.text(alphabet=st.sampled_from("ab ;\"'=+-@\t\r\u00a0\u3000"), max_size=8) | st.text())
+def test_the_formula_guard_and_its_shortcut_agree_on_any_text(value):
+    from app.export import _FORMULA
+
+    assert spreadsheet_safe(value) == _FORMULA.sub(r"\1\2'", value)
