@@ -29,7 +29,14 @@ def letter_rows(campaign: str | None = None) -> Iterator[list[str]]:
                Delivery.status, Delivery.attempts, Delivery.updated_at, Delivery.last_error, Delivery.note)
     query = select(*columns).where(Delivery.kind == "letter").order_by(Delivery.id).limit(BATCH)
     if campaign:
-        query = query.where(Delivery.campaign == campaign)
+        # SQLite, which keeps no statistics, would read the campaign's letters
+        # by its (campaign, kind, status) index and sort them all for every
+        # batch: a query per batch as long as the whole campaign, 25 s at
+        # 200,000 letters. ``campaign || ''`` is no index's column, so it reads
+        # on from ``last`` in id order and stops after BATCH rows. PostgreSQL
+        # has statistics, and the plain column.
+        column = Delivery.campaign + "" if db.session.get_bind().dialect.name == "sqlite" else Delivery.campaign
+        query = query.where(column == campaign)
     last = 0
     while rows := db.session.execute(query.where(Delivery.id > last)).all():
         for row in rows:
