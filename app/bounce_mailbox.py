@@ -11,7 +11,8 @@ Each message in the folder is handled by :func:`app.bounces.handle`, then
 moved (MOVE, or COPY + ``\\Deleted`` + EXPUNGE) to BOUNCE_IMAP_DONE_FOLDER,
 or to BOUNCE_IMAP_UNMATCHED_FOLDER when it matches no letter; both are made
 when missing. A message leaves the folder only after what it said was
-committed, so none is lost and none is handled twice.
+committed, so none is lost; two pollers that fetch the same message at once
+record it once (:func:`app.states.bounced` is one conditional UPDATE).
 """
 
 import imaplib

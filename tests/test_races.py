@@ -1,4 +1,4 @@
-"""Two writers on one signature at once: a double click on the confirm button, a confirmation during a purge.
+"""Two writers on one row at once: a double click on confirm, a confirmation during a purge, one bounce read twice.
 
 Each test stages the interleaving itself (a second app context is a second
 request's session; a second database connection is another process), so
@@ -15,6 +15,7 @@ from sqlalchemy import event, select, update
 from test_states import letters, signature_counts, store
 
 from app import privacy, states
+from app.delivery import Receipt
 from app.extensions import db
 from app.models import Signature, utcnow
 from app.signing import confirm_signature
@@ -75,6 +76,28 @@ def test_a_click_on_confirm_that_purge_beat_gets_the_unknown_link_page(app):
     assert response.status_code == 404
     with app.app_context():
         assert signature_counts() == (0, 0, 0, 0)
+
+
+def test_one_bounce_read_by_two_pollers_at_once_counts_once(app):
+    # Two delivery threads (one per gunicorn worker) fetch the same bounce from the mailbox.
+    from app.models import Delivery, TargetHealth
+
+    with app.app_context():
+        store(app, states.accept)
+        [letter_id, *_] = states.claim(100, timedelta(minutes=5), utcnow())
+        db.session.commit()
+        states.sent(db.session.get(Delivery, letter_id), Receipt(note="", provider_id=""))
+        db.session.commit()
+        first = db.session.get(Delivery, letter_id)
+        assert first.status == "sent"
+        with app.app_context():
+            assert states.bounced(db.session.get(Delivery, letter_id), "550 no such user") is True
+            db.session.commit()
+        assert states.bounced(first, "550 no such user") is False
+        db.session.commit()
+        db.session.expire_all()
+        assert db.session.get(Delivery, letter_id).status == "bounced"
+        assert db.session.get(TargetHealth, first.target_key).bounces_in_row == 1
 
 
 def expired(app, n=3):

@@ -150,12 +150,24 @@ def bounced(delivery: "models.Delivery", report: str) -> bool:
     (:func:`app.states.targets.bounce_counted`). Raises :class:`IllegalTransition` if not sent yet.
     """
     check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
+    if delivery.status != DeliveryStatus.BOUNCED:
+        # One conditional UPDATE: two processes reading the same bounce at
+        # once (a delivery thread in each gunicorn worker polls the mailbox)
+        # both see the letter sent, and only one may count the bounce.
+        Delivery = models.Delivery
+        became = db.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id, Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.DELIVERED)))
+            .values(status=DeliveryStatus.BOUNCED, note=report),
+            execution_options={"synchronize_session": False},
+        ).rowcount
+        # What the UPDATE wrote, or what another process did meanwhile.
+        db.session.expire(delivery, ["status", "note", "updated_at"])
+        if became:
+            targets.bounce_counted(delivery, report)
+            return True
     delivery.note = report
-    if delivery.status == DeliveryStatus.BOUNCED:
-        return False
-    delivery.status = DeliveryStatus.BOUNCED
-    targets.bounce_counted(delivery, report)
-    return True
+    return False
 
 
 def reported(delivery: "models.Delivery", report: str) -> None:
