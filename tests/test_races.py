@@ -86,7 +86,7 @@ def test_one_bounce_read_by_two_pollers_at_once_counts_once(app):
         store(app, states.accept)
         [letter_id, *_] = states.claim(100, timedelta(minutes=5), utcnow())
         db.session.commit()
-        states.sent(db.session.get(Delivery, letter_id), Receipt(note="", provider_id=""))
+        states.sent(db.session.get(Delivery, letter_id), Receipt())
         db.session.commit()
         first = db.session.get(Delivery, letter_id)
         assert first.status == "sent"
@@ -98,6 +98,28 @@ def test_one_bounce_read_by_two_pollers_at_once_counts_once(app):
         db.session.expire_all()
         assert db.session.get(Delivery, letter_id).status == "bounced"
         assert db.session.get(TargetHealth, first.target_key).bounces_in_row == 1
+
+
+def test_a_delivered_report_racing_a_bounce_never_undoes_it(app):
+    # Two webhook calls in two workers: "delivered" read the letter sent, then the bounce was committed.
+    from app.models import Delivery, TargetHealth
+
+    with app.app_context():
+        store(app, states.accept)
+        [letter_id, *_] = states.claim(100, timedelta(minutes=5), utcnow())
+        db.session.commit()
+        states.sent(db.session.get(Delivery, letter_id), Receipt())
+        db.session.commit()
+        late = db.session.get(Delivery, letter_id)
+        with app.app_context():
+            assert states.bounced(db.session.get(Delivery, letter_id), "550 no such user") is True
+            db.session.commit()
+        assert states.delivered(late, "250 delivered") is False
+        db.session.commit()
+        db.session.expire_all()
+        letter = db.session.get(Delivery, letter_id)
+        assert (letter.status, letter.note) == ("bounced", "250 delivered")
+        assert db.session.get(TargetHealth, letter.target_key).bounces_in_row == 1
 
 
 def expired(app, n=3):

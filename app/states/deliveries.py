@@ -132,12 +132,12 @@ def delivered(delivery: "models.Delivery", report: str) -> bool:
     yet (pending, sending, held, failed).
     """
     check("delivery", delivery.status, DeliveryStatus.DELIVERED, WENT_OUT)
+    if delivery.status == DeliveryStatus.SENT and _moved(delivery, DeliveryStatus.SENT, DeliveryStatus.DELIVERED,
+                                                         report):
+        targets.delivery_counted(delivery)
+        return True
     delivery.note = report
-    if delivery.status != DeliveryStatus.SENT:
-        return False
-    delivery.status = DeliveryStatus.DELIVERED
-    targets.delivery_counted(delivery)
-    return True
+    return False
 
 
 def bounced(delivery: "models.Delivery", report: str) -> bool:
@@ -150,24 +150,31 @@ def bounced(delivery: "models.Delivery", report: str) -> bool:
     (:func:`app.states.targets.bounce_counted`). Raises :class:`IllegalTransition` if not sent yet.
     """
     check("delivery", delivery.status, DeliveryStatus.BOUNCED, WENT_OUT)
-    if delivery.status != DeliveryStatus.BOUNCED:
-        # One conditional UPDATE: two processes reading the same bounce at
-        # once (a delivery thread in each gunicorn worker polls the mailbox)
-        # both see the letter sent, and only one may count the bounce.
-        Delivery = models.Delivery
-        became = db.session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery.id, Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.DELIVERED)))
-            .values(status=DeliveryStatus.BOUNCED, note=report),
-            execution_options={"synchronize_session": False},
-        ).rowcount
-        # What the UPDATE wrote, or what another process did meanwhile.
-        db.session.expire(delivery, ["status", "note", "updated_at"])
-        if became:
-            targets.bounce_counted(delivery, report)
-            return True
+    if delivery.status != DeliveryStatus.BOUNCED and _moved(
+            delivery, (DeliveryStatus.SENT, DeliveryStatus.DELIVERED), DeliveryStatus.BOUNCED, report):
+        targets.bounce_counted(delivery, report)
+        return True
     delivery.note = report
     return False
+
+
+def _moved(delivery, since, to, report):
+    """Move ``delivery`` from ``since`` (a status or several) to ``to``, ``report`` its note; True if it moved.
+
+    One conditional UPDATE: two processes may report on one letter at once
+    (the delivery thread of each gunicorn worker polls the bounce mailbox;
+    webhooks arrive in parallel), each having read it sent, and only one
+    may move it and count it for its target. ``delivery`` is left expired
+    where the row changed, to be read again as it is now.
+    """
+    Delivery = models.Delivery
+    since = (since,) if isinstance(since, str) else since
+    moved = db.session.execute(
+        update(Delivery).where(Delivery.id == delivery.id, Delivery.status.in_(since)).values(status=to, note=report),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    db.session.expire(delivery, ["status", "note", "updated_at"])
+    return bool(moved)
 
 
 def reported(delivery: "models.Delivery", report: str) -> None:
