@@ -23,7 +23,8 @@ ratios (rates are medians too):
 - the dashboard's figures at ``--rows`` signatures and five letters each,
   next to an empty database, on SQLite and PostgreSQL (a throwaway cluster,
   like tests/conftest.py), with the old full count for comparison; and the
-  time of ``clamor purge``, ``clamor forget`` and ``clamor export`` there
+  time of ``clamor purge``, ``clamor forget``, ``clamor export`` and
+  ``clamor deliveries --csv --campaign`` there
   (on SQLite, with the longest a writer beside the purge waited for the
   write lock, which a signing request waits for at most 30 s).
 
@@ -375,6 +376,7 @@ def dashboard_figures_at_size(name, uri, fill, rows, folder, with_cli):
         if waits:
             out["purge_lock_wait"] = waits.longest
         out["export"] = timed(lambda: run("export"))
+        out["letters_csv"] = timed(lambda: run("deliveries", "--csv", "--campaign", SLUG))
     return out
 
 
@@ -463,7 +465,8 @@ def main():
                       f" {d['letters']:,} letters: {d['full'] * 1000:7.1f} ms  (target <= 300 ms;"
                       f" counted from the rows: {d['old'] * 1000:,.0f} ms)")
                 print(f"          {name:10s} bulk fill {d['fill']:.1f} s, backfill of the totals {d['backfill']:.1f} s;"
-                      f" clamor forget {d['forget']:.2f} s, purge {d['purge']:.2f} s, export {d['export']:.1f} s")
+                      f" clamor forget {d['forget']:.2f} s, purge {d['purge']:.2f} s, export {d['export']:.1f} s,"
+                      f" the campaign's letters as CSV {d['letters_csv']:.1f} s")
                 if "purge_lock_wait" in d:
                     print(f"          {name:10s} longest wait for the write lock during the purge, as a signing"
                           f" request: {d['purge_lock_wait']:.2f} s  (signing gives up after 30 s)")

@@ -132,7 +132,7 @@ def delivered(delivery: "models.Delivery", report: str) -> bool:
     yet (pending, sending, held, failed).
     """
     check("delivery", delivery.status, DeliveryStatus.DELIVERED, WENT_OUT)
-    if delivery.status == DeliveryStatus.SENT and _moved(delivery, DeliveryStatus.SENT, DeliveryStatus.DELIVERED,
+    if delivery.status == DeliveryStatus.SENT and _moved(delivery, (DeliveryStatus.SENT,), DeliveryStatus.DELIVERED,
                                                          report):
         targets.delivery_counted(delivery)
         return True
@@ -159,7 +159,7 @@ def bounced(delivery: "models.Delivery", report: str) -> bool:
 
 
 def _moved(delivery, since, to, report):
-    """Move ``delivery`` from ``since`` (a status or several) to ``to``, ``report`` its note; True if it moved.
+    """Move ``delivery`` from one of the statuses ``since`` to ``to``, ``report`` its note; True if it moved.
 
     One conditional UPDATE: two processes may report on one letter at once
     (the delivery thread of each gunicorn worker polls the bounce mailbox;
@@ -168,7 +168,6 @@ def _moved(delivery, since, to, report):
     where the row changed, to be read again as it is now.
     """
     Delivery = models.Delivery
-    since = (since,) if isinstance(since, str) else since
     moved = db.session.execute(
         update(Delivery).where(Delivery.id == delivery.id, Delivery.status.in_(since)).values(status=to, note=report),
         execution_options={"synchronize_session": False},
