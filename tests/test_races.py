@@ -17,7 +17,7 @@ from test_states import letters, signature_counts, store
 from app import privacy, states
 from app.delivery import Receipt
 from app.extensions import db
-from app.models import Signature, utcnow
+from app.models import Delivery, Signature, TargetHealth, utcnow
 from app.signing import confirm_signature
 from app.tokens import make_token
 
@@ -78,21 +78,26 @@ def test_a_click_on_confirm_that_purge_beat_gets_the_unknown_link_page(app):
         assert signature_counts() == (0, 0, 0, 0)
 
 
+def read_then_bounced_elsewhere(app):
+    """A sent letter, as this request read it, after another request bounced it and committed."""
+    store(app, states.accept)
+    [letter_id, *_] = states.claim(100, timedelta(minutes=5), utcnow())
+    db.session.commit()
+    states.sent(db.session.get(Delivery, letter_id), Receipt())
+    db.session.commit()
+    read = db.session.get(Delivery, letter_id)
+    assert read.status == "sent"
+    with app.app_context():
+        assert states.bounced(db.session.get(Delivery, letter_id), "550 no such user") is True
+        db.session.commit()
+    return read
+
+
 def test_one_bounce_read_by_two_pollers_at_once_counts_once(app):
     # Two delivery threads (one per gunicorn worker) fetch the same bounce from the mailbox.
-    from app.models import Delivery, TargetHealth
-
     with app.app_context():
-        store(app, states.accept)
-        [letter_id, *_] = states.claim(100, timedelta(minutes=5), utcnow())
-        db.session.commit()
-        states.sent(db.session.get(Delivery, letter_id), Receipt())
-        db.session.commit()
-        first = db.session.get(Delivery, letter_id)
-        assert first.status == "sent"
-        with app.app_context():
-            assert states.bounced(db.session.get(Delivery, letter_id), "550 no such user") is True
-            db.session.commit()
+        first = read_then_bounced_elsewhere(app)
+        letter_id = first.id
         assert states.bounced(first, "550 no such user") is False
         db.session.commit()
         db.session.expire_all()
@@ -102,18 +107,9 @@ def test_one_bounce_read_by_two_pollers_at_once_counts_once(app):
 
 def test_a_delivered_report_racing_a_bounce_never_undoes_it(app):
     # Two webhook calls in two workers: "delivered" read the letter sent, then the bounce was committed.
-    from app.models import Delivery, TargetHealth
-
     with app.app_context():
-        store(app, states.accept)
-        [letter_id, *_] = states.claim(100, timedelta(minutes=5), utcnow())
-        db.session.commit()
-        states.sent(db.session.get(Delivery, letter_id), Receipt())
-        db.session.commit()
-        late = db.session.get(Delivery, letter_id)
-        with app.app_context():
-            assert states.bounced(db.session.get(Delivery, letter_id), "550 no such user") is True
-            db.session.commit()
+        late = read_then_bounced_elsewhere(app)
+        letter_id = late.id
         assert states.delivered(late, "250 delivered") is False
         db.session.commit()
         db.session.expire_all()
