@@ -317,20 +317,29 @@ def status_path(app, email="anna@example.org"):
         return status_url(signature).removeprefix(app.config["BASE_URL"])
 
 
-def statements_during(app, action):
-    """The SQL statements ``action()`` sent to ``app``'s database, in order."""
+def statements_during(app, action, parameters=False):
+    """The SQL statements ``action()`` sent to ``app``'s database, in order; (statement, parameters) pairs if asked."""
     from sqlalchemy import event
 
     seen = []
     with app.app_context():
         engine = db.engine
-    listener = lambda conn, cursor, statement, *args: seen.append(statement)  # noqa: E731
+
+    def listener(conn, cursor, statement, sent, *args):
+        seen.append((statement, sent) if parameters else statement)
+
     event.listen(engine, "before_cursor_execute", listener)
     try:
         action()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
     return seen
+
+
+def sqlite_plan(statement, parameters):
+    """SQLite's plan for ``statement`` (EXPLAIN QUERY PLAN), its steps joined by " / ". Needs an app context."""
+    cursor = db.session.connection().connection.cursor()
+    return " / ".join(row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters))
 
 
 def counts():

@@ -4,7 +4,7 @@ import csv
 import io
 
 import pytest
-from conftest import SLUG, add_organiser, login, sign
+from conftest import SLUG, add_organiser, login, sign, sqlite_plan, statements_during
 from sqlalchemy import select, update
 
 from app.extensions import db
@@ -92,23 +92,13 @@ def test_rows_are_read_a_batch_at_a_time(app, monkeypatch):
 def test_each_batch_of_a_campaigns_letters_reads_on_in_id_order_without_sorting_them_all(app):
     # SQLite keeps no statistics: given the campaign's index, it read all of
     # the campaign's letters and sorted them for every batch of 500.
-    from sqlalchemy import event
-
     from app.letters_csv import letter_rows
 
     sign(app.test_client())
     with app.app_context():
-        seen = []
-
-        def keep(connection, cursor, statement, parameters, *rest):
-            seen.append((statement, parameters))
-
-        event.listen(db.engine, "before_cursor_execute", keep)
-        try:
-            assert len(list(letter_rows(SLUG))) == 5
-        finally:
-            event.remove(db.engine, "before_cursor_execute", keep)
+        rows = []
+        seen = statements_during(app, lambda: rows.extend(letter_rows(SLUG)), parameters=True)
+        assert len(rows) == 5
         [(statement, parameters)] = [(s, p) for s, p in seen if "FROM delivery" in s]
-        cursor = db.session.connection().connection.cursor()
-        plan = " / ".join(row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+        plan = sqlite_plan(statement, parameters)
         assert "USING INTEGER PRIMARY KEY (rowid>?)" in plan and "TEMP B-TREE" not in plan, plan

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SLUG
+from conftest import ROOT, SLUG, sqlite_plan, statements_during
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
@@ -172,22 +172,11 @@ def test_removing_signatures_finds_their_letters_by_the_signature_index(app):
     with app.app_context():
         # More signatures than there are statuses a sent letter can have: fewer, and SQLite takes signature_id's.
         removed = [store(app, states.accept, email=f"s{i}@example.org") for i in range(5)]
-        seen = []
-
-        def keep(connection, cursor, statement, parameters, *rest):
-            seen.append((statement, parameters))
-
-        event.listen(db.engine, "before_cursor_execute", keep)
-        try:
-            states.remove(removed)
-            db.session.commit()
-        finally:
-            event.remove(db.engine, "before_cursor_execute", keep)
+        seen = statements_during(app, lambda: (states.remove(removed), db.session.commit()), parameters=True)
         on_letters = [(s, p) for s, p in seen if s.startswith(("DELETE FROM delivery ", "UPDATE delivery "))]
         assert len(on_letters) == 2
-        cursor = db.session.connection().connection.cursor()
         for statement, parameters in on_letters:
-            plan = " ".join(row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+            plan = sqlite_plan(statement, parameters)
             assert "INDEX ix_delivery_signature_id (signature_id=?)" in plan and "status" not in plan, plan
         assert letters(removed[0]) == [] and db.session.get(Signature, removed[0]) is None
 
