@@ -5,7 +5,9 @@ own process and kills it, as tests/test_faults.py does.
 """
 
 import collections
+import functools
 import logging
+import re
 import signal
 
 import pytest
@@ -38,17 +40,32 @@ class CommittedWhenTold:
         self.failed[delivery.id] = self._committed_status(delivery)
 
 
-def outcome_updates(app):
-    """The executemany UPDATEs of ``delivery`` the app's engine runs from now on: one row count each."""
-    counts = []
+def statements_by_connection(app):
+    """What each new SQLite connection of the app runs from now on: connection -> ["update" per outcome row, "commit"].
 
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if executemany and statement.lstrip().upper().startswith("UPDATE DELIVERY"):
-            counts.append(len(parameters))
+    Read by SQLite itself (its trace callback), below SQLAlchemy: the
+    outcomes are written on a DBAPI connection of the writer's own.
+    """
+    runs, last = collections.defaultdict(list), {}
+
+    def trace(connection, statement):
+        # SQLite reports a statement again at the start of each trigger it
+        # runs (the totals' triggers): one row's UPDATE, with its values, once.
+        if last.get(connection) == statement:
+            return
+        last[connection] = statement
+        if re.match(r"\s*UPDATE delivery SET .* WHERE delivery\.id = ", statement, re.S):
+            runs[connection].append("update")
+        elif statement.strip().upper() == "COMMIT":
+            runs[connection].append("commit")
+
+    def traced(dbapi_connection, record):
+        dbapi_connection.set_trace_callback(functools.partial(trace, id(dbapi_connection)))
 
     with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", count)
-    return counts
+        db.engine.dispose()  # every connection from now on is a new, traced one
+        event.listen(db.engine, "connect", traced)
+    return runs
 
 
 def database_settings(database, request):
@@ -81,16 +98,20 @@ def test_grouped_commits_send_every_letter_once_and_record_it(make_app, sink, co
 
 
 @pytest.mark.slow
-def test_a_batch_is_written_with_one_executemany_update(make_app, sink):
+@pytest.mark.parametrize("window, commits", [(50, 1), (0, 50)])
+def test_a_batch_is_written_in_one_commit_or_one_per_letter(make_app, sink, window, commits):
     # A commit window longer than the batch takes: its outcomes are committed
     # once, at its end (a batch of 50 to a local server takes well under 50 s).
+    # Without one, each outcome has a commit of its own.
     server = sink()
-    app = smtp_backed_app(make_app, server, DELIVERY_COMMIT_SECONDS=50, TARGET_HOURLY_CAP=0)
+    app = smtp_backed_app(make_app, server, DELIVERY_COMMIT_SECONDS=window, TARGET_HOURLY_CAP=0)
     expected = queue_signatures(app, 10)
-    updates = outcome_updates(app)
+    runs = statements_by_connection(app)
     with app.app_context():
         assert deliver_due() == expected
-    assert updates == [expected]
+    writers = [run for run in runs.values() if "update" in run]
+    assert len(writers) == 1  # one connection wrote every outcome
+    assert writers[0] == (["update"] * (expected // commits) + ["commit"]) * commits
     assert set(stored(app).values()) == {"sent"}
 
 
@@ -189,6 +210,27 @@ def test_a_killed_worker_sends_again_at_most_one_commit_window(make_app, instanc
     assert window / delay + 2 < settings["DELIVERY_BATCH_SIZE"] / 2  # a bound tighter than "the batch"
     with app.app_context():
         assert Delivery.query.filter_by(campaign=SLUG).count() == expected
+
+
+@pytest.mark.parametrize("window", [0, 1])
+def test_an_outcome_that_cannot_be_written_stops_the_batch_and_its_letters_stay_claimed(make_app, sink, window):
+    # The outcomes' writer fails (a disk that is full, say, here a trigger
+    # refusing the row): the batch must stop, loudly, not go on sending
+    # letters whose outcomes cannot be recorded.
+    server = sink()
+    app = smtp_backed_app(make_app, server, TARGET_HOURLY_CAP=0, DELIVERY_COMMIT_SECONDS=window)
+    expected = queue_signatures(app, 10)
+    with app.app_context():
+        db.session.execute(text("CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON delivery "
+                                "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"))
+        db.session.commit()
+        with pytest.raises(Exception, match="the disk is full"):
+            deliver_due()
+    # Nothing recorded, nothing lost: every letter is still claimed, due again when its lease ends.
+    assert set(stored(app).values()) == {"sending"} and len(stored(app)) == expected
+    # One commit per letter: it stopped at the first failed outcome, or at the
+    # letter sent while it was being written; grouped, at the batch's end (its one commit).
+    assert len(server.inbox.envelopes) in ((1, 2) if not window else (expected,))
 
 
 @pytest.mark.parametrize("seconds", [-1, "0.5", True, None, 60])

@@ -1,15 +1,21 @@
 """The outcomes of a batch on their way to the database: one commit each, or grouped (DELIVERY_COMMIT_SECONDS).
 
 A commit on SQLite (WAL), with the totals' triggers, costs more than
-sending a letter to a fast local relay. With ``DELIVERY_COMMIT_SECONDS`` above 0 the batch's thread keeps the
-outcomes it recorded and writes them together, with one executemany
+sending a letter to a fast local relay. So the outcomes are written by a
+thread of their own, on a connection of their own, while the batch's
+thread sends the next letter (:class:`Outcomes`). With
+``DELIVERY_COMMIT_SECONDS`` above 0 the batch's thread keeps the outcomes
+it recorded and hands them over together, written with one executemany
 ``UPDATE … WHERE id = ?``, at most that many seconds after the oldest of
 them. The price is the crash window: a worker killed meanwhile loses those
 outcomes, and their letters (already at the server) go again once their
 lease ends.
 """
 
+import functools
 import logging
+import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -18,7 +24,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 
 from ..extensions import db
-from ..models import Delivery
+from ..models import Delivery, utcnow
 from .queue import _taken_changes
 
 # One logger for the whole package, named as before it was one.
@@ -28,7 +34,6 @@ _TABLE = Delivery.__table__
 #: Parameter name of the row's id: a column's own name is reserved for its SET clause.
 _ID = "delivery_id"
 _UPDATE = update(_TABLE).where(_TABLE.c.id == bindparam(_ID))
-_PRESENT = select(_TABLE.c.id).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def commit_seconds(config: Mapping[str, Any]) -> float:
@@ -50,11 +55,23 @@ def commit_seconds(config: Mapping[str, Any]) -> float:
 class Outcomes:
     """A batch's outcomes not yet committed, and the ``letter_sent``/``letter_failed`` calls that wait for them.
 
-    Hooks run after the commit that records their letter, so a plugin never
-    hears of an outcome a crash could still undo; a letter whose row was
-    deleted meanwhile (``clamor forget``) has no recorded outcome, and its
-    hooks do not run.
+    The outcomes are written and committed by a thread of their own
+    (:class:`_Writer`) on a connection of its own, while the batch's thread
+    goes on building and sending: the database's time (SQLite's UPDATE and
+    commit, PostgreSQL's round trips) overlaps the sending instead of adding
+    to it. At most :attr:`UNWRITTEN` commits wait for the writer; the batch
+    waits beyond that, so a worker that dies loses no more than they held:
+    with one connection, the outcome of the letter at the server and of the
+    one being committed. Grouped commits (``DELIVERY_COMMIT_SECONDS``) are
+    waited for, once a window, so a crash loses at most one window's.
+
+    Hooks run in the batch's thread after the commit that records their
+    letter, so a plugin never hears of an outcome a crash could still undo;
+    a letter whose row was deleted meanwhile (``clamor forget``) has no
+    recorded outcome, and its hooks do not run.
     """
+
+    UNWRITTEN = 1
 
     def __init__(self, state: Any, seconds: float) -> None:
         self.state, self.seconds = state, seconds
@@ -62,6 +79,7 @@ class Outcomes:
         self.pending: list[tuple[int, dict[str, Any], list]] = []
         self.hooks: list[tuple[str, dict[str, Any]]] = []
         self.oldest = 0.0
+        self.writer: _Writer | None = None
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call plugin hook ``hook`` with ``kwargs`` after the commit of the outcome :meth:`add` takes next."""
@@ -84,44 +102,177 @@ class Outcomes:
         return max(0.0, self.oldest + self.seconds - time.monotonic())
 
     def commit(self) -> None:
-        """Write and commit every outcome held, then run their hooks (those of rows still there)."""
+        """Hand every outcome held to the writer; run the hooks of what it committed meanwhile.
+
+        Waits while :attr:`UNWRITTEN` commits are waiting already (for a
+        grouped commit, until it is made). Raises the writer's error, if a
+        write failed.
+        """
         pending, self.pending = self.pending, []
-        missing = _update(pending) if pending else set()
-        db.session.commit()
-        for delivery_id, _changes, hooks in pending:
-            if delivery_id in missing:
-                log.info("delivery %s was deleted while it was being sent", delivery_id)
+        if self.writer is None:
+            self.writer = _Writer(db.engine)
+        self._run_hooks(self.writer.hand_over(pending, 0 if self.seconds else self.UNWRITTEN))
+
+    def finish(self) -> None:
+        """Commit what is held and wait until everything is committed; run the hooks; stop the writer."""
+        if self.pending:
+            self.commit()
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            self._run_hooks(writer.close())
+
+    def _run_hooks(self, written):
+        called = False
+        for delivery_id, hooks in written:
+            if delivery_id is None:
                 continue
             for hook, kwargs in hooks:
-                _notify(self.state, hook, **kwargs)
+                called |= _notify(self.state, hook, **kwargs)
+        if called:
+            # A plugin may have written through the session: committed now, or
+            # its write lock (SQLite) would keep the writer waiting.
+            db.session.commit()
 
 
-def _update(pending):
+class _Writer:
+    """A thread that writes and commits, in the order given, the outcomes handed to it, on a connection of its own."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.jobs = queue.SimpleQueue()
+        self.done = queue.SimpleQueue()
+        self.waiting = 0
+        self.thread = threading.Thread(target=self._run, name="clamor-outcomes", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        connection = None
+        try:
+            while (pending := self.jobs.get()) is not None:
+                try:
+                    # Opened on first use, and again after a failure (the database was down, say).
+                    connection = connection or self.engine.raw_connection()
+                    missing = _update(connection, self.engine.dialect, pending)
+                    connection.commit()
+                except BaseException as exc:  # handed to the batch's thread, which stops the batch
+                    connection = _discard(connection)
+                    self.done.put(exc)
+                    continue
+                for delivery_id, _changes, _hooks in pending:
+                    if delivery_id in missing:
+                        log.info("delivery %s was deleted while it was being sent", delivery_id)
+                self.done.put([(None if delivery_id in missing else delivery_id, hooks)
+                               for delivery_id, _changes, hooks in pending])
+        finally:
+            _discard(connection)
+
+    def hand_over(self, pending, unwritten):
+        """Queue ``pending`` for writing; wait while more than ``unwritten`` are queued; return what was written."""
+        self.jobs.put(pending)
+        self.waiting += 1
+        written = []
+        while self.waiting > unwritten or not self.done.empty():
+            written += self._take(self.done.get())
+        return written
+
+    def close(self):
+        """Wait for every write, stop the thread; return what was written (raise the first error)."""
+        self.jobs.put(None)
+        written = []
+        while self.waiting:
+            written += self._take(self.done.get())
+        self.thread.join()
+        return written
+
+    def _take(self, result):
+        self.waiting -= 1
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+def _update(connection, dialect, pending):
     """One executemany UPDATE per set of changed columns (one in a batch of sent letters); return ids not found.
 
-    On the session's connection, not through the ORM (whose flush of one row
-    cost twice as much as sending the letter). A row deleted meanwhile
-    updates nothing; the ids still there are read back, in the same
-    transaction, only when the driver's count does not already say all were.
+    ``connection``: the writer's DBAPI connection (:meth:`Engine.raw_connection`).
+    Not through the ORM, whose flush of one row cost twice as much as
+    sending the letter, nor SQLAlchemy's ``execute``, whose own work per
+    call was half of SQLite's (and, in the writer's thread, held the
+    interpreter's lock the batch's thread needs): the statement is compiled
+    by SQLAlchemy once per set of columns (:func:`_statement`). A row
+    deleted meanwhile updates nothing; when the driver's count says some
+    row was not there, each id is looked up, in the same transaction.
     """
     groups = defaultdict(list)
+    now = utcnow()
     for delivery_id, changes, _hooks in pending:
         if changes:
-            groups[tuple(sorted(changes))].append({_ID: delivery_id, **changes})
-    connection = db.session.connection()
-    updated = 0
-    for rows in groups.values():
-        # The SET clause is the columns the parameters name (besides the id).
-        updated += connection.execute(_UPDATE, rows).rowcount
-    expected = sum(len(rows) for rows in groups.values())
-    if updated == expected and (expected < 2 or connection.dialect.supports_sane_multi_rowcount):
-        return set()
-    ids = [delivery_id for delivery_id, changes, _hooks in pending if changes]
-    return set(ids) - set(connection.execute(_PRESENT, {"ids": ids}).scalars())
+            # updated_at: what the column's onupdate would have set through SQLAlchemy.
+            row = {**changes, "updated_at": now}
+            groups[tuple(sorted(row))].append({**row, _ID: delivery_id})
+    cursor = connection.cursor()
+    try:
+        updated = 0
+        for columns, rows in groups.items():
+            sql, order, convert = _statement(dialect, columns)
+            cursor.executemany(sql, [convert(row) for row in rows] if order is None
+                               else [tuple(convert(row)[name] for name in order) for row in rows])
+            updated += cursor.rowcount
+        ids = [delivery_id for delivery_id, changes, _hooks in pending if changes]
+        if updated == len(ids) and (len(ids) < 2 or dialect.supports_sane_multi_rowcount):
+            return set()
+        sql, order, convert = _statement(dialect, None)
+        missing = set()
+        for delivery_id in ids:
+            cursor.execute(sql, convert({_ID: delivery_id}) if order is None else (delivery_id,))
+            if cursor.fetchone() is None:
+                missing.add(delivery_id)
+        return missing
+    finally:
+        cursor.close()
+
+
+def _discard(connection):
+    """Roll back and close ``connection`` (a DBAPI connection, or None) whatever state it is in; return None."""
+    for step in ("rollback", "close") if connection is not None else ():
+        try:
+            getattr(connection, step)()
+        except Exception:  # a broken connection: the pool drops it
+            log.debug("the outcome writer's connection failed to %s", step, exc_info=True)
+
+
+@functools.cache
+def _statement(dialect, columns):
+    """(SQL, positional parameter names or None for named ones, row converter) of the UPDATE of ``columns``.
+
+    ``columns`` None: the SELECT that finds a row by id. The converter
+    applies each column type's bind processor for ``dialect`` (SQLite keeps
+    times as text), as SQLAlchemy's own execute would.
+    """
+    if columns is None:
+        compiled = select(_TABLE.c.id).where(_TABLE.c.id == bindparam(_ID)).compile(dialect=dialect)
+    else:
+        compiled = _UPDATE.compile(dialect=dialect, column_keys=list(columns))
+    processors = {}
+    for name in columns or ():
+        processor = _TABLE.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+
+    def convert(row):
+        return {name: processors[name](value) if name in processors else value for name, value in row.items()}
+
+    order = compiled.positiontup
+    return compiled.string, (list(order) if order is not None and dialect.positional else None), convert
 
 
 def _notify(state, hook, **kwargs):
+    """Call plugin hook ``hook``; False when no plugin implements it (nothing was called)."""
+    caller = getattr(state.plugin_manager.hook, hook)
+    if not caller.get_hookimpls():
+        return False
     try:
-        getattr(state.plugin_manager.hook, hook)(**kwargs)
+        caller(**kwargs)
     except Exception:
         log.exception("a %s hook raised; the delivery's status stands", hook)
+    return True

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, inspect, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, inspect, select
 from sqlalchemy.orm.attributes import NO_VALUE, set_committed_value
 
 from .. import states
@@ -62,35 +62,13 @@ def set_paused(paused: bool) -> None:
     db.session.commit()
 
 
-def _write(delivery):
-    """Commit the outcome recorded on ``delivery``; False when its row was deleted while it was being sent.
-
-    One ``UPDATE … WHERE id = ?`` of the columns the transition changed, then
-    the commit: the ORM's flush of one row cost twice as much as sending the
-    letter. The object holds what was written, as a flush would leave it,
-    and leaves the session (the batch is done with it). A row deleted meanwhile (``clamor forget``) updates
-    nothing: that outcome has no row to go to, and nothing else is lost.
-    """
-    delivery_id, changes = _taken_changes(delivery)
-    written = True
-    if changes:
-        table = Delivery.__table__
-        # On the session's connection, not through the ORM (which would flush this very row first).
-        result = db.session.connection().execute(update(table).where(table.c.id == delivery_id).values(changes))
-        written = result.rowcount == 1
-    db.session.commit()
-    if not written:
-        log.info("delivery %s was deleted while it was being sent", delivery_id)
-    return written
-
-
 def _taken_changes(delivery):
-    """(id, {column: new value}) of what was changed on ``delivery``, which leaves the session as if flushed.
+    """(id, {column: new value}) of what was changed on the detached ``delivery``, which then holds them as committed.
 
-    The object holds the new values as committed ones. Out of the session:
-    still marked modified, it would cost the next commit a flush that finds
-    nothing to write, and the next query a flush onto a row a forget may
-    have deleted. The batch is done with it.
+    The batch's deliveries are detached from the session as soon as they are
+    loaded (:func:`app.delivery.worker.deliver_due`): no query can flush a
+    change onto a row (one a forget may have deleted), and each outcome is
+    written once, by the writer (:mod:`app.delivery.commits`).
     """
     state = inspect(delivery)
     # Only the attributes set since the load can have changed: committed_state
@@ -102,7 +80,6 @@ def _taken_changes(delivery):
                if key in _COLUMNS and key in new and (old[key] is NO_VALUE or old[key] != new[key])}
     for key, value in changes.items():
         set_committed_value(delivery, key, value)
-    db.session.expunge(delivery)
     return state.identity[0], changes
 
 
@@ -242,7 +219,7 @@ class _Presence:
         self.checked, self.present, self.checked_at = set(), set(), 0.0
 
     def still_claimed(self, delivery, again=False):
-        """False when ``delivery`` was deleted since the batch was claimed (then it is expunged).
+        """False when ``delivery`` was deleted since the batch was claimed.
 
         ``again``: read its row now, whatever was read before.
         """
@@ -254,7 +231,6 @@ class _Presence:
             self.checked_at = time.monotonic()
         if delivery_id in self.present:
             return True
-        db.session.expunge(delivery)
         log.info("delivery %s was deleted before it was sent; skipped", delivery_id)
         return False
 

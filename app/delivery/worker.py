@@ -78,15 +78,18 @@ def deliver_due(app: Flask | None = None, limit: int | None = None) -> int:
         return 0
     senders = _Senders(app, connections)
     try:
-        # The batch's rows are leased to this worker, so what was loaded stays
-        # true after each commit; expiring it would reload every row (and its
-        # signature) one query at a time. The session is removed below.
-        db.session().expire_on_commit = False
         query = (
             select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)
             .options(selectinload(Delivery.signature))
         )
-        _send_batch(db.session.scalars(query).all(), state, config, senders.send, keep=2 * connections - 1)
+        batch = db.session.scalars(query).all()
+        # The batch's rows are leased to this worker, so what was loaded stays
+        # true. Detached, the objects take each transition of app.states
+        # without the session ever flushing one (a query's autoflush would
+        # write it in this thread's transaction, beside the writer's); the
+        # writer writes them (app.delivery.commits).
+        db.session.expunge_all()
+        _send_batch(batch, state, config, senders.send, keep=2 * connections - 1)
     finally:
         senders.close()
         db.session.remove()
@@ -106,11 +109,12 @@ def _send_batch(batch, state, config, send, keep):
             # With several connections sending goes on in their threads
             # meanwhile (each has a letter queued behind the one it sends, so
             # none waits for this thread); with one, it went on here.
-            # Outcomes are recorded here, in this thread and its session.
+            # Outcomes are recorded here, in this thread, and written by the
+            # outcomes' writer (app.delivery.commits).
             run.record_finished(keep)
         run.record_finished(0)
     finally:  # also when the batch stops on an error: what was sent stays recorded
-        run.outcomes.commit()
+        run.outcomes.finish()
 
 
 class _BatchRun:
@@ -159,10 +163,11 @@ class _BatchRun:
     def record_finished(self, keep):
         """Record the letters whose sending finished, waiting until at most ``keep`` are in flight.
 
-        Each outcome is committed as soon as it is known (with
+        Each outcome is handed to the writer as soon as it is known (with
         DELIVERY_COMMIT_SECONDS, within that many seconds): a worker that dies
         loses only the outcomes of letters at the server (one with one
-        connection, two per connection with more) or held for a commit. A letter given back
+        connection, two per connection with more), held for a commit, or
+        being committed (:class:`~app.delivery.commits.Outcomes`). A letter given back
         unsent (:class:`_Unchecked`) is handed over again if its row is still there.
         """
         while self.in_flight:
