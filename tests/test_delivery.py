@@ -1,6 +1,7 @@
 """The worker and the built-in backends, against a real SMTP server on loopback."""
 
 import email.utils
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -51,6 +52,20 @@ def test_worker_delivers_every_letter_to_a_real_smtp_server(smtp_config, smtp_se
 
     with app.app_context():
         assert deliver_due() == 0  # nothing is sent twice
+
+
+def test_a_batch_logs_one_line_for_the_letters_each_backend_sent(smtp_config, smtp_server, app, client, caplog):
+    # A line a letter, at hundreds of letters a second, is more than journald
+    # takes from a service by default: the batch says what it sent in one.
+    caplog.set_level(logging.INFO, logger="app.delivery")
+    sign(client, email="anna@example.org")
+    sign(app.test_client(), email="bob@example.org", name="Bob")
+    with app.app_context():
+        assert deliver_due() == 10
+        ids = sorted(d.id for d in Delivery.query if d.status == "sent")
+    assert len(ids) == 10 and len(smtp_server.inbox.messages) == 10
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.delivery" and r.levelno >= logging.INFO]
+    assert lines == [f"10 letters sent by smtp (deliveries {ids[0]} to {ids[-1]})"]
 
 
 def test_crlf_in_name_adds_no_header(smtp_config, smtp_server, app):
