@@ -111,17 +111,20 @@ class Outcomes:
         pending, self.pending = self.pending, []
         if self.writer is None:
             self.writer = _Writer(db.engine)
-        self._run_hooks(self.writer.hand_over(pending, 0 if self.seconds else self.UNWRITTEN))
+        self._settle(*self.writer.hand_over(pending, 0 if self.seconds else self.UNWRITTEN))
 
     def finish(self) -> None:
         """Commit what is held and wait until everything is committed; run the hooks; stop the writer."""
-        if self.pending:
-            self.commit()
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            self._run_hooks(writer.close())
+        try:
+            if self.pending:
+                self.commit()
+        finally:  # the writer stops even when the last commit failed
+            if self.writer is not None:
+                writer, self.writer = self.writer, None
+                self._settle(*writer.close())
 
-    def _run_hooks(self, written):
+    def _settle(self, written, error):
+        """Run the hooks of the outcomes ``written``, then raise the writer's ``error``, if any."""
         called = False
         for delivery_id, hooks in written:
             if delivery_id is None:
@@ -132,6 +135,8 @@ class Outcomes:
             # A plugin may have written through the session: committed now, or
             # its write lock (SQLite) would keep the writer waiting.
             db.session.commit()
+        if error is not None:
+            raise error
 
 
 class _Writer:
@@ -167,28 +172,29 @@ class _Writer:
             _discard(connection)
 
     def hand_over(self, pending, unwritten):
-        """Queue ``pending`` for writing; wait while more than ``unwritten`` are queued; return what was written."""
+        """Queue ``pending`` for writing; wait while more than ``unwritten`` are queued; :meth:`_collect`'s answer."""
         self.jobs.put(pending)
         self.waiting += 1
-        written = []
-        while self.waiting > unwritten or not self.done.empty():
-            written += self._take(self.done.get())
-        return written
+        return self._collect(lambda: self.waiting > unwritten or not self.done.empty())
 
     def close(self):
-        """Wait for every write, stop the thread; return what was written (raise the first error)."""
+        """Wait for every write and stop the thread; :meth:`_collect`'s answer."""
         self.jobs.put(None)
-        written = []
-        while self.waiting:
-            written += self._take(self.done.get())
+        answer = self._collect(lambda: self.waiting)
         self.thread.join()
-        return written
+        return answer
 
-    def _take(self, result):
-        self.waiting -= 1
-        if isinstance(result, BaseException):
-            raise result
-        return result
+    def _collect(self, more):
+        """(what was written, the first error or None) of the writes that finish while ``more()`` holds."""
+        written, error = [], None
+        while more():
+            self.waiting -= 1
+            result = self.done.get()
+            if isinstance(result, BaseException):
+                error = error or result
+            else:
+                written += result
+        return written, error
 
 
 def _update(connection, dialect, pending):
