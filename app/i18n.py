@@ -112,7 +112,9 @@ def remember_language(response: Response, lang: str) -> Response:
     The cookie holds a language code and nothing else: no id, no tracking;
     HttpOnly and SameSite=Lax, Secure when the session cookie is.
     """
-    if request.cookies.get(LANGUAGE_COOKIE) != lang:
+    # ``in`` first: Werkzeug's ``get`` of a missing cookie builds and catches an exception.
+    cookies = request.cookies
+    if LANGUAGE_COOKIE not in cookies or cookies[LANGUAGE_COOKIE] != lang:
         secure = current_app.config.get("SESSION_COOKIE_SECURE", False)
         response.headers.add("Set-Cookie", _language_cookie(lang, secure))
     return response

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, has_request_context, request
+from flask import Flask, Request, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.http import dump_cookie
@@ -151,6 +151,16 @@ class SessionInterface(SecureCookieSessionInterface):
             )
             cached = self._serializer = (keys, serializer)
         return cached[1]
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        """Flask's; a request without the cookie (a first visit) gets a new, empty session without asking for it.
+
+        Werkzeug answers ``request.cookies.get`` of a cookie that is not there
+        by building an exception (a ``BadRequestKeyError``) and catching it.
+        """
+        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Flask's, with the header of a session cookie that lasts until the browser closes drawn directly.
