@@ -86,7 +86,7 @@ class Outcomes:
         self.hooks.append((hook, kwargs))
 
     def add(self, delivery: Delivery) -> None:
-        """Take the outcome recorded on ``delivery`` (it leaves the session); commit when one is due."""
+        """Take the outcome recorded on the detached ``delivery``; commit when one is due."""
         if not self.pending:
             self.oldest = time.monotonic()
         delivery_id, changes = _taken_changes(delivery)
@@ -221,8 +221,10 @@ def _update(connection, dialect, pending):
         updated = 0
         for columns, rows in groups.items():
             sql, order, convert = _statement(dialect, columns)
-            cursor.executemany(sql, [convert(row) for row in rows] if order is None
-                               else [tuple(convert(row)[name] for name in order) for row in rows])
+            parameters = [convert(row) for row in rows]
+            if order is not None:  # a positional paramstyle (SQLite's "?")
+                parameters = [tuple(row[name] for name in order) for row in parameters]
+            cursor.executemany(sql, parameters)
             updated += cursor.rowcount
         ids = [delivery_id for delivery_id, changes, _hooks in pending if changes]
         if updated == len(ids) and (len(ids) < 2 or dialect.supports_sane_multi_rowcount):
