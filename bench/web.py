@@ -18,7 +18,11 @@ ratios (rates are medians too):
   Flask page with a CSRF form meets;
 - sign: POST of a valid form (CSRF token and session cookie fetched
   beforehand, fed to wrk by a Lua script) / a minimal Flask-SQLAlchemy insert
-  and 303 (bench/insert_app.py);
+  and 303 (bench/insert_app.py); beside it, stock Flask, Flask-WTF and
+  SQLAlchemy checking the CSRF token, validating the same fields and writing
+  Clamor's rows (signature, five letters, receipt) into a migrated Clamor
+  database in one transaction (bench/sign_ceiling_app.py) / the same insert
+  app: the ceiling any Flask sign POST with Clamor's schema meets;
 - RSS of each page-serving worker at start, after every 10 s of GETs, and after ``--rss-requests`` GETs;
 - the dashboard's figures at ``--rows`` signatures and five letters each,
   next to an empty database, on SQLite and PostgreSQL (a throwaway cluster,
@@ -228,6 +232,9 @@ def http_figures(args, folder):
     instance = make_instance(folder)
     uri = f"sqlite:///{folder / 'clamor.sqlite3'}"
     migrated_app(instance, uri)
+    ceiling_db = folder / "ceiling.sqlite3"
+    migrated_app(instance, f"sqlite:///{ceiling_db}")
+    ceiling = Gunicorn("sign_ceiling_app:app", {"BENCH_CEILING_DB": str(ceiling_db)})
     clamor = Gunicorn("wsgi:app", clamor_env(instance, uri))
     page_url = f"{clamor.url}/en/{SLUG}/"
     try:
@@ -245,7 +252,11 @@ def http_figures(args, folder):
                  for cookie, token in fetch_forms(page_url, 64)]
         sign_script = lua_post(f"/en/{SLUG}/", forms, folder, "sign.lua")
         insert_script = lua_post("/", [("", urllib.parse.urlencode(fields))], folder, "insert.lua")
+        ceiling_forms = [(cookie, urllib.parse.urlencode({"csrf_token": token, **fields}))
+                         for cookie, token in fetch_forms(ceiling.url + "/", 64)]
+        ceiling_script = lua_post("/", ceiling_forms, folder, "ceiling.lua")
         rates, ratios = paired_rates({"insert": (insert.url + "/", insert_script),
+                                      "sign_ceiling": (ceiling.url + "/", ceiling_script),
                                       "sign": (page_url, sign_script)}, args)
         results.update(rates)
         results["ratios"].update(ratios)
@@ -260,7 +271,7 @@ def http_figures(args, folder):
         results["rss_after"] = clamor.rss_mb()
         results["rss_requests"] = served + before
     finally:
-        for server in (bare, csrf_page, insert, clamor):
+        for server in (bare, csrf_page, insert, ceiling, clamor):
             server.stop()
     return results
 
@@ -440,6 +451,9 @@ def main():
                   f"ratio {r['ratios']['csrf_page']:.2f}  (the framework's ceiling for a page with a form)")
             print(f"sign POST   {r['sign']:8.0f} req/s   minimal insert {r['insert']:8.0f} req/s   "
                   f"ratio {r['ratios']['sign']:.2f}  (target >= 0.5)")
+            print(f"  beside it: stock Flask + Flask-WTF + SQLAlchemy, the same rows in Clamor's schema "
+                  f"{r['sign_ceiling']:8.0f} req/s   ratio {r['ratios']['sign_ceiling']:.2f}  "
+                  "(the framework's ceiling for the sign POST)")
             print(f"worker RSS  start {', '.join(f'{m:.1f}' for m in r['rss_start'])} MB;"
                   f" after ~{r['rss_requests']:,} page GETs {', '.join(f'{m:.1f}' for m in r['rss_after'])} MB"
                   "  (target <= 80, no growth)")
