@@ -81,7 +81,10 @@ def extend_action_form(form_class: "type[ActionForm]", campaign: "Campaign") -> 
     ``draw_alone = True`` is drawn as ``field()`` only (hidden fields, the
     honeypot). A field that sets ``one_time_token = (nonce, expires_at)`` while
     validating has the nonce spent with the signature (see
-    :func:`app.spam.spend_tokens`).
+    :func:`app.spam.spend_tokens`). One that finds its nonce spent sets
+    ``spent_token = nonce`` before raising: the very form that spent it, sent
+    again (a double click on Send), then gets the first answer instead of the
+    field's error (:func:`app.spam.form_sent_already`).
     """
 
 

@@ -247,6 +247,10 @@ class UsedToken(db.Model):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    #: Keyed digest of the whole form that spent the token
+    #: (:func:`app.spam.sent_form_digest`), so the same form sent again (a
+    #: double click on Send) gets the first answer; "" for other tokens.
+    form_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class DeliveryPause(db.Model):

@@ -25,7 +25,7 @@ from .models import Signature, utcnow
 from .pages import page_cache, render_full
 from .security import SessionInterface, check_embed_origins, client_hash, client_key
 from .signing import confirm_signature, store_signature, withdraw_consent
-from .spam import Submission, judge, normalise_email
+from .spam import Submission, form_sent_already, judge, normalise_email
 from .target_choice import chosen_targets
 
 if TYPE_CHECKING:
@@ -183,18 +183,7 @@ def _campaign_page(slug, embed):
         return render_error(403, _("This campaign is closed"),
                             _("This campaign does not accept signatures any more."))
     if form.validate():
-        submission = Submission(
-            name=form.name.data.strip(),
-            email=form.email.data,
-            organisation=(form.organisation.data or "").strip(),
-            country=form.country.data or "",
-            message=form.message.data.replace("\r\n", "\n"),
-            opt_in=form.opt_in.data == "yes",
-            language=g.lang,
-            client_hash=client_key(),
-            form=form,
-            targets=chosen_targets(campaign, form),
-        )
+        submission = _submission(form, campaign)
         verdict = judge(submission, campaign, state.filters["check_submission"])
         if verdict is not None and verdict.action == "reject":
             error = verdict.reason
@@ -205,6 +194,8 @@ def _campaign_page(slug, embed):
                 # Another request spent the same one-time token between
                 # our check and our commit: this one is the replay.
                 db.session.rollback()
+                if form_sent_already(form):
+                    return _sent_again(campaign, embed)
                 log.info("one-time token already spent; submission refused")
                 error = _("This form was sent already. Please check it and send it again.")
             else:
@@ -212,11 +203,39 @@ def _campaign_page(slug, embed):
                 # The same answer whatever happened: the link to the
                 # letter went to the mailbox (see app/signing.py).
                 state.wake_worker()
-                thanks = "public.embed_thanks" if embed else "public.thanks"
-                return redirect(url_for(thanks, slug=campaign.slug), code=303)
+                return _thanks_redirect(campaign, embed)
+    elif form_sent_already(form):
+        return _sent_again(campaign, embed)
     else:
         error = _("Please correct the fields marked below.")
     return render_full(campaign, g.lang, form, error=error, embed=embed)
+
+
+def _submission(form, campaign):
+    """The validated ``form``, cleaned, as spam filters and :func:`app.signing.store_signature` take it."""
+    return Submission(
+        name=form.name.data.strip(),
+        email=form.email.data,
+        organisation=(form.organisation.data or "").strip(),
+        country=form.country.data or "",
+        message=form.message.data.replace("\r\n", "\n"),
+        opt_in=form.opt_in.data == "yes",
+        language=g.lang,
+        client_hash=client_key(),
+        form=form,
+        targets=chosen_targets(campaign, form),
+    )
+
+
+def _thanks_redirect(campaign, embed):
+    thanks = "public.embed_thanks" if embed else "public.thanks"
+    return redirect(url_for(thanks, slug=campaign.slug), code=303)
+
+
+def _sent_again(campaign, embed):
+    """The answer to the very form a stored submission was sent with (a double click on Send): the first answer."""
+    log.info("the same form sent again; answered as the first time, nothing stored")
+    return _thanks_redirect(campaign, embed)
 
 
 @bp.get("/<lang:lang>/<slug>/embed")

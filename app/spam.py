@@ -5,6 +5,9 @@ Filters are plugins implementing ``check_submission`` (and, to add a field,
 docs/spam.md describes the built-in ones and how to write another.
 """
 
+import hashlib
+import hmac
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,11 +15,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pluggy
+from flask import has_request_context, request
 from flask_babel.speaklater import LazyString
 from flask_wtf import FlaskForm
 from sqlalchemy import bindparam, select
 
 from .extensions import db
+from .keys import subkey
 from .models import UsedToken, utcnow
 
 if TYPE_CHECKING:
@@ -205,6 +210,39 @@ def spend_tokens(form: Iterable[object]) -> None:
     """
     # On the connection: the session's execute would take the ORM's bulk-delete path for a table statement.
     db.session.connection().execute(_SWEEP, {"now": utcnow()})
-    for nonce, expires_at in form_tokens(form):
-        db.session.add(UsedToken(nonce=nonce, expires_at=expires_at))
+    tokens = form_tokens(form)
+    digest = sent_form_digest() if tokens and has_request_context() else ""
+    for nonce, expires_at in tokens:
+        db.session.add(UsedToken(nonce=nonce, expires_at=expires_at, form_digest=digest))
+
+
+def sent_form_digest() -> str:
+    """A keyed digest (HMAC-SHA256, hex) of every field and value this request posted.
+
+    The same for the same form sent again, byte for byte; keyed, so the
+    stored digest cannot be checked against a guess of what someone typed.
+    """
+    fields = json.dumps(sorted(request.form.items(multi=True)))
+    return hmac.new(subkey("sent-form"), fields.encode(), hashlib.sha256).hexdigest()
+
+
+def form_sent_already(form: Iterable[object]) -> bool:
+    """True when this request posts exactly the form that spent one of its one-time tokens.
+
+    That is a double click on Send, or Send pressed again while the first
+    answer was on its way: the browser sends the same body twice and shows
+    the answer to the second. The first was stored; the second must get the
+    same answer, not "This form was sent already". Someone else using the
+    same page (Back, on a shared computer) changes at least one field, and
+    still gets the error. Looks at fields that found their token spent
+    (``field.spent_token = nonce``) and at tokens a racing request spent
+    first (``one_time_token``).
+    """
+    nonces = [getattr(field, "spent_token", None) for field in form] + [nonce for nonce, _ in form_tokens(form)]
+    nonces = [nonce for nonce in nonces if nonce]
+    if not nonces or not has_request_context():
+        return False
+    digest = sent_form_digest()
+    stored = db.session.scalars(select(UsedToken.form_digest).where(UsedToken.nonce.in_(nonces))).all()
+    return any(hmac.compare_digest(known, digest) for known in stored if known)
 

@@ -5,7 +5,8 @@ label so screen readers read it, and carries it signed (itsdangerous) in a
 hidden field with a random nonce: nobody can forge an answer, and one answer
 cannot be replayed. The nonce is spent (table ``used_token``) in the
 transaction that stores the signature, so a signed answer lets through one
-letter only, even when two requests race with it.
+letter only, even when two requests race with it. The same form sent twice
+(a double click on Send) gets the first answer again, and stores nothing.
 """
 
 import secrets
@@ -63,6 +64,7 @@ class NumberQuestionField(StringField):
         self.nonce: str | None
         self.expected = self.nonce = None
         self.one_time_token: tuple[str, datetime] | None = None
+        self.spent_token: str | None = None
         if formdata is not None and formdata.get(self.token_name):
             try:
                 signed = _serializer().loads(formdata[self.token_name], max_age=MAX_AGE)
@@ -80,6 +82,9 @@ class NumberQuestionField(StringField):
         if (self.data or "").strip() != self.expected:
             raise ValidationError(_l("That is not the number shown. Please enter the number you see."))
         if token_spent(self.nonce):
+            # The core answers the same form sent again (a double click) as
+            # it answered the first time (app.spam.form_sent_already).
+            self.spent_token = self.nonce
             raise ValidationError(_l("This form was sent already. Please enter the new number shown."))
         # A token older than MAX_AGE is refused by its signature, so the
         # spent nonce need not be remembered longer than that.

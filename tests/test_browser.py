@@ -52,6 +52,54 @@ def test_supporter_signs_the_french_form_in_chromium(browser, screenshots, app, 
     page.close()
 
 
+#: A filter that takes its time, as a busy server would: a second click lands while the first is judged.
+SLOW_FILTER = """
+import time
+
+from app import hookimpl
+
+
+@hookimpl
+def check_submission(submission, campaign):
+    time.sleep(0.8)
+"""
+
+
+def test_a_double_click_on_send_shows_the_thank_you_page_and_stores_one_letter(browser, make_app, instance_path):
+    from conftest import LiveServer
+
+    (instance_path / "plugins").mkdir(exist_ok=True)
+    (instance_path / "plugins" / "slow_filter.py").write_text(SLOW_FILTER)
+    app = make_app(SPAM_FILTERS=["number_question", "slow_filter"])
+    with LiveServer(app) as server:
+        page = browser.new_page(java_script_enabled=False)
+        posts = []
+        page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
+        page.goto(f"{server.url}/en/{SLUG}/")
+        page.fill("#name", "Camille Martin")
+        page.fill("#email", "camille@example.org")
+        label = page.locator('label[for="number_question"]').inner_text()
+        page.fill("#number_question", re.search(r"\d{4}", label).group(0))
+        # Two clicks a quarter of a second apart, as an impatient hand makes them
+        # (Chromium folds the two clicks of an instant double click into one sending).
+        # (By the mouse: a locator's click would wait for the first sending's page.)
+        page.locator("button[type=submit]").scroll_into_view_if_needed()
+        box = page.locator("button[type=submit]").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.click(x, y)
+        page.wait_for_timeout(250)
+        page.mouse.click(x, y)
+        page.wait_for_url(re.compile(r"/en/.+/thanks$"), timeout=10_000)
+        assert "Thank" in page.locator("h1").inner_text()
+        assert "sent already" not in page.locator("main").inner_text()
+        page.close()
+    # The browser did send the form twice; the campaign has it once.
+    assert len(posts) == 2
+    with app.app_context():
+        assert Signature.query.count() == 1
+        assert len(Signature.query.one().deliveries) == 5
+
+
 #: A word of the interface in each language, as the page must show it.
 INTERFACE_WORD = {"en": "Send", "fr": "Envoi", "ru": "Отправить", "kk": "Жіберу"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import SLUG, counts, form_fields, sign
 
-from app.models import Delivery, Signature
+from app.models import Delivery, Signature, UsedToken
 
 URL = f"/fr/{SLUG}/"
 
@@ -44,6 +44,45 @@ def test_a_number_answer_cannot_be_replayed(app, client):
     assert client.post(URL, data=filled(client, email="bob@example.org")).status_code == 303
     with app.app_context():
         assert counts() == (2, 10)
+
+
+def test_the_same_form_sent_twice_gets_the_thank_you_page_again_and_is_stored_once(make_app):
+    app = make_app(SEND_RECEIPT=True)
+    client = app.test_client()
+    data = filled(client)
+    first = client.post(URL, data=data)
+    # A double click on Send: the very same form, and the browser shows the second answer.
+    again = client.post(URL, data=data)
+    assert first.status_code == again.status_code == 303
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Location"].endswith(f"/fr/{SLUG}/thanks")
+    with app.app_context():
+        assert counts() == (1, 6)  # five letters and the receipt
+        assert Delivery.query.filter_by(kind="receipt").count() == 1
+        digest = UsedToken.query.one().form_digest
+        assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    # One field changed (someone else pressing Back on a shared computer): refused, as before.
+    other = client.post(URL, data={**data, "organisation": "Another union"})
+    assert other.status_code == 200
+    assert "Ce formulaire a déjà été envoyé" in text(other)
+    with app.app_context():
+        assert counts() == (1, 6)  # five letters and the receipt
+
+
+def test_the_sent_form_digest_is_keyed_and_covers_the_csrf_token(make_app):
+    from app.spam import sent_form_digest
+
+    form = {"csrf_token": "random-in-the-browser", "name": "Anna Example", "email": "anna@example.org"}
+
+    def digest(app, **changes):
+        with app.test_request_context(URL, method="POST", data={**form, **changes}):
+            return sent_form_digest()
+
+    app, other_key = make_app(), make_app(SECRET_KEY="another-secret")
+    assert digest(app) == digest(app)
+    assert digest(app) != digest(other_key)
+    assert digest(app) != digest(app, csrf_token="another-random-value")
+    assert digest(app) != digest(app, name="Anna Exampl")
 
 
 def test_a_rejected_submission_does_not_spend_the_answer(app, client):
@@ -272,6 +311,23 @@ def test_a_replay_racing_the_first_use_stores_nothing(instance_path, make_app):
     assert "Ce formulaire a déjà été envoyé. Veuillez le vérifier" in text(response)
     with app.app_context():
         assert counts() == (0, 0)
+
+
+def test_the_same_form_racing_its_first_sending_gets_the_thank_you_page(instance_path, make_app):
+    # The other request has the same body: it spent the answer with this form's digest.
+    racer = RACING_REQUEST.replace("from app.models import UsedToken", "from app.models import UsedToken\n"
+                                   "from app.spam import sent_form_digest")
+    racer = racer.replace("expires_at=expires_at)", "expires_at=expires_at, form_digest=sent_form_digest())")
+    (instance_path / "plugins").mkdir()
+    (instance_path / "plugins" / "racing_request.py").write_text(racer)
+    app = make_app(SPAM_FILTERS=["number_question", "racing_request"])
+    response = sign(app.test_client())
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(f"/fr/{SLUG}/thanks")
+    with app.app_context():
+        # Only the other request's work stays (here just its spent answer).
+        assert counts() == (0, 0)
+        assert UsedToken.query.count() == 1
 
 
 def test_the_filter_documented_in_docs_spam_works(instance_path, make_app):
