@@ -57,6 +57,7 @@ from .forms import PostedForm
 from .keys import subkey
 from .links import unsubscribe_url
 from .models import AdminSession, Delivery, Organiser, Signature, utcnow
+from .paging import keyset_page
 from .privacy import retention_ends
 from .security import client_hash
 from .states import SignatureStatus
@@ -272,10 +273,20 @@ def retry_failed(slug: str) -> BaseResponse:
 
 
 @bp.get("/moderation")
-def moderation_page() -> str:
-    """Held submissions, oldest first, with each filter's reason."""
-    return render_template("admin/moderation.html", held=moderation.held_signatures(request.args.get("campaign")),
-                           campaigns=_state().campaigns)
+def moderation_page() -> BaseResponse | str:
+    """Held submissions, oldest first, with each filter's reason; a page at a time (``?after=ID``, ``?before=ID``).
+
+    A wave of spam a filter holds can leave thousands waiting: the moderator
+    gets them ``ADMIN_PAGE_SIZE`` at a time, each page costing what the first does.
+    """
+    slug = request.args.get("campaign") or None
+    before, after = _row_id(request.args.get("before")), _row_id(request.args.get("after"))
+    page = keyset_page(moderation.held_query(slug), Signature.id, current_app.config["ADMIN_PAGE_SIZE"],
+                       before, after, oldest_first=True)
+    if not page.rows and (before is not None or after is not None):
+        return redirect(url_for("admin.moderation_page", campaign=slug))
+    return render_template("admin/moderation.html", held=page.rows, newer=page.newer, older=page.older,
+                           slug=slug, campaigns=_state().campaigns)
 
 
 @bp.post("/moderation/<int:signature_id>/<any(approve, reject):decision>")
@@ -328,24 +339,12 @@ def supporters(slug: str) -> BaseResponse | str:
             for column in (Signature.name, Signature.email, Signature.organisation)
         )).subquery()
         query = select(Signature).where(Signature.id.in_(select(matches.c.id)))
-    if after is not None:
-        # The page just newer than ``after``: the oldest ones above it, shown newest first.
-        rows = db.session.scalars(query.where(Signature.id > after).order_by(Signature.id).limit(size + 1)).all()
-        newer = len(rows) > size
-        rows = rows[:size][::-1]
-        older = True
-    else:
-        if before is not None:
-            query = query.where(Signature.id < before)
-        rows = db.session.scalars(query.order_by(Signature.id.desc()).limit(size + 1)).all()
-        older = len(rows) > size
-        rows = rows[:size]
-        newer = before is not None
-    if not rows and (before is not None or after is not None):
+    page = keyset_page(query, Signature.id, size, before, after)
+    if not page.rows and (before is not None or after is not None):
         return redirect(url_for("admin.supporters", slug=slug, q=q or None))
     total = totals.figures(slug).get("status", {}).get(SignatureStatus.ACCEPTED, 0) if not q else None
-    return render_template("admin/supporters.html", campaign=campaign, rows=rows, q=q, total=total,
-                           newer=newer and rows[0].id, older=older and rows[-1].id)
+    return render_template("admin/supporters.html", campaign=campaign, rows=page.rows, q=q, total=total,
+                           newer=page.newer, older=page.older)
 
 
 @bp.get("/<slug>/export.csv")

@@ -163,7 +163,7 @@ ADMIN_LOGIN_RATE_LIMIT = "5 per minute"
 ADMIN_SESSION_IDLE_MINUTES = 60
 #: An admin session ends this many hours after login, however busy.
 ADMIN_SESSION_MAX_HOURS = 12
-#: Supporters per page in the admin list.
+#: Supporters, or held submissions, per page in the admin lists.
 ADMIN_PAGE_SIZE = 50
 #: The site's public address, e.g. "https://act.example.org". Every absolute
 #: link in an email or an export is built from it, never from the request's

@@ -7,23 +7,31 @@ an app context and commits its own transaction.
 import logging
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from . import states
 from .extensions import db
-from .models import Signature
+from .models import Figure, Signature
 from .states import SignatureStatus
 
 log = logging.getLogger(__name__)
 
 
-def held_signatures(campaign_slug: str | None = None) -> list[Signature]:
-    """Every held :class:`Signature`, oldest first; only ``campaign_slug``'s when given."""
-    query = (select(Signature).where(Signature.status == SignatureStatus.HELD)
-             .order_by(Signature.created_at, Signature.id))
+def held_query(campaign_slug: str | None = None) -> Select:
+    """The held signatures, not ordered; only ``campaign_slug``'s when given (the moderation page pages it by id)."""
+    query = select(Signature).where(Signature.status == SignatureStatus.HELD)
     if campaign_slug:
-        query = query.where(Signature.campaign == campaign_slug)
-    return list(db.session.scalars(query))
+        return query.where(Signature.campaign == campaign_slug)
+    # Through the campaigns that hold any (the running totals), so that each
+    # one's (campaign, status) index is read: with the status alone SQLite
+    # reads every signature (0.3 s at a million when few are held).
+    holding = select(Figure.campaign).where(Figure.name == "status", Figure.key == SignatureStatus.HELD, Figure.n > 0)
+    return query.where(Signature.campaign.in_(holding))
+
+
+def held_signatures(campaign_slug: str | None = None) -> list[Signature]:
+    """Every held :class:`Signature`, oldest first (by id: the order they came in); ``campaign_slug``'s if given."""
+    return list(db.session.scalars(held_query(campaign_slug).order_by(Signature.id)))
 
 
 def approve(signature_id: int) -> Signature:

@@ -208,6 +208,38 @@ def test_moderation_approves_and_rejects(make_app, hold_filter):
 
 
 @pytest.mark.slow
+def test_the_moderation_page_shows_the_held_a_page_at_a_time_oldest_first(make_app, hold_filter):
+    app = make_app(SPAM_FILTERS=hold_filter, ADMIN_PAGE_SIZE=2)
+    client = app.test_client()
+    names = ["Held One", "Held Two", "Held Three", "Held Four", "Held Five"]
+    for i, name in enumerate(names):
+        sign(client, name=name, email=f"held{i}@example.org", message="please hold me")
+    sign(client, name="Accepted Anna", email="anna@example.org")
+    add_organiser(app)
+    login(client)
+
+    def shown(html):
+        return re.findall(r"<h2>(Held \w+) <span", html)
+
+    def link(html, rel, word):
+        return re.search(rf'<a rel="{rel}" href="([^"]+)">{word}</a>', html).group(1).replace("&amp;", "&")
+
+    for start in ("/admin/moderation", f"/admin/moderation?campaign={SLUG}"):
+        first = client.get(start).get_data(as_text=True)
+        assert shown(first) == names[:2] and "Older" not in first
+        second = client.get(link(first, "next", "Newer")).get_data(as_text=True)
+        assert shown(second) == names[2:4]
+        last = client.get(link(second, "next", "Newer")).get_data(as_text=True)
+        assert shown(last) == names[4:] and "Newer" not in last
+        assert shown(client.get(link(last, "prev", "Older")).get_data(as_text=True)) == names[2:4]
+        if "campaign=" in start:
+            assert f"campaign={SLUG}" in link(second, "next", "Newer")
+    # Past the end (all approved meanwhile): back to the first page.
+    gone = client.get("/admin/moderation?after=999999")
+    assert gone.status_code == 302 and gone.headers["Location"].endswith("/admin/moderation")
+
+
+@pytest.mark.slow
 def test_supporters_are_paged_and_searchable(make_app):
     app = make_app(ADMIN_PAGE_SIZE=2)
     client = app.test_client()
