@@ -125,6 +125,20 @@ def test_three_bounces_in_a_row_suspend_a_target_and_resume_sends_its_held_lette
 
 
 @pytest.mark.slow
+def test_resume_releases_the_letters_held_for_the_target_and_keeps_those_held_for_a_moderator(
+    make_app, smtp_server, hold_filter,
+):
+    app = suspended_app(make_app, smtp_server, SPAM_FILTERS=hold_filter)
+    sign(app.test_client(), email="waiting@example.org")
+    sign(app.test_client(), email="moderated@example.org", message="hold me")
+    result = app.test_cli_runner().invoke(args=["targets", "resume", TARGET])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{TARGET} resumed: 1 held letters due now"
+    assert [row[1:] for row in letters_to(app)[1:]] == [("pending", "waiting@example.org"),
+                                                         ("held", "moderated@example.org")]
+
+
+@pytest.mark.slow
 def test_approving_a_held_signature_does_not_release_its_letter_to_a_suspended_target(
     make_app, smtp_server, hold_filter,
 ):
