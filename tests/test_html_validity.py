@@ -50,7 +50,8 @@ def test_the_checker_finds_what_it_is_for(java, tmp_path):
 
 
 def test_every_page_is_valid_html(java, make_app, hold_filter, tmp_path):
-    app = make_app(SPAM_FILTERS=hold_filter)
+    # One a page: the supporters and moderation pages draw their Newer/Older links.
+    app = make_app(SPAM_FILTERS=hold_filter, ADMIN_PAGE_SIZE=1)
     add_organiser(app)
     supporter = app.test_client()
     pages = {}
@@ -64,6 +65,7 @@ def test_every_page_is_valid_html(java, make_app, hold_filter, tmp_path):
         pages[f"{lang}-errors"] = sign(supporter, lang=lang, email="not an address", message="")
         pages[f"{lang}-not-found"] = supporter.get(f"/{lang}/no-such-campaign/")
     sign(supporter, name="Held Harry", email="harry@example.org", message="please hold me")
+    sign(supporter, name="Held Hanna", email="hanna@example.org", message="please hold me")
     organiser = app.test_client()
     pages["login"] = organiser.get("/admin/login")
     login(organiser)
@@ -75,5 +77,7 @@ def test_every_page_is_valid_html(java, make_app, hold_filter, tmp_path):
         (tmp_path / f"{name}.html").write_bytes(response.data)
     assert pages["fr-errors"].status_code == 200 and "aria-invalid" in pages["fr-errors"].get_data(as_text=True)
     assert pages["fr-not-found"].status_code == 404
+    assert 'rel="next"' in pages["moderation"].get_data(as_text=True)
+    assert 'rel="next"' in pages["supporters"].get_data(as_text=True)
     found = nu_errors(java, tmp_path)
     assert found == [], "\n".join(found)
