@@ -5,7 +5,6 @@ Filters are plugins implementing ``check_submission`` (and, to add a field,
 docs/spam.md describes the built-in ones and how to write another.
 """
 
-import hashlib
 import hmac
 import json
 import logging
@@ -23,6 +22,7 @@ from sqlalchemy import bindparam, select
 from .extensions import db
 from .keys import subkey
 from .models import UsedToken, utcnow
+from .security import client_hash
 
 if TYPE_CHECKING:
     from .campaigns import Campaign
@@ -222,8 +222,7 @@ def sent_form_digest() -> str:
     The same for the same form sent again, byte for byte; keyed, so the
     stored digest cannot be checked against a guess of what someone typed.
     """
-    fields = json.dumps(sorted(request.form.items(multi=True)))
-    return hmac.new(subkey("sent-form"), fields.encode(), hashlib.sha256).hexdigest()
+    return client_hash(subkey("sent-form"), json.dumps(sorted(request.form.items(multi=True))))
 
 
 def form_sent_already(form: Iterable[object]) -> bool:

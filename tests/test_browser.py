@@ -80,9 +80,9 @@ def test_a_double_click_on_send_shows_the_thank_you_page_and_stores_one_letter(b
         page.fill("#email", "camille@example.org")
         label = page.locator('label[for="number_question"]').inner_text()
         page.fill("#number_question", re.search(r"\d{4}", label).group(0))
-        # Two clicks a quarter of a second apart, as an impatient hand makes them
-        # (Chromium folds the two clicks of an instant double click into one sending).
-        # (By the mouse: a locator's click would wait for the first sending's page.)
+        # Two clicks a quarter of a second apart, as an impatient hand makes them: Chromium
+        # folds the two of an instant double click into one sending. By the mouse, since a
+        # locator's click would wait for the first sending's page.
         page.locator("button[type=submit]").scroll_into_view_if_needed()
         box = page.locator("button[type=submit]").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
