@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
+from hypothesis import settings
 from pgcluster import Cluster, postgres_bin
 from werkzeug.serving import make_server
 
@@ -27,6 +28,12 @@ EXAMPLE_CAMPAIGNS = ROOT / "tests" / "fixtures" / "campaigns"
 #: The example campaign as shipped, for the tests that check that file itself.
 SHIPPED_CAMPAIGNS = ROOT / "instance" / "campaigns"
 SLUG = "free-erzhan-elshibayev"
+
+# What the property tests check is what comes out, never how fast: under a
+# loaded CI machine Hypothesis's default 200 ms deadline per example would
+# fail a test whose answer was right.
+settings.register_profile("clamor", deadline=None)
+settings.load_profile("clamor")
 
 
 @pytest.fixture

@@ -158,7 +158,7 @@ def clean_line(value, limit):
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.fixed_dictionaries({field: value for field in FIELDS}))
 def test_random_input_never_breaks_the_form(app, client, changes):
     page = client.get(f"/fr/{SLUG}/")

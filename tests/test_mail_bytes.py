@@ -365,7 +365,7 @@ words = st.lists(st.sampled_from(["Анна", "=?utf-8?q?", "?=", "Bcc:", "<x@y.
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.one_of(typed, words), organisation=typed, subject=st.one_of(typed, words),
        target=st.one_of(typed, words))
 def test_any_name_means_what_emailmessage_means(name, organisation, subject, target):
