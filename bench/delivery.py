@@ -47,15 +47,15 @@ Then, into the same sink, best of a few repeats each, for the same letters:
    are fax numbers): each letter is rendered as a PDF and emailed to a
    gateway address through ``smtp``; letters per second only.
 
-Each target line gives the ratio of the best times, and the median of
-each repeat's own ratio (its Clamor time against its own raw loop, run
-moments apart). Each Clamor figure is given from process start to exit and without the
-start-up (the same command with nothing due, timed too, the quickest of
+Each target line gives the ratio of the best times, and the median of each
+repeat's own ratio (its Clamor time against its own raw loop, run moments
+apart). Each Clamor figure is given from process start to exit and without
+the start-up (the same command with nothing due, timed too, the quickest of
 at least :data:`IDLE_RUNS` runs, so that a slow start-up never flatters a
-figure): a long-running ``clamor deliver`` pays start-up once. After every phase the sink must have
-received exactly as many messages as letters were sent, and every letter
-must be marked sent, or the benchmark stops with a non-zero exit. Timings
-are printed, never asserted.
+figure): a long-running ``clamor deliver`` pays start-up once. After every
+phase the sink must have received exactly as many messages as letters were
+sent, and every letter must be marked sent, or the benchmark stops with a
+non-zero exit. Timings are printed, never asserted.
 """
 
 import argparse
@@ -500,7 +500,7 @@ def check_sent(app, slug, n, output=None):
         sent = db.session.scalar(select(func.count()).where(Delivery.campaign == slug, Delivery.status == "sent"))
         db.session.remove()
     if sent != n or output not in (None, f"{n} deliveries attempted"):
-        raise SystemExit(f"clamor deliver: {sent} of {n} letters marked sent; it printed {output!r}")
+        raise SystemExit(f"{sent} of {n} letters of {slug} marked sent; clamor deliver printed {output!r}")
 
 
 def main():
